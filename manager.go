@@ -1,0 +1,234 @@
+package pool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+
+	"golang.org/x/sync/errgroup"
+)
+
+// ErrUnknownSource is returned when an ID names no registered source, or
+// no pool in a Manager.
+var ErrUnknownSource = errors.New("pool: unknown source")
+
+// PoolFactory tells a Manager how to build the pool for one source ID: the
+// Factory that dials it and the Config of its pool. It is called at most
+// once at a time per ID, with a context that ends when the Manager is
+// closed, not when the caller that caused it gives up.
+type PoolFactory[C Connector] func(ctx context.Context, id string) (Factory[C], Config, error)
+
+// Manager owns one Pool per source ID. A pool is created on first use,
+// exactly once however many goroutines ask for it at the same time; a
+// failed creation is not remembered, so the next call tries again.
+// Looking up an existing pool takes no lock.
+type Manager[C Connector] struct {
+	newPool PoolFactory[C]
+	ctx     context.Context // passed to newPool; cancelled by Close
+	cancel  context.CancelFunc
+
+	// pools maps ID to *Pool[C]. It is read without locks; it is written
+	// only with mu held.
+	pools sync.Map
+
+	// bg counts creations in flight; Add only with mu held and closed false.
+	bg sync.WaitGroup
+
+	// mu protects the fields below and serialises writes to pools. It is
+	// never held while calling newPool or closing a pool.
+	mu       sync.Mutex
+	closed   bool
+	creating map[string]*creation[C]
+}
+
+// creation is one pool being built; callers for the same ID wait on done.
+type creation[C Connector] struct {
+	done     chan struct{}
+	pool     *Pool[C]
+	err      error
+	canceled bool // ClosePool or Close ran while it was being built
+}
+
+// NewManager returns a Manager that builds pools with newPool.
+func NewManager[C Connector](newPool PoolFactory[C]) (*Manager[C], error) {
+	if newPool == nil {
+		return nil, fmt.Errorf("%w: PoolFactory is nil", ErrInvalidConfig)
+	}
+	m := &Manager[C]{newPool: newPool, creating: make(map[string]*creation[C])}
+	m.ctx, m.cancel = context.WithCancel(context.Background())
+	return m, nil
+}
+
+// Pool returns the pool for id, creating it if needed.
+//
+// If ctx ends while the pool is being created, Pool returns ctx's error;
+// the creation goes on and serves later calls. A creation error is
+// returned wrapped with the ID, and is not cached. On a closed Manager,
+// Pool returns ErrPoolClosed.
+func (m *Manager[C]) Pool(ctx context.Context, id string) (*Pool[C], error) {
+	if v, ok := m.pools.Load(id); ok {
+		return v.(*Pool[C]), nil
+	}
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return nil, fmt.Errorf("pool: source %q: %w", id, ErrPoolClosed)
+	}
+	if v, ok := m.pools.Load(id); ok {
+		m.mu.Unlock()
+		return v.(*Pool[C]), nil
+	}
+	c := m.creating[id]
+	if c == nil {
+		c = &creation[C]{done: make(chan struct{})}
+		m.creating[id] = c
+		m.bg.Add(1)
+		go m.build(id, c)
+	}
+	m.mu.Unlock()
+	select {
+	case <-c.done:
+		return c.pool, c.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// build runs newPool and New for id outside the lock, then publishes the
+// pool, unless the ID was closed meanwhile.
+func (m *Manager[C]) build(id string, c *creation[C]) {
+	defer m.bg.Done()
+	var p *Pool[C]
+	dial, cfg, err := m.newPool(m.ctx, id)
+	if err == nil {
+		p, err = New(dial, cfg)
+	}
+	if err != nil {
+		err = fmt.Errorf("pool: source %q: %w", id, err)
+	}
+	var orphan *Pool[C]
+	m.mu.Lock()
+	delete(m.creating, id)
+	if err == nil && (c.canceled || m.closed) {
+		orphan, p = p, nil
+		err = fmt.Errorf("pool: source %q: %w", id, ErrPoolClosed)
+	}
+	if p != nil {
+		m.pools.Store(id, p)
+	}
+	c.pool, c.err = p, err
+	close(c.done)
+	m.mu.Unlock()
+	if orphan != nil {
+		_ = orphan.Close()
+	}
+}
+
+// Lookup returns the pool for id if it has been created, without creating
+// it.
+func (m *Manager[C]) Lookup(id string) (*Pool[C], bool) {
+	v, ok := m.pools.Load(id)
+	if !ok {
+		return nil, false
+	}
+	return v.(*Pool[C]), true
+}
+
+// ClosePool removes the pool for id and closes it; a creation in flight
+// for id is closed as soon as it finishes. It returns the pool's Close
+// error, or an error matching ErrUnknownSource if there was no pool and no
+// creation for id.
+func (m *Manager[C]) ClosePool(id string) error {
+	m.mu.Lock()
+	c := m.creating[id]
+	if c != nil {
+		c.canceled = true
+	}
+	v, ok := m.pools.LoadAndDelete(id)
+	m.mu.Unlock()
+	if !ok {
+		if c != nil {
+			return nil
+		}
+		return fmt.Errorf("%w: %q", ErrUnknownSource, id)
+	}
+	return v.(*Pool[C]).Close()
+}
+
+// IDs returns the IDs of the pools created so far, sorted.
+func (m *Manager[C]) IDs() []string {
+	var ids []string
+	m.pools.Range(func(k, _ any) bool {
+		ids = append(ids, k.(string))
+		return true
+	})
+	slices.Sort(ids)
+	return ids
+}
+
+// Stats returns each created pool's Stats by ID.
+func (m *Manager[C]) Stats() map[string]Stats {
+	out := make(map[string]Stats)
+	m.pools.Range(func(k, v any) bool {
+		out[k.(string)] = v.(*Pool[C]).Stats()
+		return true
+	})
+	return out
+}
+
+// closeAll marks the Manager closed, removes every pool and applies fn to
+// each, a few at a time, after waiting for creations in flight.
+func (m *Manager[C]) closeAll(fn func(*Pool[C]) error) error {
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return nil
+	}
+	m.closed = true
+	for _, c := range m.creating {
+		c.canceled = true
+	}
+	var pools []*Pool[C]
+	m.pools.Range(func(k, v any) bool {
+		pools = append(pools, v.(*Pool[C]))
+		m.pools.Delete(k)
+		return true
+	})
+	m.mu.Unlock()
+	m.cancel()
+	m.bg.Wait()
+
+	var (
+		g    errgroup.Group
+		mu   sync.Mutex
+		errs []error
+	)
+	g.SetLimit(16)
+	for _, p := range pools {
+		g.Go(func() error {
+			if err := fn(p); err != nil {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+			}
+			return nil
+		})
+	}
+	_ = g.Wait()
+	return errors.Join(errs...)
+}
+
+// Close closes every pool (see Pool.Close) and makes later calls of Pool
+// return ErrPoolClosed. It returns once creations in flight have finished,
+// with the pools' errors joined. Closing a closed Manager returns nil.
+func (m *Manager[C]) Close() error {
+	return m.closeAll((*Pool[C]).Close)
+}
+
+// Shutdown closes the Manager like Close, then waits, until ctx ends, for
+// every pool's connections in use to be released (see Pool.Shutdown).
+func (m *Manager[C]) Shutdown(ctx context.Context) error {
+	return m.closeAll(func(p *Pool[C]) error { return p.Shutdown(ctx) })
+}

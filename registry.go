@@ -1,0 +1,255 @@
+package pool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+)
+
+var (
+	// ErrDuplicateSource is returned by Register when the ID is taken.
+	ErrDuplicateSource = errors.New("pool: duplicate source")
+
+	// ErrNotHeld is returned by PooledRegistry.Release for a connection that
+	// is not held (already released or discarded).
+	ErrNotHeld = errors.New("pool: connection is not held")
+
+	// ErrForeignConn is returned by PooledRegistry.Release for a connection
+	// that does not belong to the pool of the ID given; the connection is
+	// still released to its own pool.
+	ErrForeignConn = errors.New("pool: connection belongs to another source")
+)
+
+type source[C Connector] struct {
+	dial Factory[C]
+	cfg  Config
+}
+
+// PooledRegistry holds data sources registered by ID, each served by a
+// Pool created on first use. Handlers call With(ctx, id, fn).
+//
+// To hold sources of different kinds in one registry, use
+// PooledRegistry[Connector] and type-assert inside fn.
+type PooledRegistry[C Connector] struct {
+	manager *Manager[C]
+
+	// mu protects sources and closed. It is never held while dialling or
+	// closing.
+	mu      sync.RWMutex
+	sources map[string]source[C]
+	closed  bool
+}
+
+// NewRegistry returns an empty registry.
+func NewRegistry[C Connector]() *PooledRegistry[C] {
+	r := &PooledRegistry[C]{sources: make(map[string]source[C])}
+	r.manager, _ = NewManager(r.poolFor) // cannot fail: poolFor is not nil
+	return r
+}
+
+// poolFor is the Manager's PoolFactory: it looks the source up.
+func (r *PooledRegistry[C]) poolFor(_ context.Context, id string) (Factory[C], Config, error) {
+	r.mu.RLock()
+	s, ok := r.sources[id]
+	r.mu.RUnlock()
+	if !ok {
+		return nil, Config{}, ErrUnknownSource
+	}
+	return s.dial, s.cfg, nil
+}
+
+// RegisterOption changes what Register does.
+type RegisterOption func(*registerOptions)
+
+type registerOptions struct {
+	testConnect bool
+}
+
+// WithTestConnect makes Register create the pool at once, acquire one
+// connection and Ping it. If that fails, the source is unregistered and
+// Register returns the error. The connection stays in the pool.
+func WithTestConnect() RegisterOption {
+	return func(o *registerOptions) { o.testConnect = true }
+}
+
+// Register adds a source. The ID must be non-empty and not yet registered
+// (ErrDuplicateSource), dial must not be nil and cfg must be valid
+// (ErrInvalidConfig). Its pool is created on first use, unless
+// WithTestConnect is given; ctx bounds only that test connection. On a
+// closed registry Register returns ErrPoolClosed.
+func (r *PooledRegistry[C]) Register(ctx context.Context, id string, dial Factory[C], cfg Config, opts ...RegisterOption) error {
+	var o registerOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	switch {
+	case id == "":
+		return fmt.Errorf("%w: source ID is empty", ErrInvalidConfig)
+	case dial == nil:
+		return fmt.Errorf("pool: source %q: %w: factory is nil", id, ErrInvalidConfig)
+	}
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("pool: source %q: %w", id, err)
+	}
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return fmt.Errorf("pool: source %q: %w", id, ErrPoolClosed)
+	}
+	if _, dup := r.sources[id]; dup {
+		r.mu.Unlock()
+		return fmt.Errorf("%w: %q", ErrDuplicateSource, id)
+	}
+	r.sources[id] = source[C]{dial: dial, cfg: cfg}
+	r.mu.Unlock()
+
+	if !o.testConnect {
+		return nil
+	}
+	err := r.testConnect(ctx, id)
+	if err != nil {
+		_ = r.Unregister(id)
+		return fmt.Errorf("pool: source %q: test connect: %w", id, err)
+	}
+	return nil
+}
+
+func (r *PooledRegistry[C]) testConnect(ctx context.Context, id string) error {
+	p, err := r.manager.Pool(ctx, id)
+	if err != nil {
+		return err
+	}
+	pc, err := p.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	if err := pc.conn.Ping(ctx); err != nil {
+		pc.Discard()
+		return err
+	}
+	pc.Release()
+	return nil
+}
+
+// Unregister removes a source and closes its pool (connections in use are
+// closed when released). It returns an error matching ErrUnknownSource if
+// the ID is not registered.
+func (r *PooledRegistry[C]) Unregister(id string) error {
+	r.mu.Lock()
+	_, ok := r.sources[id]
+	delete(r.sources, id)
+	r.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("%w: %q", ErrUnknownSource, id)
+	}
+	err := r.manager.ClosePool(id)
+	if errors.Is(err, ErrUnknownSource) { // registered but never used
+		err = nil
+	}
+	return err
+}
+
+// Pool returns the pool of a registered source, creating it if needed. An
+// unknown ID returns an error matching ErrUnknownSource.
+func (r *PooledRegistry[C]) Pool(ctx context.Context, id string) (*Pool[C], error) {
+	if p, ok := r.manager.Lookup(id); ok {
+		return p, nil
+	}
+	r.mu.RLock()
+	_, ok := r.sources[id]
+	closed := r.closed
+	r.mu.RUnlock()
+	switch {
+	case closed:
+		return nil, fmt.Errorf("pool: source %q: %w", id, ErrPoolClosed)
+	case !ok:
+		return nil, fmt.Errorf("%w: %q", ErrUnknownSource, id)
+	}
+	return r.manager.Pool(ctx, id)
+}
+
+// Get acquires a connection from the source's pool (see Pool.Acquire).
+// Errors name the source ID and match the pool's sentinel errors.
+func (r *PooledRegistry[C]) Get(ctx context.Context, id string) (*PooledConn[C], error) {
+	p, err := r.Pool(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	pc, err := p.Acquire(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("pool: source %q: %w", id, err)
+	}
+	return pc, nil
+}
+
+// Release returns a connection obtained with Get. Unlike
+// PooledConn.Release it reports misuse as an error instead of panicking:
+// ErrNotHeld for a connection already released, ErrUnknownSource for an ID
+// with no pool, ErrForeignConn for a connection from another source's pool.
+// A held connection is always released to its own pool, so nothing leaks.
+func (r *PooledRegistry[C]) Release(id string, pc *PooledConn[C]) error {
+	if pc == nil || !pc.held.CompareAndSwap(true, false) {
+		return fmt.Errorf("pool: source %q: %w", id, ErrNotHeld)
+	}
+	pc.pool.release(pc)
+	p, ok := r.manager.Lookup(id)
+	switch {
+	case !ok:
+		return fmt.Errorf("%w: %q", ErrUnknownSource, id)
+	case p != pc.pool:
+		return fmt.Errorf("pool: source %q: %w", id, ErrForeignConn)
+	}
+	return nil
+}
+
+// With acquires a connection from the source's pool, calls fn with it and
+// ends the loan as Pool.With does. Acquire errors name the source ID; fn's
+// error is returned unchanged.
+func (r *PooledRegistry[C]) With(ctx context.Context, id string, fn func(C) error) error {
+	p, err := r.Pool(ctx, id)
+	if err != nil {
+		return err
+	}
+	pc, err := p.Acquire(ctx)
+	if err != nil {
+		return fmt.Errorf("pool: source %q: %w", id, err)
+	}
+	return runWith(pc, fn)
+}
+
+// IDs returns the registered source IDs, sorted.
+func (r *PooledRegistry[C]) IDs() []string {
+	r.mu.RLock()
+	ids := make([]string, 0, len(r.sources))
+	for id := range r.sources {
+		ids = append(ids, id)
+	}
+	r.mu.RUnlock()
+	slices.Sort(ids)
+	return ids
+}
+
+// Stats returns the Stats of every source whose pool has been created.
+func (r *PooledRegistry[C]) Stats() map[string]Stats { return r.manager.Stats() }
+
+func (r *PooledRegistry[C]) markClosed() {
+	r.mu.Lock()
+	r.closed = true
+	r.mu.Unlock()
+}
+
+// Close closes every pool (see Manager.Close); later calls return
+// ErrPoolClosed.
+func (r *PooledRegistry[C]) Close() error {
+	r.markClosed()
+	return r.manager.Close()
+}
+
+// Shutdown closes every pool and waits, until ctx ends, for connections in
+// use to be released (see Manager.Shutdown).
+func (r *PooledRegistry[C]) Shutdown(ctx context.Context) error {
+	r.markClosed()
+	return r.manager.Shutdown(ctx)
+}
