@@ -24,6 +24,7 @@ type fakeSource struct {
 	reClosed  atomic.Int64 // Close called on a closed conn
 	pings     atomic.Int64
 	resets    atomic.Int64
+	checks    atomic.Int64 // IsValid calls
 	dialFault atomic.Pointer[error]
 
 	// hooks, each optional; set before the pool is used.
@@ -131,7 +132,10 @@ func (c *fakeConn) Close() error {
 	return nil
 }
 
-func (c *fakeConn) IsValid() bool { return c.closed.Load() == 0 && !c.invalid.Load() }
+func (c *fakeConn) IsValid() bool {
+	c.src.checks.Add(1)
+	return c.closed.Load() == 0 && !c.invalid.Load()
+}
 
 func (c *fakeConn) Reset(ctx context.Context) error {
 	c.src.resets.Add(1)
