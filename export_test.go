@@ -46,3 +46,7 @@ func (p *Pool[C]) CheckAccounting() error {
 	}
 	return nil
 }
+
+// SetGaveUpHook sets a function that runs when a waiter has given up and
+// before it leaves the queue. Set it before the pool is shared.
+func (p *Pool[C]) SetGaveUpHook(fn func()) { p.testHookGaveUp = fn }

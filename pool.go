@@ -88,6 +88,11 @@ type Pool[C Connector] struct {
 	dialCtx     context.Context
 	cancelDials context.CancelFunc
 
+	// testHookGaveUp, if set, runs when a waiter has given up and before it
+	// takes the lock to leave the queue. Tests use it to serve the waiter
+	// in that window.
+	testHookGaveUp func()
+
 	// waiterCache recycles waiters with their channel and timer, so that
 	// waiting allocates nothing.
 	waiterCache sync.Pool
@@ -451,6 +456,9 @@ func (p *Pool[C]) wait(ctx context.Context, w *waiter[C], timeoutAt time.Time) (
 	case <-timeout:
 		err = p.timeoutError()
 		p.timedOut.Add(1)
+	}
+	if p.testHookGaveUp != nil {
+		p.testHookGaveUp()
 	}
 	p.mu.Lock()
 	if w.queued {

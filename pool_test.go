@@ -183,43 +183,54 @@ func TestAcquireCanceledContext(t *testing.T) {
 }
 
 // A connection handed to a waiter at the instant it gives up must go back
-// to the pool: here the hand-off and the cancel are both ready before the
-// waiter runs, and select picks either at random.
+// to the pool, not be lost: the hook holds the waiter between giving up
+// and leaving the queue while the holder releases into it.
 func TestConnectionHandedToWaiterThatGaveUpGoesBack(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		src := newFakeSource(t)
-		p := newTestPool(t, src, testConfig(1))
-		gaveUp := 0
-		for range 64 {
-			held, err := p.Acquire(bg)
-			require.NoError(t, err)
-			ctx, cancel := context.WithCancel(bg)
-			got := make(chan error)
-			gate := make(chan struct{})
-			go func() {
-				pc, err := p.Acquire(ctx)
-				<-gate
-				if err == nil {
-					pc.Release()
+	for _, giveUp := range []string{"cancel", "timeout"} {
+		t.Run(giveUp, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				src := newFakeSource(t)
+				cfg := testConfig(1)
+				cfg.AcquireTimeout = time.Second
+				p := newTestPool(t, src, cfg)
+				inWindow := make(chan struct{})
+				gate := make(chan struct{})
+				p.SetGaveUpHook(func() { inWindow <- struct{}{}; <-gate })
+
+				held, err := p.Acquire(bg)
+				require.NoError(t, err)
+				ctx, cancel := context.WithCancel(bg)
+				defer cancel()
+				got := make(chan error)
+				go func() {
+					_, err := p.Acquire(ctx)
+					got <- err
+				}()
+				synctest.Wait() // queued
+				if giveUp == "cancel" {
+					cancel()
+				} // else the AcquireTimeout timer fires when the bubble idles
+				<-inWindow
+				held.Release() // hands the connection to the waiter that gave up
+				close(gate)
+				err = <-got
+				if giveUp == "cancel" {
+					assert.ErrorIs(t, err, context.Canceled)
+				} else {
+					assert.ErrorIs(t, err, pool.ErrAcquireTimeout)
 				}
-				got <- err
-			}()
-			synctest.Wait() // queued
-			held.Release()  // handed to the waiter...
-			cancel()        // ...which is told to give up at the same time
-			close(gate)
-			if err := <-got; err != nil {
-				require.ErrorIs(t, err, context.Canceled)
-				gaveUp++
-			}
-			s := p.Stats()
-			require.Equal(t, 1, s.Idle, "connection lost in a hand-off race")
-			require.Equal(t, 0, s.InUse)
-			require.NoError(t, p.CheckAccounting())
-		}
-		assert.EqualValues(t, 1, src.dials.Load())
-		t.Logf("waiter gave up after being served in %d of 64 rounds", gaveUp)
-	})
+				s := p.Stats()
+				assert.Equal(t, 1, s.Idle, "connection lost in the hand-off race")
+				assert.Equal(t, 0, s.InUse)
+				assert.Equal(t, 0, s.Waiting)
+				require.NoError(t, p.CheckAccounting())
+				pc, err := p.Acquire(bg)
+				require.NoError(t, err)
+				pc.Release()
+				assert.EqualValues(t, 1, src.dials.Load())
+			})
+		})
+	}
 }
 
 func TestMinSizeWarmsUpInBackground(t *testing.T) {

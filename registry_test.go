@@ -1,0 +1,133 @@
+package pool_test
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/deepanalyze/pool"
+)
+
+func newTestRegistry(t testing.TB) *pool.PooledRegistry[*fakeConn] {
+	reg := pool.NewRegistry[*fakeConn]()
+	t.Cleanup(func() { _ = reg.Close() })
+	return reg
+}
+
+func TestRegistryGetReleaseAndWith(t *testing.T) {
+	reg := newTestRegistry(t)
+	src := newFakeSource(t)
+	require.NoError(t, reg.Register(bg, "db1", src.factory(), testConfig(2)))
+	assert.EqualValues(t, 0, src.dials.Load(), "Register must not dial without WithTestConnect")
+
+	pc, err := reg.Get(bg, "db1")
+	require.NoError(t, err)
+	c := pc.Conn()
+	require.NoError(t, reg.Release("db1", pc))
+	require.NoError(t, reg.With(bg, "db1", func(got *fakeConn) error {
+		assert.Same(t, c, got, "connection not reused through the registry")
+		return nil
+	}))
+	stats := reg.Stats()
+	assert.Equal(t, 1, stats["db1"].Idle)
+	assert.EqualValues(t, 2, stats["db1"].AcquireCount)
+	assert.EqualValues(t, 1, src.dials.Load())
+}
+
+func TestRegistryRejectsBadRegistrations(t *testing.T) {
+	reg := newTestRegistry(t)
+	f := newFakeSource(t).factory()
+	require.NoError(t, reg.Register(bg, "db1", f, testConfig(2)))
+
+	err := reg.Register(bg, "db1", f, testConfig(2))
+	assert.ErrorIs(t, err, pool.ErrDuplicateSource)
+	assert.Contains(t, err.Error(), `"db1"`)
+	assert.ErrorIs(t, reg.Register(bg, "", f, testConfig(2)), pool.ErrInvalidConfig)
+	assert.ErrorIs(t, reg.Register(bg, "db2", nil, testConfig(2)), pool.ErrInvalidConfig)
+	err = reg.Register(bg, "db3", f, pool.Config{})
+	assert.ErrorIs(t, err, pool.ErrInvalidConfig)
+	assert.Contains(t, err.Error(), `"db3"`)
+	assert.Contains(t, err.Error(), "MaxSize")
+	assert.Equal(t, []string{"db1"}, reg.IDs())
+}
+
+func TestRegistryUnknownIDIsAnError(t *testing.T) {
+	reg := newTestRegistry(t)
+	_, err := reg.Get(bg, "nope")
+	assert.ErrorIs(t, err, pool.ErrUnknownSource)
+	assert.Contains(t, err.Error(), `"nope"`)
+	called := false
+	err = reg.With(bg, "nope", func(*fakeConn) error { called = true; return nil })
+	assert.ErrorIs(t, err, pool.ErrUnknownSource)
+	assert.False(t, called)
+	assert.ErrorIs(t, reg.Unregister("nope"), pool.ErrUnknownSource)
+}
+
+func TestRegistryAcquireErrorsNameTheSource(t *testing.T) {
+	reg := newTestRegistry(t)
+	src := newFakeSource(t)
+	refused := errors.New("connection refused")
+	src.failDials(refused)
+	require.NoError(t, reg.Register(bg, "db1", src.factory(), testConfig(2)))
+	err := reg.With(bg, "db1", func(*fakeConn) error { return nil })
+	assert.ErrorIs(t, err, refused)
+	assert.ErrorIs(t, err, pool.ErrDial)
+	assert.Contains(t, err.Error(), `"db1"`)
+}
+
+func TestRegistryUnregisterClosesThePool(t *testing.T) {
+	reg := newTestRegistry(t)
+	src := newFakeSource(t)
+	require.NoError(t, reg.Register(bg, "db1", src.factory(), testConfig(2)))
+	require.NoError(t, reg.With(bg, "db1", func(*fakeConn) error { return nil }))
+	held, err := reg.Get(bg, "db1")
+	require.NoError(t, err)
+
+	require.NoError(t, reg.Unregister("db1"))
+	assert.Empty(t, reg.IDs())
+	_, err = reg.Get(bg, "db1")
+	assert.ErrorIs(t, err, pool.ErrUnknownSource)
+	held.Release() // closed, since its pool is closed
+	src.checkAllClosedOnce(t)
+
+	// The ID can be registered again, and a never-used source unregisters.
+	require.NoError(t, reg.Register(bg, "db1", src.factory(), testConfig(2)))
+	assert.NoError(t, reg.Unregister("db1"))
+}
+
+func TestRegistryTestConnect(t *testing.T) {
+	reg := newTestRegistry(t)
+	good := newFakeSource(t)
+	require.NoError(t, reg.Register(bg, "good", good.factory(), testConfig(2), pool.WithTestConnect()))
+	assert.EqualValues(t, 1, good.pings.Load(), "test connect did not ping")
+	p, err := reg.Pool(bg, "good")
+	require.NoError(t, err)
+	assert.Equal(t, 1, p.Stats().Idle, "test connection should stay in the pool")
+
+	bad := newFakeSource(t)
+	refused := errors.New("connection refused")
+	bad.failDials(refused)
+	err = reg.Register(bg, "bad", bad.factory(), testConfig(2), pool.WithTestConnect())
+	assert.ErrorIs(t, err, refused)
+	assert.Contains(t, err.Error(), `"bad"`)
+	assert.Equal(t, []string{"good"}, reg.IDs(), "failed source stays registered")
+}
+
+func TestRegistryCloseClosesEverything(t *testing.T) {
+	reg := newTestRegistry(t)
+	a, b := newFakeSource(t), newFakeSource(t)
+	require.NoError(t, reg.Register(bg, "a", a.factory(), testConfig(2)))
+	require.NoError(t, reg.Register(bg, "b", b.factory(), testConfig(2)))
+	for _, id := range reg.IDs() {
+		require.NoError(t, reg.With(bg, id, func(*fakeConn) error { return nil }))
+	}
+	require.NoError(t, reg.Close())
+	a.checkAllClosedOnce(t)
+	b.checkAllClosedOnce(t)
+	err := reg.With(bg, "a", func(*fakeConn) error { return nil })
+	assert.ErrorIs(t, err, pool.ErrPoolClosed)
+	assert.ErrorIs(t, reg.Register(bg, "c", a.factory(), testConfig(2)), pool.ErrPoolClosed)
+	require.NoError(t, reg.Shutdown(bg), "Shutdown after Close")
+}
