@@ -9,7 +9,7 @@ import (
 // returns how many connections it closed for idleness and for age.
 func (p *Pool[C]) ReapStep(now time.Time) (idle, lifetime int) {
 	p.mu.Lock()
-	closing := p.reapLocked(now)
+	closing := p.reapLocked(int64(now.Sub(p.epoch)))
 	p.mu.Unlock()
 	for _, c := range closing {
 		if c.reason == reasonIdle {

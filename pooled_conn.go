@@ -25,12 +25,14 @@ type PooledConn[C Connector] struct {
 	resetter  Resetter
 
 	createdAt time.Time
-	expiresAt time.Time // zero when MaxLifetime is zero
+	// expiresAt is when MaxLifetime ends, on the pool's clock (Pool.nanos);
+	// math.MaxInt64 when there is no MaxLifetime.
+	expiresAt int64
 
 	// idleSince is when the connection last went back to the pool (or was
-	// dialled). Written under pool.mu before the connection is lent, and
-	// read by the single holder afterwards.
-	idleSince time.Time
+	// dialled), on the pool's clock. Written under pool.mu before the
+	// connection is lent, and read by the single holder afterwards.
+	idleSince int64
 
 	// held is true from the moment the connection is lent until its holder
 	// calls Release or Discard.

@@ -1,0 +1,38 @@
+# Every module in the tree: the core at the root and the nested ones
+# (bench, cmd/poolbench, postgres, examples/api). `go test ./...` at the
+# root does not enter nested modules, so each target loops over them.
+MODULES := $(sort $(patsubst %/go.mod,%,$(shell find . -name go.mod -not -path './.git/*')))
+GO ?= go
+
+.PHONY: test vet fmt-check bench-smoke demo bench
+
+## test: race-enabled tests in every module (the README's test command)
+test:
+	@set -e; for m in $(MODULES); do \
+		echo "== go test -race $$m"; \
+		(cd $$m && $(GO) test -race -count=1 ./...); \
+	done
+
+## vet: go vet in every module
+vet:
+	@set -e; for m in $(MODULES); do (cd $$m && $(GO) vet ./...); done
+
+## fmt-check: fail if gofmt would change a file
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+
+## demo: the main job, poolbench against its embedded TLS data source
+demo:
+	cd cmd/poolbench && $(GO) run . $(ARGS)
+
+## bench-smoke: every benchmark once, as a smoke test (no thresholds)
+bench-smoke:
+	@set -e; for m in $(MODULES); do \
+		echo "== go test -bench $$m"; \
+		(cd $$m && $(GO) test -run '^$$' -bench . -benchtime 1x ./...); \
+	done
+
+## bench: the side-by-side comparison, written to bench/RESULTS.md
+bench:
+	cd bench && ./run.sh

@@ -1,0 +1,134 @@
+package pool_test
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"testing"
+
+	"github.com/deepanalyze/pool"
+)
+
+// nopConn is a connector that costs nothing, so benchmarks measure the pool.
+type nopConn struct{}
+
+func (nopConn) Ping(context.Context) error { return nil }
+func (nopConn) Close() error               { return nil }
+
+func nopFactory(context.Context) (nopConn, error) { return nopConn{}, nil }
+
+func benchPool(b *testing.B, size int) *pool.Pool[nopConn] {
+	cfg := pool.DefaultConfig()
+	cfg.MinSize, cfg.MaxSize = size, size
+	p, err := pool.New(nopFactory, cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = p.Close() })
+	if err := p.WaitReady(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	return p
+}
+
+func BenchmarkAcquireRelease(b *testing.B) {
+	p := benchPool(b, 4)
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		pc, err := p.Acquire(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		pc.Release()
+	}
+}
+
+func BenchmarkAcquireReleaseParallel(b *testing.B) {
+	p := benchPool(b, 64)
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			pc, err := p.Acquire(ctx)
+			if err != nil {
+				b.Fatal(err)
+			}
+			pc.Release()
+		}
+	})
+}
+
+func BenchmarkAcquireReleaseContended(b *testing.B) {
+	p := benchPool(b, 4)
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.SetParallelism(16)
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			pc, err := p.Acquire(ctx)
+			if err != nil {
+				b.Fatal(err)
+			}
+			runtime.Gosched()
+			pc.Release()
+		}
+	})
+}
+
+func BenchmarkWith(b *testing.B) {
+	p := benchPool(b, 4)
+	ctx := context.Background()
+	fn := func(nopConn) error { return nil }
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := p.With(ctx, fn); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkRegistryWith(b *testing.B) {
+	for _, n := range []int{1, 100, 10000} {
+		b.Run(fmt.Sprintf("ids=%d", n), func(b *testing.B) {
+			reg := pool.NewRegistry[nopConn]()
+			b.Cleanup(func() { _ = reg.Close() })
+			cfg := pool.DefaultConfig()
+			cfg.MinSize = 0
+			ctx := context.Background()
+			for i := range n {
+				if err := reg.Register(ctx, fmt.Sprintf("src-%d", i), nopFactory, cfg); err != nil {
+					b.Fatal(err)
+				}
+			}
+			id := fmt.Sprintf("src-%d", n/2)
+			fn := func(nopConn) error { return nil }
+			if err := reg.With(ctx, id, fn); err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := reg.With(ctx, id, fn); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+func BenchmarkStats(b *testing.B) {
+	for _, n := range []int{10, 1000} {
+		b.Run(fmt.Sprintf("inuse=%d", n), func(b *testing.B) {
+			p := benchPool(b, n)
+			for range n {
+				if _, err := p.Acquire(context.Background()); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				_ = p.Stats()
+			}
+		})
+	}
+}
