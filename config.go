@@ -30,8 +30,10 @@ type Config struct {
 
 	// MaxLifetime closes a connection this long after it was dialled (less
 	// a random jitter of up to a tenth, so a fleet does not reconnect at
-	// once): when idle by the reaper or on acquire, when in use on release.
-	// Default 1 hour. Zero means connections never expire by age.
+	// once). An expired connection is never lent: the reaper closes it when
+	// idle, and Acquire closes it instead of lending it. A loan in progress
+	// is not cut short. Default 1 hour. Zero means connections never expire
+	// by age.
 	MaxLifetime time.Duration
 
 	// AcquireTimeout bounds how long Acquire waits when the caller's
@@ -50,8 +52,11 @@ type Config struct {
 	DialTimeout time.Duration
 
 	// PingAfterIdle makes Acquire Ping a connection that has been idle at
-	// least this long before handing it out. Default 1 second. Zero pings
-	// every connection taken from the idle stack. Negative never pings.
+	// least this long before handing it out. Idle time is measured without
+	// a clock read on release, so it may be over-estimated by the length of
+	// the previous loan: a connection held longer than PingAfterIdle is
+	// pinged on its next acquire. Default 1 second. Zero pings every
+	// connection taken from the idle stack. Negative never pings.
 	PingAfterIdle time.Duration
 
 	// PingTimeout bounds each Ping made by Acquire. Default 5 seconds. Zero

@@ -109,7 +109,6 @@ type Pool[C Connector] struct {
 	reapTimer *time.Timer // nil when ReapInterval is zero
 	drained   chan struct{}
 
-	acquireCount   atomic.Int64
 	waitCount      atomic.Int64
 	waitNanos      atomic.Int64
 	canceled       atomic.Int64
@@ -140,6 +139,12 @@ type Pool[C Connector] struct {
 	numClosing  int
 	lastDialErr error
 	ready       []chan error // WaitReady callers
+	// acquireCount counts connections lent and kept by their caller (a
+	// connection that fails its acquire-time check is uncounted).
+	acquireCount int64
+	// lastReap is when the reaper last ran (pool clock); release uses it to
+	// stamp idleSince without reading the clock.
+	lastReap int64
 }
 
 // New validates cfg and returns a pool that dials with factory. It does not
@@ -210,7 +215,6 @@ func (p *Pool[C]) Acquire(ctx context.Context) (*PooledConn[C], error) {
 			p.mu.Unlock()
 			if p.checkOut(ctx, pc) {
 				p.recordWait(waitStart)
-				p.acquireCount.Add(1)
 				return pc, nil
 			}
 			continue
@@ -231,7 +235,6 @@ func (p *Pool[C]) Acquire(ctx context.Context) (*PooledConn[C], error) {
 		}
 		if p.checkOut(ctx, pc) {
 			p.recordWait(waitStart)
-			p.acquireCount.Add(1)
 			return pc, nil
 		}
 	}
@@ -263,7 +266,6 @@ func (p *Pool[C]) TryAcquire(ctx context.Context) (*PooledConn[C], error) {
 		}
 		p.mu.Unlock()
 		if p.checkOut(ctx, pc) {
-			p.acquireCount.Add(1)
 			return pc, nil
 		}
 	}
@@ -309,15 +311,22 @@ func (p *Pool[C]) popIdleLocked() *PooledConn[C] {
 	p.idle[n-1] = nil
 	p.idle = p.idle[:n-1]
 	p.numInUse++
+	p.acquireCount++
 	pc.held.Store(true)
 	return pc
 }
 
 // checkOut runs the acquire-time health checks on a connection just lent to
-// this caller, outside the lock. On failure it closes the connection and
-// returns false.
+// this caller, outside the lock, and stamps the loan's start. On failure it
+// closes the connection and returns false.
+//
+// This is the one clock read of an Acquire-Release cycle: release stamps
+// idleSince from acquiredAt and the reaper's last run instead of reading
+// the clock, so idle time is over-estimated by at most the hold time. That
+// errs towards an extra Ping after a long hold, never towards a missed one.
 func (p *Pool[C]) checkOut(ctx context.Context, pc *PooledConn[C]) bool {
 	now := p.nanos()
+	pc.acquiredAt = now
 	reason := reasonBroken
 	ok := true
 	switch {
@@ -334,6 +343,7 @@ func (p *Pool[C]) checkOut(ctx context.Context, pc *PooledConn[C]) bool {
 	pc.held.Store(false)
 	p.mu.Lock()
 	p.numInUse--
+	p.acquireCount--
 	p.numClosing++
 	p.mu.Unlock()
 	p.finishClose(pc, reason)
@@ -354,13 +364,12 @@ func (p *Pool[C]) expired(pc *PooledConn[C], now int64) bool {
 }
 
 // release runs the release-time checks outside the lock, then hands the
-// connection to the longest waiter or puts it on the idle stack.
+// connection to the longest waiter or puts it on the idle stack. It reads
+// no clock (see checkOut); MaxLifetime is enforced on acquire and by the
+// reaper.
 func (p *Pool[C]) release(pc *PooledConn[C]) {
-	now := p.nanos()
 	reason, ok := reasonBroken, true
 	switch {
-	case p.expired(pc, now):
-		ok, reason = false, reasonLifetime
 	case pc.validator != nil && !pc.validator.IsValid():
 		ok = false
 	case pc.resetter != nil:
@@ -377,7 +386,7 @@ func (p *Pool[C]) release(pc *PooledConn[C]) {
 		p.finishClose(pc, reason)
 		return
 	}
-	p.putLocked(pc, now)
+	p.putLocked(pc, max(pc.acquiredAt, p.lastReap))
 	p.mu.Unlock()
 }
 
@@ -392,12 +401,13 @@ func (p *Pool[C]) reset(pc *PooledConn[C]) error {
 }
 
 // putLocked hands a connection that is not counted anywhere to the
-// longest waiter, or pushes it on the idle stack. p.mu must be held and the
-// pool open.
-func (p *Pool[C]) putLocked(pc *PooledConn[C], now int64) {
-	pc.idleSince = now
+// longest waiter, or pushes it on the idle stack, stamped idle since
+// idleSince. p.mu must be held and the pool open.
+func (p *Pool[C]) putLocked(pc *PooledConn[C], idleSince int64) {
+	pc.idleSince = idleSince
 	if w := p.waiters.popFront(); w != nil {
 		p.numInUse++
+		p.acquireCount++
 		pc.held.Store(true)
 		w.ch <- result[C]{pc: pc} // buffered, and w has exactly one sender
 		return
@@ -485,6 +495,7 @@ func (p *Pool[C]) wait(ctx context.Context, w *waiter[C], timeoutAt int64) (*Poo
 		r.pc.held.Store(false)
 		p.mu.Lock()
 		p.numInUse--
+		p.acquireCount--
 		if p.closed {
 			p.numClosing++
 			p.mu.Unlock()
@@ -733,7 +744,8 @@ func (p *Pool[C]) reap() {
 	}
 	p.bg.Add(1)
 	defer p.bg.Done()
-	closing := p.reapLocked(p.nanos())
+	p.lastReap = p.nanos()
+	closing := p.reapLocked(p.lastReap)
 	p.mu.Unlock()
 	for _, c := range closing {
 		_ = p.finishClose(c.pc, c.reason)
@@ -816,9 +828,10 @@ func (p *Pool[C]) Stats() Stats {
 		Waiting: p.waiters.len,
 		MinSize: p.cfg.MinSize,
 		MaxSize: p.cfg.MaxSize,
+
+		AcquireCount: p.acquireCount,
 	}
 	p.mu.Unlock()
-	s.AcquireCount = p.acquireCount.Load()
 	s.WaitCount = p.waitCount.Load()
 	s.WaitDuration = time.Duration(p.waitNanos.Load())
 	s.CanceledAcquires = p.canceled.Load()

@@ -30,9 +30,13 @@ type PooledConn[C Connector] struct {
 	expiresAt int64
 
 	// idleSince is when the connection last went back to the pool (or was
-	// dialled), on the pool's clock. Written under pool.mu before the
-	// connection is lent, and read by the single holder afterwards.
+	// dialled), on the pool's clock, possibly earlier but never later (see
+	// Pool.checkOut). Written under pool.mu, read under it or by the single
+	// holder.
 	idleSince int64
+	// acquiredAt is when the current or last loan began, on the pool's
+	// clock. Written and read by the holder.
+	acquiredAt int64
 
 	// held is true from the moment the connection is lent until its holder
 	// calls Release or Discard.
@@ -52,9 +56,8 @@ func (pc *PooledConn[C]) Conn() C {
 func (pc *PooledConn[C]) CreatedAt() time.Time { return pc.createdAt }
 
 // Release returns the connection to its pool. If the connector implements
-// Validator and reports itself invalid, if its Reset fails, if it has
-// outlived MaxLifetime, or if the pool is closed, the connection is closed
-// instead. Otherwise it is handed straight to the longest-waiting Acquire,
+// Validator and reports itself invalid, if its Reset fails, or if the pool
+// is closed, the connection is closed instead. Otherwise it is handed straight to the longest-waiting Acquire,
 // or put on the idle stack. Release panics if the handle is not held.
 func (pc *PooledConn[C]) Release() {
 	if !pc.held.CompareAndSwap(true, false) {

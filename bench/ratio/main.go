@@ -1,0 +1,174 @@
+// Command ratio reads `go test -bench` output from several passes on
+// standard input and prints, as Markdown, the median of each measurement
+// and each contender's ratio to puddle, with the targets of the
+// comparison.
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"os"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// line matches "BenchmarkSerial/pool-2   123   45.6 ns/op   0 B/op ...".
+var line = regexp.MustCompile(`^(Benchmark\S+?)(?:-\d+)?\s+\d+\s+(.*)$`)
+
+type key struct{ bench, unit string }
+
+func main() {
+	samples, err := parse(os.Stdin)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "ratio:", err)
+		os.Exit(1)
+	}
+	if len(samples) == 0 {
+		fmt.Fprintln(os.Stderr, "ratio: no benchmark lines on standard input")
+		os.Exit(1)
+	}
+	med := func(bench, unit string) (float64, bool) {
+		v := samples[key{bench, unit}]
+		if len(v) == 0 {
+			return 0, false
+		}
+		v = slices.Clone(v)
+		slices.Sort(v)
+		if len(v)%2 == 1 {
+			return v[len(v)/2], true
+		}
+		return (v[len(v)/2-1] + v[len(v)/2]) / 2, true
+	}
+	out := bufio.NewWriter(os.Stdout)
+	defer out.Flush()
+
+	names := []string{"pool", "puddle", "smartconnpool", "sql", "silenceper", "commons", "channel"}
+	workloads := []string{"Serial", "Parallel", "Contended", "ContendedTimeout"}
+	fmt.Fprintln(out, "### ns per Acquire+Release (median), and ratio to puddle")
+	fmt.Fprintln(out)
+	fmt.Fprintf(out, "| workload | %s |\n", strings.Join(names, " | "))
+	fmt.Fprintf(out, "|---|%s\n", strings.Repeat("---|", len(names)))
+	for _, w := range workloads {
+		base, _ := med("Benchmark"+w+"/puddle", "ns/op")
+		fmt.Fprintf(out, "| %s |", w)
+		for _, n := range names {
+			v, ok := med("Benchmark"+w+"/"+n, "ns/op")
+			if !ok {
+				fmt.Fprint(out, " – |")
+				continue
+			}
+			allocs, _ := med("Benchmark"+w+"/"+n, "allocs/op")
+			fmt.Fprintf(out, " %.0f (%.2f×, %.0f allocs) |", v, v/base, allocs)
+		}
+		fmt.Fprintln(out)
+	}
+
+	fmt.Fprintln(out)
+	fmt.Fprintln(out, "### Contended wait per acquire (16×GOMAXPROCS goroutines, 4 connections; medians over passes)")
+	fmt.Fprintln(out)
+	fmt.Fprintln(out, "| pool | p50 | p99 | p99.9 | max | max/mean | ops spread (max/min per goroutine) |")
+	fmt.Fprintln(out, "|---|---|---|---|---|---|---|")
+	for _, n := range names {
+		b := "BenchmarkWaitLatency/" + n
+		p50, ok := med(b, "p50-ns")
+		if !ok {
+			continue
+		}
+		p99, _ := med(b, "p99-ns")
+		p999, _ := med(b, "p99.9-ns")
+		mx, _ := med(b, "max-ns")
+		mm, _ := med(b, "max/mean")
+		spread, _ := med(b, "ops-spread")
+		fmt.Fprintf(out, "| %s | %s | %s | %s | %s | %.1f | %.2f |\n", n, dur(p50), dur(p99), dur(p999), dur(mx), mm, spread)
+	}
+
+	fmt.Fprintln(out)
+	fmt.Fprintln(out, "### Registry.With by ID against Pool.With")
+	fmt.Fprintln(out)
+	fmt.Fprintln(out, "| benchmark | ns/op | over Pool.With |")
+	fmt.Fprintln(out, "|---|---|---|")
+	base, _ := med("BenchmarkRegistryWith/pool.With", "ns/op")
+	fmt.Fprintf(out, "| Pool.With | %.1f | – |\n", base)
+	for _, n := range []string{"1", "100", "10000"} {
+		if v, ok := med("BenchmarkRegistryWith/registry/ids="+n, "ns/op"); ok {
+			fmt.Fprintf(out, "| PooledRegistry.With, %s IDs | %.1f | %+.1f ns |\n", n, v, v-base)
+		}
+	}
+
+	if bp, ok := med("BenchmarkManagerScale", "B/pool"); ok {
+		g, _ := med("BenchmarkManagerScale", "goroutines")
+		fmt.Fprintln(out)
+		fmt.Fprintln(out, "### 10,000 empty pools in one Manager")
+		fmt.Fprintln(out)
+		fmt.Fprintf(out, "%.0f bytes of heap per pool; %.0f goroutines kept by the 10,000 pools.\n", bp, g)
+	}
+
+	fmt.Fprintln(out)
+	fmt.Fprintln(out, "### Targets")
+	fmt.Fprintln(out)
+	fmt.Fprintln(out, "| target | measured | met |")
+	fmt.Fprintln(out, "|---|---|---|")
+	ratio := func(w string) float64 {
+		a, _ := med("Benchmark"+w+"/pool", "ns/op")
+		b, _ := med("Benchmark"+w+"/puddle", "ns/op")
+		return a / b
+	}
+	allocs, _ := med("BenchmarkSerial/pool", "allocs/op")
+	check(out, "serial ≤ 0.5× puddle, 0 allocs", fmt.Sprintf("%.2f×, %.0f allocs", ratio("Serial"), allocs), ratio("Serial") <= 0.5 && allocs == 0)
+	check(out, "parallel uncontended ≤ 0.5× puddle", fmt.Sprintf("%.2f×", ratio("Parallel")), ratio("Parallel") <= 0.5)
+	check(out, "parallel contended ≤ 0.7× puddle", fmt.Sprintf("%.2f×", ratio("Contended")), ratio("Contended") <= 0.7)
+	check(out, "with ctx timeout ≤ 0.8× puddle", fmt.Sprintf("%.2f×", ratio("ContendedTimeout")), ratio("ContendedTimeout") <= 0.8)
+	p99, _ := med("BenchmarkWaitLatency/pool", "p99-ns")
+	sp99, _ := med("BenchmarkWaitLatency/smartconnpool", "p99-ns")
+	mm, _ := med("BenchmarkWaitLatency/pool", "max/mean")
+	check(out, "contended p99 wait ≤ smartconnpool's", fmt.Sprintf("%s vs %s", dur(p99), dur(sp99)), p99 <= sp99)
+	check(out, "contended max wait ≤ 3× mean", fmt.Sprintf("%.1f×", mm), mm <= 3)
+	reg, _ := med("BenchmarkRegistryWith/registry/ids=10000", "ns/op")
+	check(out, "registry With ≤ 25 ns over Pool.With at 10,000 IDs", fmt.Sprintf("%+.1f ns", reg-base), reg-base <= 25)
+	if bp, ok := med("BenchmarkManagerScale", "B/pool"); ok {
+		g, _ := med("BenchmarkManagerScale", "goroutines")
+		check(out, "10,000 pools: O(1) goroutines, ≤ 4 KiB per empty pool", fmt.Sprintf("%.0f goroutines, %.0f B/pool", g, bp), g <= 2 && bp <= 4096)
+	}
+}
+
+func check(w io.Writer, target, measured string, ok bool) {
+	mark := "no"
+	if ok {
+		mark = "yes"
+	}
+	fmt.Fprintf(w, "| %s | %s | %s |\n", target, measured, mark)
+}
+
+func dur(ns float64) string {
+	switch {
+	case ns >= 1e6:
+		return fmt.Sprintf("%.2f ms", ns/1e6)
+	case ns >= 1e3:
+		return fmt.Sprintf("%.1f µs", ns/1e3)
+	}
+	return fmt.Sprintf("%.0f ns", ns)
+}
+
+func parse(r io.Reader) (map[key][]float64, error) {
+	samples := map[key][]float64{}
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		m := line.FindStringSubmatch(sc.Text())
+		if m == nil {
+			continue
+		}
+		fields := strings.Fields(m[2])
+		for i := 0; i+1 < len(fields); i += 2 {
+			v, err := strconv.ParseFloat(fields[i], 64)
+			if err != nil {
+				continue
+			}
+			k := key{m[1], fields[i+1]}
+			samples[k] = append(samples[k], v)
+		}
+	}
+	return samples, sc.Err()
+}

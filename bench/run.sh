@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Runs the side-by-side comparison with the pools interleaved: each pass
+# runs every workload for every pool, in an order rotated between passes,
+# from one compiled test binary. Then benchstat summarises the raw results
+# and ratio prints the table of ratios to puddle. Writes RESULTS.md.
+#
+#   PASSES=6 BENCHTIME=1s ./run.sh
+set -euo pipefail
+cd "$(dirname "$0")"
+PASSES=${PASSES:-6}
+BENCHTIME=${BENCHTIME:-1s}
+CPU=${CPU:-}
+out=${OUT_DIR:-$(mktemp -d)}
+mkdir -p "$out"
+raw="$out/raw.txt"
+: >"$raw"
+
+CGO_ENABLED=0 go test -c -o "$out/bench.test" .
+names=(pool puddle smartconnpool sql silenceper commons channel)
+cpuflag=()
+[ -n "$CPU" ] && cpuflag=(-test.cpu "$CPU")
+for pass in $(seq 1 "$PASSES"); do
+  echo "pass $pass/$PASSES" >&2
+  k=$(( (pass - 1) % ${#names[@]} ))
+  order=("${names[@]:$k}" "${names[@]:0:$k}")
+  for n in "${order[@]}"; do
+    "$out/bench.test" -test.run '^$' -test.bench "^Benchmark(Serial|Parallel|Contended|ContendedTimeout|WaitLatency)$/^${n}$" \
+      -test.benchtime "$BENCHTIME" -test.benchmem "${cpuflag[@]}" | grep '^Benchmark' >>"$raw"
+  done
+  "$out/bench.test" -test.run '^$' -test.bench '^BenchmarkRegistryWith$' -test.benchtime "$BENCHTIME" -test.benchmem "${cpuflag[@]}" | grep '^Benchmark' >>"$raw"
+done
+"$out/bench.test" -test.run '^$' -test.bench '^BenchmarkManagerScale$' -test.benchtime 1x | grep '^Benchmark' >>"$raw"
+
+go tool benchstat "$raw" >"$out/benchstat.txt"
+go run ./ratio <"$raw" >"$out/ratios.md"
+
+{
+  echo "# Benchmark results"
+  echo
+  echo "Command: \`PASSES=$PASSES BENCHTIME=$BENCHTIME ${CPU:+CPU=$CPU }bench/run.sh\` (from the repository root: \`make bench\`)."
+  echo
+  echo "- Date: $(date -u +%Y-%m-%d)"
+  echo "- Go: $(go version)"
+  echo "- Machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
+  echo "- Passes: $PASSES, each running every pool in a rotated order; medians over passes."
+  echo
+  cat "$out/ratios.md"
+  echo
+  echo "## benchstat"
+  echo
+  echo '```'
+  cat "$out/benchstat.txt"
+  echo '```'
+} >RESULTS.md
+echo "wrote bench/RESULTS.md (raw results in $raw)" >&2
