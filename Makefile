@@ -24,7 +24,7 @@ fmt-check:
 
 ## demo: the main job, poolbench against its embedded TLS data source
 demo:
-	cd cmd/poolbench && $(GO) run . $(ARGS)
+	cd cmd/poolbench && $(GO) run . -out ../../poolbench.svg $(ARGS)
 
 ## bench-smoke: every benchmark once, as a smoke test (no thresholds)
 bench-smoke:

@@ -1,0 +1,21 @@
+module github.com/deepanalyze/pool/cmd/poolbench
+
+go 1.26.0
+
+require (
+	github.com/deepanalyze/pool v0.0.0
+	github.com/schollz/progressbar/v3 v3.19.1
+	github.com/wcharczuk/go-chart/v2 v2.1.2
+)
+
+require (
+	github.com/golang/freetype v0.0.0-20170609003504-e2365dfdc4a0 // indirect
+	github.com/mitchellh/colorstring v0.0.0-20190213212951-d06e56a500db // indirect
+	github.com/rivo/uniseg v0.4.7 // indirect
+	golang.org/x/image v0.18.0 // indirect
+	golang.org/x/sync v0.25.0 // indirect
+	golang.org/x/sys v0.46.0 // indirect
+	golang.org/x/term v0.44.0 // indirect
+)
+
+replace github.com/deepanalyze/pool => ../../

@@ -1,0 +1,102 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseFlagsRejectsBadInput(t *testing.T) {
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-duration", "0s"}, "-duration must be positive"},
+		{[]string{"-c", "1,x"}, `"x" is not a concurrency level`},
+		{[]string{"-c", "0"}, `"0" is not a concurrency level`},
+		{[]string{"-sources", "0"}, "-sources must be at least 1"},
+		{[]string{"-pool-size", "-3"}, "-pool-size must be at least 1"},
+		{[]string{"-out", "chart.jpg"}, "-out must end in .svg or .png"},
+		{[]string{"extra"}, `unexpected argument "extra"`},
+	}
+	for _, tt := range tests {
+		_, err := parseFlags(tt.args, &bytes.Buffer{})
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("parseFlags(%q) = %v, want an error containing %q", tt.args, err, tt.want)
+		}
+	}
+	o, err := parseFlags([]string{"-c", "8, 1,8"}, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(o.levels) != 2 || o.levels[0] != 1 || o.levels[1] != 8 {
+		t.Errorf("levels = %v, want [1 8]", o.levels)
+	}
+}
+
+// A short run end to end: both modes at two levels, no errors, the pool
+// opens at most sources × pool size connections, and the chart is written.
+func TestRunEmbedded(t *testing.T) {
+	dir := t.TempDir()
+	o := options{
+		duration: 300 * time.Millisecond,
+		levels:   []int{1, 8},
+		sources:  2,
+		poolSize: 2,
+		out:      filepath.Join(dir, "chart.svg"),
+	}
+	var out bytes.Buffer
+	if err := run(context.Background(), o, &out, &bytes.Buffer{}); err != nil {
+		t.Fatal(err)
+	}
+	text := out.String()
+	var pooledOpened, unpooledOpened, rows int
+	for _, line := range strings.Split(text, "\n") {
+		f := strings.Fields(line)
+		if len(f) != 8 || (f[0] != "pool" && f[0] != "unpooled") {
+			continue
+		}
+		rows++
+		if f[7] != "0" {
+			t.Errorf("errors in row %q", line)
+		}
+		n := atoi(t, f[6])
+		if f[0] == "pool" {
+			pooledOpened += n
+		} else {
+			unpooledOpened += n
+		}
+	}
+	if rows != 4 {
+		t.Fatalf("want 4 result rows, got %d in:\n%s", rows, text)
+	}
+	if pooledOpened < 1 || pooledOpened > o.sources*o.poolSize {
+		t.Errorf("pool opened %d connections, want 1..%d", pooledOpened, o.sources*o.poolSize)
+	}
+	if unpooledOpened <= pooledOpened {
+		t.Errorf("unpooled opened %d connections, pooled %d: connect-per-request should open more", unpooledOpened, pooledOpened)
+	}
+	svg, err := os.ReadFile(o.out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(svg, []byte("<svg")) || !bytes.Contains(svg, []byte("pool req/s")) {
+		t.Errorf("chart is not an SVG with the pool series")
+	}
+}
+
+func atoi(t *testing.T, s string) int {
+	t.Helper()
+	n := 0
+	for _, c := range s {
+		if c < '0' || c > '9' {
+			t.Fatalf("not a number: %q", s)
+		}
+		n = n*10 + int(c-'0')
+	}
+	return n
+}
