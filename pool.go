@@ -368,13 +368,11 @@ func (p *Pool[C]) expired(pc *PooledConn[C], now int64) bool {
 // no clock (see checkOut); MaxLifetime is enforced on acquire and by the
 // reaper.
 func (p *Pool[C]) release(pc *PooledConn[C]) {
-	reason, ok := reasonBroken, true
-	switch {
-	case pc.validator != nil && !pc.validator.IsValid():
-		ok = false
-	case pc.resetter != nil:
-		ok = p.reset(pc) == nil
-	}
+	// Reset first, so that a connector that is invalid only because of
+	// state the borrower left (an open transaction, say) can clear it.
+	ok := (pc.resetter == nil || p.reset(pc) == nil) &&
+		(pc.validator == nil || pc.validator.IsValid())
+	reason := reasonBroken
 	p.mu.Lock()
 	p.numInUse--
 	if !ok || p.closed {

@@ -56,8 +56,9 @@ func (pc *PooledConn[C]) Conn() C {
 func (pc *PooledConn[C]) CreatedAt() time.Time { return pc.createdAt }
 
 // Release returns the connection to its pool. If the connector implements
-// Validator and reports itself invalid, if its Reset fails, or if the pool
-// is closed, the connection is closed instead. Otherwise it is handed straight to the longest-waiting Acquire,
+// Resetter, Reset runs first; then, if it implements Validator, IsValid. If
+// Reset fails, IsValid reports false, or the pool is closed, the connection
+// is closed instead. Otherwise it is handed straight to the longest-waiting Acquire,
 // or put on the idle stack. Release panics if the handle is not held.
 func (pc *PooledConn[C]) Release() {
 	if !pc.held.CompareAndSwap(true, false) {

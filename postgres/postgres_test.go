@@ -1,0 +1,434 @@
+package postgres_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/deepanalyze/pool"
+	"github.com/deepanalyze/pool/postgres"
+)
+
+var bg = context.Background()
+
+// dsn returns the test server's DSN from PG_DSN, or skips.
+func dsn(t *testing.T) string {
+	t.Helper()
+	d := os.Getenv("PG_DSN")
+	if d == "" {
+		t.Skip("PG_DSN is not set; run `bash .ci/run`, or set PG_DSN=postgres://postgres@127.0.0.1:5432/test?sslmode=disable")
+	}
+	return d
+}
+
+// tagged returns a ConnConfig for PG_DSN whose connections carry a unique
+// application_name, so that pg_stat_activity shows exactly this test's
+// backends.
+func tagged(t *testing.T, base string) (*pgx.ConnConfig, string) {
+	t.Helper()
+	cfg, err := postgres.ParseDSN(base)
+	require.NoError(t, err)
+	tag := fmt.Sprintf("pooltest-%s-%d", strings.ToLower(t.Name()), time.Now().UnixNano())
+	if len(tag) > 60 {
+		tag = tag[len(tag)-60:]
+	}
+	cfg.RuntimeParams["application_name"] = tag
+	return cfg, tag
+}
+
+// admin is a connection outside any pool, for looking at the server.
+func admin(t *testing.T) *pgx.Conn {
+	t.Helper()
+	c, err := pgx.Connect(bg, dsn(t))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = c.Close(bg) })
+	return c
+}
+
+func backends(t *testing.T, a *pgx.Conn, tag string) int {
+	t.Helper()
+	var n int
+	require.NoError(t, a.QueryRow(bg, "select count(*) from pg_stat_activity where application_name = $1", tag).Scan(&n))
+	return n
+}
+
+// waitBackends polls the server (not a goroutine of ours: backends exit
+// asynchronously on the server) until this tag has want backends.
+func waitBackends(t *testing.T, a *pgx.Conn, tag string, want int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		n := backends(t, a, tag)
+		if n == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d backends for %s, want %d", n, tag, want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func newPool(t *testing.T, cfg *pgx.ConnConfig, pcfg pool.Config, opts postgres.Options) *pool.Pool[*postgres.Conn] {
+	t.Helper()
+	p, err := pool.New(postgres.Factory(cfg, opts), pcfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = p.Close() })
+	return p
+}
+
+func TestQueriesThroughRegistryNeverExceedMaxBackends(t *testing.T) {
+	base := dsn(t)
+	a := admin(t)
+	cfg, tag := tagged(t, base)
+	reg := pool.NewRegistry[*postgres.Conn]()
+	defer reg.Close()
+	pcfg := pool.DefaultConfig()
+	pcfg.MaxSize = 8
+	require.NoError(t, reg.Register(bg, "pg", postgres.Factory(cfg, postgres.Options{}), pcfg, pool.WithTestConnect()))
+
+	var peak atomic.Int64
+	stop := make(chan struct{})
+	watched := make(chan struct{})
+	go func() { // samples the server while the load runs
+		defer close(watched)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			var n int64
+			if err := a.QueryRow(bg, "select count(*) from pg_stat_activity where application_name = $1", tag).Scan(&n); err != nil {
+				return
+			}
+			if n > peak.Load() {
+				peak.Store(n)
+			}
+		}
+	}()
+	var wg sync.WaitGroup
+	var sum atomic.Int64
+	for g := range 64 {
+		wg.Go(func() {
+			for i := range 10 {
+				err := reg.With(bg, "pg", func(c *postgres.Conn) error {
+					var v int64
+					err := c.Conn().QueryRow(bg, "select $1::bigint from pg_sleep(0.002)", g*100+i).Scan(&v)
+					sum.Add(v)
+					return err
+				})
+				assert.NoError(t, err)
+			}
+		})
+	}
+	wg.Wait()
+	close(stop)
+	<-watched
+	var want int64
+	for g := range 64 {
+		for i := range 10 {
+			want += int64(g*100 + i)
+		}
+	}
+	assert.Equal(t, want, sum.Load(), "query results")
+	assert.LessOrEqual(t, peak.Load(), int64(8), "more backends than MaxSize")
+	assert.Positive(t, peak.Load())
+	s := reg.Stats()["pg"]
+	assert.Equal(t, s.Total, backends(t, a, tag), "pool and server disagree on open connections")
+	require.NoError(t, reg.Close())
+	waitBackends(t, a, tag, 0)
+}
+
+func TestSessionStateNeverLeaksToTheNextBorrower(t *testing.T) {
+	base := dsn(t)
+	cfg, _ := tagged(t, base)
+	pcfg := pool.DefaultConfig()
+	pcfg.MinSize, pcfg.MaxSize = 0, 1 // one backend, reused
+	p := newPool(t, cfg, pcfg, postgres.Options{})
+
+	var pid1, pid2 uint32
+	require.NoError(t, p.With(bg, func(c *postgres.Conn) error {
+		pg := c.Conn()
+		pid1 = pg.PgConn().PID()
+		for _, q := range []string{
+			"SET statement_timeout = '1234ms'",
+			"CREATE TEMP TABLE leftover (x int)",
+			"SELECT pg_advisory_lock(4242)",
+			"LISTEN leftover_channel",
+			"PREPARE leftover_stmt AS SELECT 1",
+			"BEGIN",
+			"INSERT INTO leftover VALUES (1)",
+		} {
+			if _, err := pg.Exec(bg, q); err != nil {
+				return fmt.Errorf("%s: %w", q, err)
+			}
+		}
+		_, err := pg.Prepare(bg, "pgx_stmt", "select 2")
+		return err // released inside an open transaction
+	}))
+	require.NoError(t, p.With(bg, func(c *postgres.Conn) error {
+		pg := c.Conn()
+		pid2 = pg.PgConn().PID()
+		assert.Equal(t, byte('I'), pg.PgConn().TxStatus(), "transaction carried over")
+		var s string
+		require.NoError(t, pg.QueryRow(bg, "SHOW statement_timeout").Scan(&s))
+		assert.Equal(t, "0", s, "SET carried over")
+		var n int
+		require.NoError(t, pg.QueryRow(bg, "select count(*) from pg_class where relname = 'leftover' and relpersistence = 't'").Scan(&n))
+		assert.Zero(t, n, "temp table carried over")
+		require.NoError(t, pg.QueryRow(bg, "select count(*) from pg_prepared_statements where name in ('leftover_stmt', 'pgx_stmt')").Scan(&n))
+		assert.Zero(t, n, "prepared statement carried over")
+		require.NoError(t, pg.QueryRow(bg, "select count(*) from pg_locks where locktype = 'advisory' and pid = pg_backend_pid()").Scan(&n))
+		assert.Zero(t, n, "advisory lock carried over")
+		require.NoError(t, pg.QueryRow(bg, "select count(*) from pg_listening_channels()").Scan(&n))
+		assert.Zero(t, n, "LISTEN carried over")
+		// pgx's own cache was cleared too: preparing the same name works.
+		_, err := pg.Prepare(bg, "pgx_stmt", "select 3")
+		assert.NoError(t, err)
+		var v int
+		require.NoError(t, pg.QueryRow(bg, "pgx_stmt").Scan(&v))
+		assert.Equal(t, 3, v)
+		return nil
+	}))
+	assert.Equal(t, pid1, pid2, "the backend was not reused, so isolation was not tested")
+	assert.EqualValues(t, 0, p.Stats().ClosedBroken)
+}
+
+func TestTerminatedBackendsAreDiscarded(t *testing.T) {
+	base := dsn(t)
+	a := admin(t)
+	cfg, tag := tagged(t, base)
+	pcfg := pool.DefaultConfig()
+	pcfg.MinSize, pcfg.MaxSize = 4, 4
+	p := newPool(t, cfg, pcfg, postgres.Options{})
+	require.NoError(t, p.WaitReady(bg))
+	var old []uint32
+	require.NoError(t, a.QueryRow(bg, "select array_agg(pid) from pg_stat_activity where application_name = $1", tag).Scan(&old))
+	require.Len(t, old, 4)
+	var killed int
+	require.NoError(t, a.QueryRow(bg, "select count(pg_terminate_backend(pid)) from pg_stat_activity where application_name = $1", tag).Scan(&killed))
+	require.Equal(t, 4, killed)
+	waitBackends(t, a, tag, 0)
+
+	failures := 0
+	for i := range 20 {
+		err := p.With(bg, func(c *postgres.Conn) error {
+			var v int
+			if err := c.Conn().QueryRow(bg, "select $1::int", i).Scan(&v); err != nil {
+				return err
+			}
+			assert.NotContains(t, old, c.Conn().PgConn().PID(), "a terminated backend was lent after it failed")
+			return nil
+		})
+		if err != nil {
+			failures++
+			require.Less(t, i, 4, "request %d failed after every broken connection should be gone: %v", i, err)
+		}
+	}
+	assert.LessOrEqual(t, failures, 4, "each broken connection may fail one request, once")
+	s := p.Stats()
+	assert.EqualValues(t, failures, s.ClosedBroken)
+	t.Logf("%d of 4 broken connections failed a request before being discarded (the rest were caught on release or by Ping)", failures)
+}
+
+func TestCancelledQueryDoesNotReturnDirtyConnection(t *testing.T) {
+	base := dsn(t)
+	cfg, _ := tagged(t, base)
+	pcfg := pool.DefaultConfig()
+	pcfg.MinSize, pcfg.MaxSize = 0, 1
+	p := newPool(t, cfg, pcfg, postgres.Options{})
+	ctx, cancel := context.WithTimeout(bg, 100*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	err := p.With(ctx, func(c *postgres.Conn) error {
+		_, err := c.Conn().Exec(ctx, "BEGIN")
+		if err != nil {
+			return err
+		}
+		_, err = c.Conn().Exec(ctx, "select pg_sleep(10)")
+		return err
+	})
+	require.Error(t, err)
+	assert.Less(t, time.Since(start), 5*time.Second, "cancel did not interrupt the query")
+	require.NoError(t, p.With(bg, func(c *postgres.Conn) error {
+		assert.Equal(t, byte('I'), c.Conn().PgConn().TxStatus())
+		var v int
+		return c.Conn().QueryRow(bg, "select 7").Scan(&v)
+	}))
+}
+
+func TestRoleConnectionLimitGivesClearErrorsAndNoLeak(t *testing.T) {
+	base := dsn(t)
+	a := admin(t)
+	role := fmt.Sprintf("pool_limited_%d", time.Now().UnixNano()%1e9)
+	_, err := a.Exec(bg, fmt.Sprintf("CREATE ROLE %s LOGIN CONNECTION LIMIT 2", role))
+	require.NoError(t, err)
+	t.Cleanup(func() { _, _ = a.Exec(bg, "DROP ROLE IF EXISTS "+role) })
+	cfg, tag := tagged(t, base)
+	cfg.User = role
+	pcfg := pool.DefaultConfig()
+	pcfg.MinSize, pcfg.MaxSize = 0, 5
+	pcfg.AcquireTimeout = 3 * time.Second
+	p, err := pool.New(postgres.Factory(cfg, postgres.Options{}), pcfg)
+	require.NoError(t, err)
+
+	var ok, refused atomic.Int64
+	var wg sync.WaitGroup
+	for range 10 {
+		wg.Go(func() {
+			err := p.With(bg, func(c *postgres.Conn) error {
+				_, err := c.Conn().Exec(bg, "select pg_sleep(0.2)")
+				return err
+			})
+			switch {
+			case err == nil:
+				ok.Add(1)
+			case errors.Is(err, pool.ErrDial) && strings.Contains(err.Error(), "too many connections for role"):
+				refused.Add(1)
+			default:
+				t.Errorf("unclear error: %v", err)
+			}
+		})
+	}
+	wg.Wait()
+	s := p.Stats()
+	assert.Positive(t, ok.Load())
+	assert.Positive(t, refused.Load(), "the limit was never hit")
+	assert.LessOrEqual(t, s.Total, 2)
+	assert.LessOrEqual(t, s.DialErrors, int64(10), "more dials failed than there were requests: a dial storm")
+	require.NoError(t, p.Close())
+	waitBackends(t, a, tag, 0)
+}
+
+// TestServerRestart stops and starts the shared PostgreSQL server, so it
+// runs only where PG_CTLCLUSTER says how (`.ci/run` sets it).
+func TestServerRestart(t *testing.T) {
+	base := dsn(t)
+	ctl := os.Getenv("PG_CTLCLUSTER")
+	if ctl == "" {
+		t.Skip("PG_CTLCLUSTER is not set; `.ci/run` sets it to the pg_ctlcluster command of the test server")
+	}
+	pgctl := func(action string) {
+		out, err := exec.Command("bash", "-c", ctl+" "+action).CombinedOutput()
+		require.NoError(t, err, "%s %s: %s", ctl, action, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("bash", "-c", ctl+" start").Run() })
+
+	cfg, _ := tagged(t, base)
+	pcfg := pool.DefaultConfig()
+	pcfg.MinSize, pcfg.MaxSize = 2, 4
+	pcfg.AcquireTimeout = 2 * time.Second
+	pcfg.DialTimeout = 2 * time.Second
+	p := newPool(t, cfg, pcfg, postgres.Options{ConnectTimeout: 2 * time.Second})
+	require.NoError(t, p.WaitReady(bg))
+	query := func() error {
+		return p.With(bg, func(c *postgres.Conn) error {
+			var v int
+			return c.Conn().QueryRow(bg, "select 1").Scan(&v)
+		})
+	}
+	require.NoError(t, query())
+
+	pgctl("stop")
+	before := p.Stats()
+	const during = 20
+	for i := range during {
+		start := time.Now()
+		err := query()
+		require.Error(t, err, "request %d succeeded with the server down", i)
+		assert.Less(t, time.Since(start), 3*time.Second, "a request hung while the server was down")
+		if i >= 2 { // the two idle connections fail first; then dials are refused
+			assert.ErrorIs(t, err, pool.ErrDial)
+			assert.Contains(t, err.Error(), "127.0.0.1")
+		}
+	}
+	mid := p.Stats()
+	dials := (mid.Created + mid.DialErrors) - (before.Created + before.DialErrors)
+	assert.LessOrEqual(t, dials, int64(during), "dial flood: %d dials for %d requests", dials, during)
+
+	pgctl("start")
+	deadline := time.Now().Add(30 * time.Second)
+	for query() != nil {
+		require.True(t, time.Now().Before(deadline), "pool did not recover after the server came back")
+	}
+	for range 20 {
+		require.NoError(t, query())
+	}
+	t.Logf("server down: %d requests failed fast with %d dials; recovered once it was back", during, dials)
+}
+
+func TestThroughPgBouncerTransactionMode(t *testing.T) {
+	bouncer := os.Getenv("PGBOUNCER_DSN")
+	if bouncer == "" {
+		t.Skip("PGBOUNCER_DSN is not set; `.ci/run` starts PgBouncer in transaction mode and sets it")
+	}
+	cfg, err := postgres.ParseDSN(bouncer)
+	require.NoError(t, err)
+	// PgBouncer in transaction mode cannot keep prepared statements.
+	cfg.DefaultQueryExecMode = pgx.QueryExecModeSimpleProtocol
+	pcfg := pool.DefaultConfig()
+	pcfg.MaxSize = 8
+	p := newPool(t, cfg, pcfg, postgres.Options{Reset: postgres.ResetTransaction})
+	var wg sync.WaitGroup
+	var sum atomic.Int64
+	for g := range 32 {
+		wg.Go(func() {
+			for i := range 20 {
+				err := p.With(bg, func(c *postgres.Conn) error {
+					tx, err := c.Conn().Begin(bg)
+					if err != nil {
+						return err
+					}
+					defer tx.Rollback(bg)
+					var v int64
+					if err := tx.QueryRow(bg, "select $1::bigint", g*20+i).Scan(&v); err != nil {
+						return err
+					}
+					sum.Add(v)
+					return tx.Commit(bg)
+				})
+				assert.NoError(t, err)
+			}
+		})
+	}
+	wg.Wait()
+	assert.EqualValues(t, (640*639)/2, sum.Load())
+	assert.LessOrEqual(t, p.Stats().Total, 8)
+}
+
+func TestErrorsNeverContainThePassword(t *testing.T) {
+	const pw = "s3cret-Pa55word"
+	f, err := postgres.FactoryFromDSN("postgres://postgres:"+pw+"@127.0.0.1:1/test?sslmode=disable&connect_timeout=1", postgres.Options{})
+	require.NoError(t, err)
+	_, err = f(bg)
+	require.Error(t, err)
+	assert.NotContains(t, err.Error(), pw)
+	assert.Contains(t, err.Error(), "127.0.0.1")
+
+	_, err = postgres.ParseDSN("postgres://postgres:" + pw + "@127.0.0.1:notaport/test")
+	require.Error(t, err)
+	assert.NotContains(t, err.Error(), pw)
+	_, err = postgres.ParseDSN("host=127.0.0.1 password=" + pw + " port=notaport")
+	require.Error(t, err)
+	assert.NotContains(t, err.Error(), pw)
+
+	p, err := pool.New(f, pool.DefaultConfig())
+	require.NoError(t, err)
+	defer p.Close()
+	err = p.WaitReady(bg)
+	require.Error(t, err)
+	assert.NotContains(t, err.Error(), pw)
+	assert.NotContains(t, fmt.Sprintf("%+v", p.Stats()), pw)
+}
