@@ -41,8 +41,22 @@ func TestParseFlagsRejectsBadInput(t *testing.T) {
 // A short run end to end: both modes at two levels, no errors, the pool
 // opens at most sources × pool size connections, and the chart is written.
 func TestRunEmbedded(t *testing.T) {
+	testRun(t, "")
+}
+
+// The same against PostgreSQL through the adapter, with -dsn.
+func TestRunPostgres(t *testing.T) {
+	dsn := os.Getenv("PG_DSN")
+	if dsn == "" {
+		t.Skip("PG_DSN is not set; run `bash .ci/run`, or set PG_DSN=postgres://postgres@127.0.0.1:5432/test?sslmode=disable")
+	}
+	testRun(t, dsn)
+}
+
+func testRun(t *testing.T, dsn string) {
 	dir := t.TempDir()
 	o := options{
+		dsn:      dsn,
 		duration: 300 * time.Millisecond,
 		levels:   []int{1, 8},
 		sources:  2,
