@@ -4,6 +4,8 @@ go 1.26.8
 
 require (
 	github.com/deepanalyze/pool v0.0.0
+	github.com/deepanalyze/pool/postgres v0.0.0-00010101000000-000000000000
+	github.com/jackc/pgx/v5 v5.7.6
 	github.com/jackc/puddle/v2 v2.2.2
 	github.com/jolestar/go-commons-pool/v2 v2.1.2
 	github.com/silenceper/pool v1.0.0
@@ -61,6 +63,8 @@ require (
 	github.com/grpc-ecosystem/grpc-gateway/v2 v2.28.0 // indirect
 	github.com/hashicorp/go-version v1.9.0 // indirect
 	github.com/inconshreveable/mousetrap v1.1.0 // indirect
+	github.com/jackc/pgpassfile v1.0.0 // indirect
+	github.com/jackc/pgservicefile v0.0.0-20240606120523-5a60cdf6a761 // indirect
 	github.com/json-iterator/go v1.1.12 // indirect
 	github.com/klauspost/compress v1.18.5 // indirect
 	github.com/klauspost/cpuid/v2 v2.3.0 // indirect
@@ -125,6 +129,7 @@ require (
 	go.uber.org/zap v1.27.1 // indirect
 	go.yaml.in/yaml/v2 v2.4.4 // indirect
 	go.yaml.in/yaml/v3 v3.0.4 // indirect
+	golang.org/x/crypto v0.57.0 // indirect
 	golang.org/x/exp v0.0.0-20260824195058-e88cd73687aa // indirect
 	golang.org/x/mod v0.41.0 // indirect
 	golang.org/x/net v0.59.0 // indirect
@@ -146,3 +151,5 @@ require (
 replace github.com/deepanalyze/pool => ../
 
 tool golang.org/x/perf/cmd/benchstat
+
+replace github.com/deepanalyze/pool/postgres => ../postgres

@@ -2,7 +2,9 @@
 # Runs the side-by-side comparison with the pools interleaved: each pass
 # runs every workload for every pool, in an order rotated between passes,
 # from one compiled test binary. Then benchstat summarises the raw results
-# and ratio prints the table of ratios to puddle. Writes RESULTS.md.
+# and ratio prints the table of ratios to puddle. With PG_DSN set it also
+# runs the PostgreSQL benchmark (pool, pgxpool, database/sql, no pool).
+# Writes RESULTS.md.
 #
 #   PASSES=6 BENCHTIME=1s ./run.sh
 set -euo pipefail
@@ -28,6 +30,13 @@ for pass in $(seq 1 "$PASSES"); do
       -test.benchtime "$BENCHTIME" -test.benchmem "${cpuflag[@]}" | grep '^Benchmark' >>"$raw"
   done
   "$out/bench.test" -test.run '^$' -test.bench '^BenchmarkRegistryWith$' -test.benchtime "$BENCHTIME" -test.benchmem "${cpuflag[@]}" | grep '^Benchmark' >>"$raw"
+  if [ -n "${PG_DSN:-}" ]; then # the real server, contenders interleaved too
+    pg=(pool pgxpool pool-txreset sql nopool)
+    k=$(( (pass - 1) % ${#pg[@]} ))
+    for n in "${pg[@]:$k}" "${pg[@]:0:$k}"; do
+      PG_CONTENDER=$n "$out/bench.test" -test.run '^$' -test.bench '^BenchmarkPG$' -test.benchtime "$BENCHTIME" | grep '^Benchmark' >>"$raw"
+    done
+  fi
 done
 "$out/bench.test" -test.run '^$' -test.bench '^BenchmarkManagerScale$' -test.benchtime 1x | grep '^Benchmark' >>"$raw"
 

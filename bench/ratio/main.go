@@ -106,6 +106,36 @@ func main() {
 		fmt.Fprintf(out, "%.0f bytes of heap per pool; %.0f goroutines kept by the 10,000 pools.\n", bp, g)
 	}
 
+	if _, ok := med("BenchmarkPG/select1/c=1/pgxpool", "qps"); ok {
+		pg := []string{"pool", "pool-txreset", "pgxpool", "sql", "nopool"}
+		fmt.Fprintln(out)
+		fmt.Fprintln(out, "### PostgreSQL (loopback server; max 16 connections per pool)")
+		fmt.Fprintln(out)
+		fmt.Fprintln(out, "queries per second, p50 / p99 latency. `pool` resets the session on every release (ROLLBACK if needed, DEALLOCATE ALL, DISCARD ALL); `pool-txreset` only rolls back an open transaction, as pgxpool does.")
+		fmt.Fprintln(out)
+		fmt.Fprintf(out, "| query | clients | %s | pool-txreset / pgxpool |\n", strings.Join(pg, " | "))
+		fmt.Fprintf(out, "|---|---|%s---|\n", strings.Repeat("---|", len(pg)))
+		for _, q := range []string{"select1", "indexed"} {
+			for _, c := range []string{"1", "16", "64"} {
+				fmt.Fprintf(out, "| %s | %s |", q, c)
+				for _, n := range pg {
+					b := "BenchmarkPG/" + q + "/c=" + c + "/" + n
+					qps, ok := med(b, "qps")
+					if !ok {
+						fmt.Fprint(out, " – |")
+						continue
+					}
+					p50, _ := med(b, "p50-ns")
+					p99, _ := med(b, "p99-ns")
+					fmt.Fprintf(out, " %.0f q/s, %s / %s |", qps, dur(p50), dur(p99))
+				}
+				a, _ := med("BenchmarkPG/"+q+"/c="+c+"/pool-txreset", "qps")
+				x, _ := med("BenchmarkPG/"+q+"/c="+c+"/pgxpool", "qps")
+				fmt.Fprintf(out, " %.2f× |\n", a/x)
+			}
+		}
+	}
+
 	fmt.Fprintln(out)
 	fmt.Fprintln(out, "### Targets")
 	fmt.Fprintln(out)
@@ -131,6 +161,18 @@ func main() {
 	if bp, ok := med("BenchmarkManagerScale", "B/pool"); ok {
 		g, _ := med("BenchmarkManagerScale", "goroutines")
 		check(out, "10,000 pools: O(1) goroutines, ≤ 4 KiB per empty pool", fmt.Sprintf("%.0f goroutines, %.0f B/pool", g, bp), g <= 2 && bp <= 4096)
+	}
+	for _, n := range []string{"pool-txreset", "pool"} {
+		b := "BenchmarkPG/select1/c=64/"
+		a, ok := med(b+n, "qps")
+		if !ok {
+			break
+		}
+		x, _ := med(b+"pgxpool", "qps")
+		ap, _ := med(b+n, "p99-ns")
+		xp, _ := med(b+"pgxpool", "p99-ns")
+		check(out, "PostgreSQL, 64 clients, SELECT 1: "+n+" ≥ 1.0× pgxpool throughput, p99 no worse",
+			fmt.Sprintf("%.2f×, p99 %s vs %s", a/x, dur(ap), dur(xp)), a/x >= 1 && ap <= xp)
 	}
 }
 
