@@ -98,8 +98,8 @@ type Pool[C Connector] struct {
 	// in that window.
 	testHookGaveUp func()
 
-	// waiterCache recycles waiters with their channel and timer, so that
-	// waiting allocates nothing.
+	// waiterCache recycles waiters with their channel, so that waiting
+	// allocates nothing.
 	waiterCache sync.Pool
 
 	// bg counts dial goroutines and a running reaper step. Add is called
@@ -145,6 +145,12 @@ type Pool[C Connector] struct {
 	// lastReap is when the reaper last ran (pool clock); release uses it to
 	// stamp idleSince without reading the clock.
 	lastReap int64
+	// timeoutTimer fails waiters whose AcquireTimeout has passed (see
+	// armTimeoutLocked); created on first use. timeoutArmedAt is when it is
+	// due, valid while timeoutArmed.
+	timeoutTimer   *time.Timer
+	timeoutArmed   bool
+	timeoutArmedAt int64
 }
 
 // New validates cfg and returns a pool that dials with factory. It does not
@@ -202,39 +208,53 @@ func (p *Pool[C]) Acquire(ctx context.Context) (*PooledConn[C], error) {
 		p.canceled.Add(1)
 		return nil, err
 	}
+	// The caller's deadline on the pool's clock, read outside the lock and
+	// without a clock read; AcquireTimeout applies only if it ends sooner.
+	ctxDeadline := int64(math.MaxInt64)
+	if dl, ok := ctx.Deadline(); ok {
+		ctxDeadline = int64(dl.Sub(p.epoch))
+	}
 	waitStart := int64(-1) // -1 until the caller first has to wait
 	var timeoutAt int64    // zero when no AcquireTimeout applies
 	for {
 		p.mu.Lock()
 		if p.closed {
 			p.mu.Unlock()
-			p.recordWait(waitStart)
+			if waitStart >= 0 {
+				p.recordWait(waitStart, p.nanos())
+			}
 			return nil, ErrPoolClosed
 		}
 		if pc := p.popIdleLocked(); pc != nil {
 			p.mu.Unlock()
 			if p.checkOut(ctx, pc) {
-				p.recordWait(waitStart)
+				p.recordWait(waitStart, pc.acquiredAt)
 				return pc, nil
 			}
 			continue
 		}
+		if waitStart < 0 {
+			waitStart = p.nanos()
+			if t := waitStart + int64(p.cfg.AcquireTimeout); p.cfg.AcquireTimeout > 0 && t < ctxDeadline {
+				timeoutAt = t
+			}
+		}
 		w := p.waiterCache.Get().(*waiter[C])
+		w.timeoutAt = timeoutAt
 		p.waiters.pushBack(w)
+		if timeoutAt != 0 {
+			p.armTimeoutLocked(timeoutAt)
+		}
 		p.replenishLocked(false)
 		p.mu.Unlock()
 
-		if waitStart < 0 {
-			waitStart = p.nanos()
-			timeoutAt = p.timeoutAt(ctx, waitStart)
-		}
-		pc, err := p.wait(ctx, w, timeoutAt)
+		pc, err := p.wait(ctx, w)
 		if err != nil {
-			p.recordWait(waitStart)
+			p.recordWait(waitStart, p.nanos())
 			return nil, err
 		}
 		if p.checkOut(ctx, pc) {
-			p.recordWait(waitStart)
+			p.recordWait(waitStart, pc.acquiredAt)
 			return pc, nil
 		}
 	}
@@ -436,43 +456,71 @@ func (p *Pool[C]) finishClose(pc *PooledConn[C], reason closeReason) error {
 	return err
 }
 
-// timeoutAt returns when (on the pool's clock) AcquireTimeout ends a wait
-// that starts at now, or zero when the caller's own deadline comes first or
-// there is no AcquireTimeout.
-func (p *Pool[C]) timeoutAt(ctx context.Context, now int64) int64 {
-	if p.cfg.AcquireTimeout <= 0 {
-		return 0
+// errTimedOut is what the timeout timer sends a waiter whose
+// AcquireTimeout has passed; wait turns it into the error the caller sees.
+var errTimedOut = errors.New("pool: internal: wait timed out")
+
+// armTimeoutLocked makes sure the pool's one timeout timer fires no later
+// than at (pool clock). Waiters carry no timer of their own: the timer is
+// armed for the earliest deadline, and since waiters queue in order, most
+// enqueues find it armed early enough and touch no timer. p.mu must be held.
+func (p *Pool[C]) armTimeoutLocked(at int64) {
+	if p.timeoutArmed && p.timeoutArmedAt <= at {
+		return
 	}
-	if d, ok := ctx.Deadline(); ok && time.Until(d) <= p.cfg.AcquireTimeout {
-		return 0
+	d := time.Duration(at - p.nanos())
+	if p.timeoutTimer == nil {
+		p.timeoutTimer = time.AfterFunc(d, p.expireWaiters)
+	} else {
+		p.timeoutTimer.Reset(d)
 	}
-	return now + int64(p.cfg.AcquireTimeout)
+	p.timeoutArmed, p.timeoutArmedAt = true, at
 }
 
-// wait blocks until w is served, ctx ends or timeoutAt passes. w has been
-// queued by the caller and is recycled here.
-func (p *Pool[C]) wait(ctx context.Context, w *waiter[C], timeoutAt int64) (*PooledConn[C], error) {
-	var timeout <-chan time.Time
-	if timeoutAt != 0 {
-		d := time.Duration(timeoutAt - p.nanos())
-		if w.timer == nil {
-			w.timer = time.NewTimer(d)
-		} else {
-			w.timer.Reset(d)
-		}
-		timeout = w.timer.C
+// expireWaiters is the timeout timer's callback: it fails every waiter
+// whose AcquireTimeout has passed and re-arms for the earliest remaining
+// deadline.
+func (p *Pool[C]) expireWaiters() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.timeoutArmed = false
+	if p.closed {
+		return
 	}
+	now := p.nanos()
+	next := int64(math.MaxInt64)
+	for w := p.waiters.head; w != nil; {
+		following := w.next
+		switch {
+		case w.timeoutAt == 0:
+		case w.timeoutAt <= now:
+			p.waiters.remove(w)
+			w.ch <- result[C]{err: errTimedOut}
+		default:
+			next = min(next, w.timeoutAt)
+		}
+		w = following
+	}
+	if next != math.MaxInt64 {
+		p.armTimeoutLocked(next)
+	}
+}
+
+// wait blocks until w is served or ctx ends. w has been queued by the
+// caller and is recycled here.
+func (p *Pool[C]) wait(ctx context.Context, w *waiter[C]) (*PooledConn[C], error) {
 	var err error
 	select {
 	case r := <-w.ch:
-		p.recycle(w)
+		p.waiterCache.Put(w)
+		if r.err == errTimedOut {
+			p.timedOut.Add(1)
+			return nil, p.timeoutError()
+		}
 		return r.pc, r.err
 	case <-ctx.Done():
 		err = ctx.Err()
 		p.canceled.Add(1)
-	case <-timeout:
-		err = p.timeoutError()
-		p.timedOut.Add(1)
 	}
 	if p.testHookGaveUp != nil {
 		p.testHookGaveUp()
@@ -481,14 +529,14 @@ func (p *Pool[C]) wait(ctx context.Context, w *waiter[C], timeoutAt int64) (*Poo
 	if w.queued {
 		p.waiters.remove(w)
 		p.mu.Unlock()
-		p.recycle(w)
+		p.waiterCache.Put(w)
 		return nil, err
 	}
 	p.mu.Unlock()
 	// Served at the same instant we gave up: the result is already in the
 	// buffer. Pretend we were never served and put the connection back.
 	r := <-w.ch
-	p.recycle(w)
+	p.waiterCache.Put(w)
 	if r.pc != nil {
 		r.pc.held.Store(false)
 		p.mu.Lock()
@@ -506,13 +554,6 @@ func (p *Pool[C]) wait(ctx context.Context, w *waiter[C], timeoutAt int64) (*Poo
 	return nil, err
 }
 
-func (p *Pool[C]) recycle(w *waiter[C]) {
-	if w.timer != nil {
-		w.timer.Stop() // since Go 1.23 no stale tick can be received after Stop
-	}
-	p.waiterCache.Put(w)
-}
-
 func (p *Pool[C]) timeoutError() error {
 	p.mu.Lock()
 	inUse, lastErr := p.numInUse, p.lastDialErr
@@ -524,12 +565,14 @@ func (p *Pool[C]) timeoutError() error {
 	return fmt.Errorf("%w after %v (%d of %d in use)", ErrAcquireTimeout, p.cfg.AcquireTimeout, inUse, p.cfg.MaxSize)
 }
 
-func (p *Pool[C]) recordWait(start int64) {
+// recordWait counts a wait from start to end (pool clock), if the caller
+// waited at all (start >= 0).
+func (p *Pool[C]) recordWait(start, end int64) {
 	if start < 0 {
 		return
 	}
 	p.waitCount.Add(1)
-	p.waitNanos.Add(p.nanos() - start)
+	p.waitNanos.Add(end - start)
 }
 
 // replenishLocked starts the dials needed so that every waiter has a
@@ -708,6 +751,11 @@ func (p *Pool[C]) Close() error {
 	if p.reapTimer != nil {
 		p.reapTimer.Stop()
 	}
+	p.mu.Lock()
+	if p.timeoutTimer != nil {
+		p.timeoutTimer.Stop()
+	}
+	p.mu.Unlock()
 	p.bg.Wait()
 	var errs []error
 	for _, pc := range idle {
@@ -855,7 +903,7 @@ type result[C Connector] struct {
 // under the pool lock.
 type waiter[C Connector] struct {
 	ch         chan result[C]
-	timer      *time.Timer
+	timeoutAt  int64 // when AcquireTimeout fails it (pool clock); 0: never
 	prev, next *waiter[C]
 	queued     bool
 }

@@ -183,54 +183,84 @@ func TestAcquireCanceledContext(t *testing.T) {
 }
 
 // A connection handed to a waiter at the instant it gives up must go back
-// to the pool, not be lost: the hook holds the waiter between giving up
-// and leaving the queue while the holder releases into it.
+// to the pool, not be lost: the hook holds the waiter between its ctx
+// ending and leaving the queue while the holder releases into it. (An
+// AcquireTimeout cannot race like this: the pool's timer fails the waiter
+// under the lock that a release takes to serve it.)
 func TestConnectionHandedToWaiterThatGaveUpGoesBack(t *testing.T) {
-	for _, giveUp := range []string{"cancel", "timeout"} {
-		t.Run(giveUp, func(t *testing.T) {
-			synctest.Test(t, func(t *testing.T) {
-				src := newFakeSource(t)
-				cfg := testConfig(1)
-				cfg.AcquireTimeout = time.Second
-				p := newTestPool(t, src, cfg)
-				inWindow := make(chan struct{})
-				gate := make(chan struct{})
-				p.SetGaveUpHook(func() { inWindow <- struct{}{}; <-gate })
+	synctest.Test(t, func(t *testing.T) {
+		src := newFakeSource(t)
+		p := newTestPool(t, src, testConfig(1))
+		inWindow := make(chan struct{})
+		gate := make(chan struct{})
+		p.SetGaveUpHook(func() { inWindow <- struct{}{}; <-gate })
 
-				held, err := p.Acquire(bg)
-				require.NoError(t, err)
-				ctx, cancel := context.WithCancel(bg)
-				defer cancel()
-				got := make(chan error)
-				go func() {
-					_, err := p.Acquire(ctx)
-					got <- err
-				}()
-				synctest.Wait() // queued
-				if giveUp == "cancel" {
-					cancel()
-				} // else the AcquireTimeout timer fires when the bubble idles
-				<-inWindow
-				held.Release() // hands the connection to the waiter that gave up
-				close(gate)
-				err = <-got
-				if giveUp == "cancel" {
-					assert.ErrorIs(t, err, context.Canceled)
-				} else {
-					assert.ErrorIs(t, err, pool.ErrAcquireTimeout)
-				}
-				s := p.Stats()
-				assert.Equal(t, 1, s.Idle, "connection lost in the hand-off race")
-				assert.Equal(t, 0, s.InUse)
-				assert.Equal(t, 0, s.Waiting)
-				require.NoError(t, p.CheckAccounting())
+		held, err := p.Acquire(bg)
+		require.NoError(t, err)
+		ctx, cancel := context.WithCancel(bg)
+		got := make(chan error)
+		go func() {
+			_, err := p.Acquire(ctx)
+			got <- err
+		}()
+		synctest.Wait() // queued
+		cancel()
+		<-inWindow
+		held.Release() // hands the connection to the waiter that gave up
+		close(gate)
+		assert.ErrorIs(t, <-got, context.Canceled)
+		s := p.Stats()
+		assert.Equal(t, 1, s.Idle, "connection lost in the hand-off race")
+		assert.Equal(t, 0, s.InUse)
+		assert.Equal(t, 0, s.Waiting)
+		assert.EqualValues(t, 1, s.AcquireCount, "the hand-off that was given back is not an acquire")
+		require.NoError(t, p.CheckAccounting())
+		pc, err := p.Acquire(bg)
+		require.NoError(t, err)
+		pc.Release()
+		assert.EqualValues(t, 1, src.dials.Load())
+	})
+}
+
+// Waiters share one timer: each times out at its own deadline, in order,
+// and a waiter served in time is not failed by it.
+func TestAcquireTimeoutsShareOneTimer(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cfg := testConfig(1)
+		cfg.AcquireTimeout = 3 * time.Second
+		p := newTestPool(t, newFakeSource(t), cfg)
+		held, _ := p.Acquire(bg)
+		start := time.Now()
+		type outcome struct {
+			i     int
+			err   error
+			after time.Duration
+		}
+		done := make(chan outcome, 3)
+		for i := range 3 {
+			go func() {
 				pc, err := p.Acquire(bg)
-				require.NoError(t, err)
-				pc.Release()
-				assert.EqualValues(t, 1, src.dials.Load())
-			})
-		})
-	}
+				if err == nil {
+					pc.Release()
+				}
+				done <- outcome{i, err, time.Since(start)}
+			}()
+			time.Sleep(time.Second) // waiter i queues at i seconds
+		}
+		// At 3s waiter 0 times out; release then serves waiter 1.
+		o := <-done
+		assert.Equal(t, 0, o.i)
+		assert.ErrorIs(t, o.err, pool.ErrAcquireTimeout)
+		assert.Equal(t, 3*time.Second, o.after)
+		held.Release()
+		o = <-done
+		assert.Equal(t, 1, o.i)
+		assert.NoError(t, o.err)
+		o = <-done
+		assert.Equal(t, 2, o.i)
+		assert.NoError(t, o.err)
+		assert.EqualValues(t, 1, p.Stats().TimedOutAcquires)
+	})
 }
 
 func TestMinSizeWarmsUpInBackground(t *testing.T) {
