@@ -46,27 +46,7 @@ func postgresBackend(ctx context.Context, o options) (*backend, error) {
 			return nil, err
 		}
 	}
-	b.modes = []mode{
-		{
-			name: "unpooled",
-			do: func(ctx context.Context, _ string, n int) error {
-				c, err := counted(ctx)
-				if err != nil {
-					return err
-				}
-				defer c.Close()
-				return check(c.Query(ctx, n))(n)
-			},
-			opened: opened.Load,
-		},
-		{
-			name: "pool",
-			do: func(ctx context.Context, id string, n int) error {
-				return reg.With(ctx, id, func(c querier) error { return check(c.Query(ctx, n))(n) })
-			},
-			opened: opened.Load,
-		},
-	}
+	b.modes = bothModes(reg, func(ctx context.Context, _ string) (querier, error) { return counted(ctx) }, opened.Load)
 	b.close = func() error { return reg.Shutdown(context.Background()) }
 	return b, nil
 }

@@ -78,27 +78,7 @@ func embeddedBackend(ctx context.Context, o options) (*backend, error) {
 			return nil, err
 		}
 	}
-	b.modes = []mode{
-		{
-			name: "unpooled",
-			do: func(ctx context.Context, id string, n int) error {
-				c, err := dialers[id].dial(ctx)
-				if err != nil {
-					return err
-				}
-				defer c.Close()
-				return check(c.Query(ctx, n))(n)
-			},
-			opened: opened.Load,
-		},
-		{
-			name: "pool",
-			do: func(ctx context.Context, id string, n int) error {
-				return reg.With(ctx, id, func(c querier) error { return check(c.Query(ctx, n))(n) })
-			},
-			opened: opened.Load,
-		},
-	}
+	b.modes = bothModes(reg, func(ctx context.Context, id string) (querier, error) { return dialers[id].dial(ctx) }, opened.Load)
 	b.close = func() error {
 		err := reg.Shutdown(context.Background())
 		if e := srv.Close(); err == nil {
@@ -107,6 +87,32 @@ func embeddedBackend(ctx context.Context, o options) (*backend, error) {
 		return err
 	}
 	return b, nil
+}
+
+// bothModes serves requests connecting per request with dial, and through
+// reg; opened counts the connections dialled either way.
+func bothModes(reg *pool.PooledRegistry[querier], dial func(ctx context.Context, id string) (querier, error), opened func() int64) []mode {
+	return []mode{
+		{
+			name: "unpooled",
+			do: func(ctx context.Context, id string, n int) error {
+				c, err := dial(ctx, id)
+				if err != nil {
+					return err
+				}
+				defer c.Close()
+				return check(c.Query(ctx, n))(n)
+			},
+			opened: opened,
+		},
+		{
+			name: "pool",
+			do: func(ctx context.Context, id string, n int) error {
+				return reg.With(ctx, id, func(c querier) error { return check(c.Query(ctx, n))(n) })
+			},
+			opened: opened,
+		},
+	}
 }
 
 // check turns a query's answer into an error if it is wrong.
