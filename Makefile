@@ -4,7 +4,7 @@
 MODULES := $(sort $(patsubst %/go.mod,%,$(shell find . -name go.mod -not -path './.git/*')))
 GO ?= go
 
-.PHONY: test vet fmt-check bench-smoke demo bench
+.PHONY: test vet fmt-check demo bench
 
 ## test: race-enabled tests in every module (the README's test command)
 test:
@@ -25,13 +25,6 @@ fmt-check:
 ## demo: the main job, poolbench against its embedded TLS data source
 demo:
 	cd cmd/poolbench && $(GO) run . -out ../../poolbench.svg $(ARGS)
-
-## bench-smoke: every benchmark once, as a smoke test (no thresholds)
-bench-smoke:
-	@set -e; for m in $(MODULES); do \
-		echo "== go test -bench $$m"; \
-		(cd $$m && $(GO) test -run '^$$' -bench . -benchtime 1x ./...); \
-	done
 
 ## bench: the side-by-side comparison, written to bench/RESULTS.md
 bench:
