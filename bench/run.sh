@@ -39,9 +39,19 @@ for pass in $(seq 1 "$PASSES"); do
   fi
 done
 "$out/bench.test" -test.run '^$' -test.bench '^BenchmarkManagerScale$' -test.benchtime 1x | grep '^Benchmark' >>"$raw"
+# Scaling with cores: the uncontended parallel workload at each -cpu
+# (CPU_LIST, default 1 and every core of this machine).
+scale="$out/scale.txt"
+: >"$scale"
+for pass in $(seq 1 3); do
+  for n in pool puddle channel; do
+    "$out/bench.test" -test.run '^$' -test.bench "^BenchmarkParallel$/^${n}$" -test.cpu "${CPU_LIST:-1,$(nproc)}" \
+      -test.benchtime "$BENCHTIME" | grep '^Benchmark' >>"$scale"
+  done
+done
 
 go tool benchstat "$raw" >"$out/benchstat.txt"
-go run ./ratio <"$raw" >"$out/ratios.md"
+go run ./ratio -scale "$scale" <"$raw" >"$out/ratios.md"
 
 {
   echo "# Benchmark results"

@@ -6,6 +6,7 @@ package main
 
 import (
 	"bufio"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -21,6 +22,8 @@ var line = regexp.MustCompile(`^(Benchmark\S+?)(?:-\d+)?\s+\d+\s+(.*)$`)
 type key struct{ bench, unit string }
 
 func main() {
+	scalePath := flag.String("scale", "", "file of BenchmarkParallel results at several -cpu values")
+	flag.Parse()
 	samples, err := parse(os.Stdin)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "ratio:", err)
@@ -95,6 +98,13 @@ func main() {
 	for _, n := range []string{"1", "100", "10000"} {
 		if v, ok := med("BenchmarkRegistryWith/registry/ids="+n, "ns/op"); ok {
 			fmt.Fprintf(out, "| PooledRegistry.With, %s IDs | %.1f | %+.1f ns |\n", n, v, v-base)
+		}
+	}
+
+	if *scalePath != "" {
+		if err := printScaling(out, *scalePath); err != nil {
+			fmt.Fprintln(os.Stderr, "ratio:", err)
+			os.Exit(1)
 		}
 	}
 
@@ -213,4 +223,75 @@ func parse(r io.Reader) (map[key][]float64, error) {
 		}
 	}
 	return samples, sc.Err()
+}
+
+// scaleLine matches "BenchmarkParallel/pool-2  123  45.6 ns/op"; no
+// suffix means -cpu 1.
+var scaleLine = regexp.MustCompile(`^BenchmarkParallel/(\S+?)(?:-(\d+))?\s+\d+\s+([\d.]+) ns/op`)
+
+// printScaling prints operations per second of the uncontended parallel
+// workload at each -cpu value, medians over passes.
+func printScaling(w io.Writer, path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	ns := map[string]map[int][]float64{}
+	var names []string
+	cpus := map[int]bool{}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		m := scaleLine.FindStringSubmatch(sc.Text())
+		if m == nil {
+			continue
+		}
+		cpu := 1
+		if m[2] != "" {
+			cpu, _ = strconv.Atoi(m[2])
+		}
+		v, _ := strconv.ParseFloat(m[3], 64)
+		if ns[m[1]] == nil {
+			ns[m[1]] = map[int][]float64{}
+			names = append(names, m[1])
+		}
+		ns[m[1]][cpu] = append(ns[m[1]][cpu], v)
+		cpus[cpu] = true
+	}
+	var cs []int
+	for c := range cpus {
+		cs = append(cs, c)
+	}
+	slices.Sort(cs)
+	if len(cs) == 0 {
+		return sc.Err()
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "### Scaling with cores (parallel uncontended, 64 connections; million Acquire+Release per second, median of 3)")
+	fmt.Fprintln(w)
+	fmt.Fprint(w, "| pool |")
+	for _, c := range cs {
+		fmt.Fprintf(w, " -cpu %d |", c)
+	}
+	fmt.Fprintf(w, " %d cores / 1 |\n|---|%s---|\n", cs[len(cs)-1], strings.Repeat("---|", len(cs)))
+	for _, n := range names {
+		fmt.Fprintf(w, "| %s |", n)
+		var first, last float64
+		for i, c := range cs {
+			v := slices.Clone(ns[n][c])
+			slices.Sort(v)
+			if len(v) == 0 {
+				fmt.Fprint(w, " – |")
+				continue
+			}
+			mops := 1e3 / v[len(v)/2]
+			if i == 0 {
+				first = mops
+			}
+			last = mops
+			fmt.Fprintf(w, " %.2f |", mops)
+		}
+		fmt.Fprintf(w, " %.2f× |\n", last/first)
+	}
+	return sc.Err()
 }
