@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"runtime"
 	"testing"
+	"time"
 
 	"github.com/deepanalyze/pool"
 )
@@ -130,5 +131,19 @@ func BenchmarkStats(b *testing.B) {
 				_ = p.Stats()
 			}
 		})
+	}
+}
+
+// BenchmarkClockRead measures what the pool's clock (Pool.nanos) costs: one
+// monotonic read through time.Since. POOLING.md cites it for reading the
+// clock once per Acquire/Release cycle.
+func BenchmarkClockRead(b *testing.B) {
+	epoch := time.Now()
+	var sum time.Duration
+	for b.Loop() {
+		sum += time.Since(epoch)
+	}
+	if sum < 0 {
+		b.Fatal("clock went backwards")
 	}
 }
