@@ -4,6 +4,7 @@ import (
 	"context"
 	"sync"
 	"testing"
+	"time"
 )
 
 // Every adapter must lend distinct connections up to its size and take
@@ -44,5 +45,32 @@ func TestContendersLendDistinctConnections(t *testing.T) {
 			}
 			wg.Wait()
 		})
+	}
+}
+
+func TestHistogramQuantiles(t *testing.T) {
+	var h histogram
+	for d := time.Duration(1); d <= 1000; d++ {
+		h.record(d * time.Microsecond)
+	}
+	for _, tt := range []struct {
+		q    float64
+		want time.Duration
+	}{{0.5, 500 * time.Microsecond}, {0.99, 990 * time.Microsecond}, {1, 1000 * time.Microsecond}} {
+		got := h.quantile(tt.q)
+		if got < tt.want || float64(got) > float64(tt.want)*1.07 {
+			t.Errorf("quantile(%v) = %v, want within 7%% above %v", tt.q, got, tt.want)
+		}
+	}
+	if h.max != time.Millisecond || h.n != 1000 {
+		t.Errorf("max %v, n %d", h.max, h.n)
+	}
+	for i := range 64 * 16 {
+		if i == 0 || (i >= 16 && i < 64) { // unused: 0 counts as 1 ns, and below 16 ns each ns has a bucket
+			continue
+		}
+		if bucketOf(bucketTop(i)) != i || (i >= 64 && i+1 < 64*16 && bucketOf(bucketTop(i)+1) != i+1) {
+			t.Fatalf("bucketTop(%d) = %v falls in bucket %d", i, bucketTop(i), bucketOf(bucketTop(i)))
+		}
 	}
 }
