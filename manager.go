@@ -61,14 +61,15 @@ func NewManager[C Connector](newPool PoolFactory[C]) (*Manager[C], error) {
 	return m, nil
 }
 
-// Pool returns the pool for id, creating it if needed.
+// Pool returns the pool for id, creating it if needed. A pool that was
+// closed directly with Pool.Close is replaced by a new one.
 //
 // If ctx ends while the pool is being created, Pool returns ctx's error;
 // the creation goes on and serves later calls. A creation error is
 // returned wrapped with the ID, and is not cached. On a closed Manager,
 // Pool returns ErrPoolClosed.
 func (m *Manager[C]) Pool(ctx context.Context, id string) (*Pool[C], error) {
-	if v, ok := m.pools.Load(id); ok {
+	if v, ok := m.pools.Load(id); ok && !v.(*Pool[C]).isClosed.Load() {
 		return v.(*Pool[C]), nil
 	}
 	m.mu.Lock()
@@ -77,8 +78,13 @@ func (m *Manager[C]) Pool(ctx context.Context, id string) (*Pool[C], error) {
 		return nil, fmt.Errorf("pool: source %q: %w", id, ErrPoolClosed)
 	}
 	if v, ok := m.pools.Load(id); ok {
-		m.mu.Unlock()
-		return v.(*Pool[C]), nil
+		if !v.(*Pool[C]).isClosed.Load() {
+			m.mu.Unlock()
+			return v.(*Pool[C]), nil
+		}
+		// Closed with Pool.Close rather than ClosePool: forget it and
+		// build a new one.
+		m.pools.Delete(id)
 	}
 	c := m.creating[id]
 	if c == nil {

@@ -224,3 +224,19 @@ func TestManagerShutdownWaitsForConnectionsInUse(t *testing.T) {
 		f.sources["db1"].checkAllClosedOnce(t)
 	})
 }
+
+func TestManagerReplacesAPoolClosedDirectly(t *testing.T) {
+	f := newFakeFleet(t)
+	m := newTestManager(t, f)
+	p1, err := m.Pool(bg, "db1")
+	require.NoError(t, err)
+	require.NoError(t, p1.Close()) // not through ClosePool
+	p2, err := m.Pool(bg, "db1")
+	require.NoError(t, err)
+	assert.NotSame(t, p1, p2)
+	require.NoError(t, p2.With(bg, func(*fakeConn) error { return nil }))
+	got, ok := m.Lookup("db1")
+	assert.True(t, ok)
+	assert.Same(t, p2, got)
+	assert.EqualValues(t, 2, f.calls.Load())
+}

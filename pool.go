@@ -108,6 +108,9 @@ type Pool[C Connector] struct {
 	bg        sync.WaitGroup
 	reapTimer *time.Timer // nil when ReapInterval is zero
 	drained   chan struct{}
+	// isClosed mirrors closed for readers that take no lock (the Manager's
+	// lookup).
+	isClosed atomic.Bool
 
 	waitCount      atomic.Int64
 	waitNanos      atomic.Int64
@@ -737,6 +740,7 @@ func (p *Pool[C]) Close() error {
 		return nil
 	}
 	p.closed = true
+	p.isClosed.Store(true)
 	idle := p.idle
 	p.idle = nil
 	p.numClosing += len(idle)

@@ -131,3 +131,15 @@ func TestRegistryCloseClosesEverything(t *testing.T) {
 	assert.ErrorIs(t, reg.Register(bg, "c", a.factory(), testConfig(2)), pool.ErrPoolClosed)
 	require.NoError(t, reg.Shutdown(bg), "Shutdown after Close")
 }
+
+func TestRegistryReplacesAPoolClosedDirectly(t *testing.T) {
+	reg := newTestRegistry(t)
+	require.NoError(t, reg.Register(bg, "db1", newFakeSource(t).factory(), testConfig(2)))
+	p1, err := reg.Pool(bg, "db1")
+	require.NoError(t, err)
+	require.NoError(t, p1.Close())
+	require.NoError(t, reg.With(bg, "db1", func(*fakeConn) error { return nil }))
+	p2, err := reg.Pool(bg, "db1")
+	require.NoError(t, err)
+	assert.NotSame(t, p1, p2)
+}
