@@ -69,7 +69,7 @@ func NewManager[C Connector](newPool PoolFactory[C]) (*Manager[C], error) {
 // returned wrapped with the ID, and is not cached. On a closed Manager,
 // Pool returns ErrPoolClosed.
 func (m *Manager[C]) Pool(ctx context.Context, id string) (*Pool[C], error) {
-	if v, ok := m.pools.Load(id); ok && !v.(*Pool[C]).isClosed.Load() {
+	if v, ok := m.pools.Load(id); ok && !v.(*Pool[C]).closed.Load() {
 		return v.(*Pool[C]), nil
 	}
 	m.mu.Lock()
@@ -78,7 +78,7 @@ func (m *Manager[C]) Pool(ctx context.Context, id string) (*Pool[C], error) {
 		return nil, fmt.Errorf("pool: source %q: %w", id, ErrPoolClosed)
 	}
 	if v, ok := m.pools.Load(id); ok {
-		if !v.(*Pool[C]).isClosed.Load() {
+		if !v.(*Pool[C]).closed.Load() {
 			m.mu.Unlock()
 			return v.(*Pool[C]), nil
 		}

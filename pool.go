@@ -108,9 +108,6 @@ type Pool[C Connector] struct {
 	bg        sync.WaitGroup
 	reapTimer *time.Timer // nil when ReapInterval is zero
 	drained   chan struct{}
-	// isClosed mirrors closed for readers that take no lock (the Manager's
-	// lookup).
-	isClosed atomic.Bool
 
 	waitCount      atomic.Int64
 	waitNanos      atomic.Int64
@@ -127,8 +124,10 @@ type Pool[C Connector] struct {
 	// Reset, Close or any other user code: work of that kind is collected
 	// under mu and done after unlocking. Functions that need mu held end in
 	// Locked.
-	mu     sync.Mutex
-	closed bool
+	mu sync.Mutex
+	// closed is set once, by Close, under mu. Holders of mu read it; it is
+	// atomic so that the Manager's lock-free lookup can read it too.
+	closed atomic.Bool
 	// idle is a stack: the most recently released connection is on top
 	// (the end), so reuse is newest first and the reaper scans the oldest
 	// from the bottom. When idle is not empty, waiters is empty.
@@ -221,7 +220,7 @@ func (p *Pool[C]) Acquire(ctx context.Context) (*PooledConn[C], error) {
 	var timeoutAt int64    // zero when no AcquireTimeout applies
 	for {
 		p.mu.Lock()
-		if p.closed {
+		if p.closed.Load() {
 			p.mu.Unlock()
 			if waitStart >= 0 {
 				p.recordWait(waitStart, p.nanos())
@@ -275,7 +274,7 @@ func (p *Pool[C]) TryAcquire(ctx context.Context) (*PooledConn[C], error) {
 	}
 	for {
 		p.mu.Lock()
-		if p.closed {
+		if p.closed.Load() {
 			p.mu.Unlock()
 			return nil, ErrPoolClosed
 		}
@@ -398,7 +397,7 @@ func (p *Pool[C]) release(pc *PooledConn[C]) {
 	reason := reasonBroken
 	p.mu.Lock()
 	p.numInUse--
-	if !ok || p.closed {
+	if !ok || p.closed.Load() {
 		if ok {
 			reason = reasonPoolClosed
 		}
@@ -487,7 +486,7 @@ func (p *Pool[C]) expireWaiters() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.timeoutArmed = false
-	if p.closed {
+	if p.closed.Load() {
 		return
 	}
 	now := p.nanos()
@@ -545,7 +544,7 @@ func (p *Pool[C]) wait(ctx context.Context, w *waiter[C]) (*PooledConn[C], error
 		p.mu.Lock()
 		p.numInUse--
 		p.acquireCount--
-		if p.closed {
+		if p.closed.Load() {
 			p.numClosing++
 			p.mu.Unlock()
 			p.finishClose(r.pc, reasonPoolClosed)
@@ -584,7 +583,7 @@ func (p *Pool[C]) recordWait(start, end int64) {
 // after a failed dial, so a dead server is not redialled in a loop. p.mu
 // must be held.
 func (p *Pool[C]) replenishLocked(refill bool) {
-	if p.closed {
+	if p.closed.Load() {
 		return
 	}
 	want := p.waiters.len - p.numDialing
@@ -641,7 +640,7 @@ func (p *Pool[C]) dial() {
 	pc.resetter, _ = any(conn).(Resetter)
 	p.mu.Lock()
 	p.numDialing--
-	if p.closed {
+	if p.closed.Load() {
 		p.numClosing++
 		p.mu.Unlock()
 		p.finishClose(pc, reasonPoolClosed)
@@ -660,7 +659,7 @@ func (p *Pool[C]) dial() {
 // with no dial in flight starts the dials again.
 func (p *Pool[C]) WaitReady(ctx context.Context) error {
 	p.mu.Lock()
-	if p.closed {
+	if p.closed.Load() {
 		p.mu.Unlock()
 		return ErrPoolClosed
 	}
@@ -704,7 +703,7 @@ func (p *Pool[C]) notifyReadyLocked() {
 	}
 	var err error
 	switch {
-	case p.closed:
+	case p.closed.Load():
 		err = ErrPoolClosed
 	case p.liveLocked() >= p.cfg.MinSize:
 	case p.numDialing == 0 && p.lastDialErr != nil:
@@ -719,7 +718,7 @@ func (p *Pool[C]) notifyReadyLocked() {
 }
 
 func (p *Pool[C]) signalDrainedLocked() {
-	if p.closed && p.numOpen == 0 {
+	if p.closed.Load() && p.numOpen == 0 {
 		select {
 		case <-p.drained:
 		default:
@@ -735,12 +734,11 @@ func (p *Pool[C]) signalDrainedLocked() {
 // idle connections' Close joined. Closing a closed pool returns nil.
 func (p *Pool[C]) Close() error {
 	p.mu.Lock()
-	if p.closed {
+	if p.closed.Load() {
 		p.mu.Unlock()
 		return nil
 	}
-	p.closed = true
-	p.isClosed.Store(true)
+	p.closed.Store(true)
 	idle := p.idle
 	p.idle = nil
 	p.numClosing += len(idle)
@@ -788,7 +786,7 @@ func (p *Pool[C]) Shutdown(ctx context.Context) error {
 // asks for done outside the lock, and the next run scheduled.
 func (p *Pool[C]) reap() {
 	p.mu.Lock()
-	if p.closed {
+	if p.closed.Load() {
 		p.mu.Unlock()
 		return
 	}
@@ -801,7 +799,7 @@ func (p *Pool[C]) reap() {
 		_ = p.finishClose(c.pc, c.reason)
 	}
 	p.mu.Lock()
-	if !p.closed {
+	if !p.closed.Load() {
 		p.replenishLocked(true)
 		p.reapTimer.Reset(p.cfg.ReapInterval)
 	}

@@ -154,7 +154,7 @@ func (r *PooledRegistry[C]) Unregister(id string) error {
 // Pool returns the pool of a registered source, creating it if needed. An
 // unknown ID returns an error matching ErrUnknownSource.
 func (r *PooledRegistry[C]) Pool(ctx context.Context, id string) (*Pool[C], error) {
-	if p, ok := r.manager.Lookup(id); ok && !p.isClosed.Load() {
+	if p, ok := r.manager.Lookup(id); ok && !p.closed.Load() {
 		return p, nil
 	}
 	r.mu.RLock()
