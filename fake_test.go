@@ -181,3 +181,14 @@ func newTestPool(t testing.TB, src *fakeSource, cfg pool.Config) *pool.Pool[*fak
 	t.Cleanup(func() { _ = p.Close() })
 	return p
 }
+
+// requireNotDone fails the test if ch has already delivered. Call it after
+// synctest.Wait, when every goroutine that could send is blocked.
+func requireNotDone(t *testing.T, ch <-chan error, msg string) {
+	t.Helper()
+	select {
+	case <-ch:
+		t.Fatal(msg)
+	default:
+	}
+}

@@ -116,11 +116,7 @@ func TestShutdownWaitsForConnectionsInUse(t *testing.T) {
 		done := make(chan error)
 		go func() { done <- p.Shutdown(bg) }()
 		synctest.Wait()
-		select {
-		case <-done:
-			t.Fatal("Shutdown returned while a connection was in use")
-		default:
-		}
+		requireNotDone(t, done, "Shutdown returned while a connection was in use")
 		held.Release()
 		require.NoError(t, <-done)
 		src.checkAllClosedOnce(t)

@@ -214,11 +214,7 @@ func TestManagerShutdownWaitsForConnectionsInUse(t *testing.T) {
 		done := make(chan error)
 		go func() { done <- m.Shutdown(bg) }()
 		synctest.Wait()
-		select {
-		case <-done:
-			t.Fatal("Shutdown returned while a connection was in use")
-		default:
-		}
+		requireNotDone(t, done, "Shutdown returned while a connection was in use")
 		held.Release()
 		require.NoError(t, <-done)
 		f.sources["db1"].checkAllClosedOnce(t)

@@ -363,12 +363,7 @@ func (p *Pool[C]) checkOut(ctx context.Context, pc *PooledConn[C]) bool {
 		return true
 	}
 	pc.held.Store(false)
-	p.mu.Lock()
-	p.numInUse--
-	p.acquireCount--
-	p.numClosing++
-	p.mu.Unlock()
-	p.finishClose(pc, reason)
+	p.closeLent(pc, reason, true)
 	return false
 }
 
@@ -392,21 +387,49 @@ func (p *Pool[C]) expired(pc *PooledConn[C], now int64) bool {
 func (p *Pool[C]) release(pc *PooledConn[C]) {
 	// Reset first, so that a connector that is invalid only because of
 	// state the borrower left (an open transaction, say) can clear it.
-	ok := (pc.resetter == nil || p.reset(pc) == nil) &&
-		(pc.validator == nil || pc.validator.IsValid())
-	reason := reasonBroken
-	p.mu.Lock()
-	p.numInUse--
-	if !ok || p.closed.Load() {
-		if ok {
-			reason = reasonPoolClosed
-		}
-		p.numClosing++
-		p.mu.Unlock()
-		p.finishClose(pc, reason)
+	if (pc.resetter != nil && p.reset(pc) != nil) || (pc.validator != nil && !pc.validator.IsValid()) {
+		p.closeLent(pc, reasonBroken, false)
 		return
 	}
-	p.putLocked(pc, max(pc.acquiredAt, p.lastReap))
+	p.returnLent(pc, -1, false)
+}
+
+// closeLent takes a connection that was lent (and is no longer held) out of
+// service and closes it outside the lock. uncount also takes back its
+// acquire, for a loan that never reached the caller.
+func (p *Pool[C]) closeLent(pc *PooledConn[C], reason closeReason, uncount bool) {
+	p.mu.Lock()
+	p.numInUse--
+	if uncount {
+		p.acquireCount--
+	}
+	p.numClosing++
+	p.mu.Unlock()
+	p.finishClose(pc, reason)
+}
+
+// returnLent gives back a connection that was lent (and is no longer held):
+// to the longest waiter or the idle stack, stamped idle since idleSince
+// (or, when idleSince is negative, since its loan began or the reaper last
+// ran, whichever is later: see checkOut), or closed if the pool is closed.
+// uncount also takes back its acquire, for a loan that never reached the
+// caller.
+func (p *Pool[C]) returnLent(pc *PooledConn[C], idleSince int64, uncount bool) {
+	p.mu.Lock()
+	p.numInUse--
+	if uncount {
+		p.acquireCount--
+	}
+	if p.closed.Load() {
+		p.numClosing++
+		p.mu.Unlock()
+		p.finishClose(pc, reasonPoolClosed)
+		return
+	}
+	if idleSince < 0 {
+		idleSince = max(pc.acquiredAt, p.lastReap)
+	}
+	p.putLocked(pc, idleSince)
 	p.mu.Unlock()
 }
 
@@ -541,17 +564,7 @@ func (p *Pool[C]) wait(ctx context.Context, w *waiter[C]) (*PooledConn[C], error
 	p.waiterCache.Put(w)
 	if r.pc != nil {
 		r.pc.held.Store(false)
-		p.mu.Lock()
-		p.numInUse--
-		p.acquireCount--
-		if p.closed.Load() {
-			p.numClosing++
-			p.mu.Unlock()
-			p.finishClose(r.pc, reasonPoolClosed)
-		} else {
-			p.putLocked(r.pc, r.pc.idleSince)
-			p.mu.Unlock()
-		}
+		p.returnLent(r.pc, r.pc.idleSince, true)
 	}
 	return nil, err
 }

@@ -276,11 +276,7 @@ func TestMinSizeWarmsUpInBackground(t *testing.T) {
 		ready := make(chan error)
 		go func() { ready <- p.WaitReady(bg) }()
 		synctest.Wait()
-		select {
-		case <-ready:
-			t.Fatal("WaitReady returned before the pool was warm")
-		default:
-		}
+		requireNotDone(t, ready, "WaitReady returned before the pool was warm")
 		close(release)
 		require.NoError(t, <-ready)
 		s := p.Stats()

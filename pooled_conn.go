@@ -58,8 +58,9 @@ func (pc *PooledConn[C]) CreatedAt() time.Time { return pc.createdAt }
 // Release returns the connection to its pool. If the connector implements
 // Resetter, Reset runs first; then, if it implements Validator, IsValid. If
 // Reset fails, IsValid reports false, or the pool is closed, the connection
-// is closed instead. Otherwise it is handed straight to the longest-waiting Acquire,
-// or put on the idle stack. Release panics if the handle is not held.
+// is closed instead. Otherwise it is handed straight to the longest-waiting
+// Acquire, or put on the idle stack. Release panics if the handle is not
+// held.
 func (pc *PooledConn[C]) Release() {
 	if !pc.held.CompareAndSwap(true, false) {
 		panic("pool: Release called on a connection that is not held (released twice?)")
@@ -75,10 +76,5 @@ func (pc *PooledConn[C]) Discard() {
 	if !pc.held.CompareAndSwap(true, false) {
 		panic("pool: Discard called on a connection that is not held (released twice?)")
 	}
-	p := pc.pool
-	p.mu.Lock()
-	p.numInUse--
-	p.numClosing++
-	p.mu.Unlock()
-	p.finishClose(pc, reasonBroken)
+	pc.pool.closeLent(pc, reasonBroken, false)
 }
