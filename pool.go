@@ -743,7 +743,8 @@ func (p *Pool[C]) signalDrainedLocked() {
 // Close closes the pool: waiting and later Acquires get ErrPoolClosed,
 // idle connections are closed now, dials in flight are cancelled, and
 // connections in use are closed when they are released. Close returns once
-// the reaper and every dial goroutine have exited, with the errors of the
+// every dial and any running reaper step have finished (a timer that fires
+// later sees the pool closed and returns at once), with the errors of the
 // idle connections' Close joined. Closing a closed pool returns nil.
 func (p *Pool[C]) Close() error {
 	p.mu.Lock()
