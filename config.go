@@ -1,8 +1,8 @@
 package pool
 
 import (
-	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 )
 
@@ -10,8 +10,8 @@ import (
 // a zero Config is invalid (MaxSize 0), so a forgotten field never silently
 // means "unlimited".
 //
-// Durations of zero switch the feature off, as documented on each field;
-// negative durations are invalid unless the field says otherwise.
+// Every duration of zero switches its feature off, as documented on each
+// field; negative durations are invalid.
 type Config struct {
 	// MinSize is the number of connections the pool keeps open even when
 	// idle. New dials them in the background, and the reaper refills to
@@ -55,8 +55,9 @@ type Config struct {
 	// least this long before handing it out. Idle time is measured without
 	// a clock read on release, so it may be over-estimated by the length of
 	// the previous loan: a connection held longer than PingAfterIdle is
-	// pinged on its next acquire. Default 1 second. Zero pings every
-	// connection taken from the idle stack. Negative never pings.
+	// pinged on its next acquire. Default 1 second. Zero never pings, like
+	// every other zero duration here; to ping on (nearly) every acquire,
+	// use a tiny duration such as time.Nanosecond.
 	PingAfterIdle time.Duration
 
 	// PingTimeout bounds each Ping made by Acquire. Default 5 seconds. Zero
@@ -64,8 +65,49 @@ type Config struct {
 	PingTimeout time.Duration
 
 	// ResetTimeout bounds each Reset made on release, for connectors that
-	// implement Resetter. Default 5 seconds. Zero means no bound.
+	// implement Resetter. Reset must honour its ctx; if it has not returned
+	// when ResetTimeout passes, the pool closes the connection (as closing a
+	// socket wakes a blocked read) and does not reuse it. Default 5 seconds.
+	// Zero means no bound.
 	ResetTimeout time.Duration
+
+	// DialBackoff is the pause after a failed dial before the pool dials
+	// again, doubled after each further failure up to DialBackoffMax, with
+	// jitter (each pause is between half and all of its nominal length). A
+	// new connection that fails its first check counts as a failed dial.
+	// While the source is down (the last dial failed), an Acquire for which
+	// no connection is coming fails fast with the last dial error, matching
+	// ErrDial, instead of waiting out AcquireTimeout; once the pause is
+	// over, one dial at a time probes the source, and the first success
+	// ends this at once. Default 50 ms. Zero switches backoff and fail-fast
+	// off: failed dials are retried at once, for as long as callers wait.
+	DialBackoff time.Duration
+
+	// DialBackoffMax caps the pause between dials while the source is
+	// down. Default 500 ms. Zero means DialBackoff doubles without a cap
+	// (a minute at most). It must not be below DialBackoff.
+	DialBackoffMax time.Duration
+
+	// MaxConcurrentDials bounds the dials in flight at once, so that a
+	// burst of callers does not open a storm of connections to a slow
+	// server. Default 4. Zero means up to MaxSize. Negative is invalid.
+	MaxConcurrentDials int
+
+	// LeakThreshold reports a loan held longer than this: once, with the
+	// stack of the code that acquired it, through Logger and in
+	// Stats.LeakedLoans. With it set, a handle dropped without Release is
+	// also found when the garbage collector frees it: its connection is
+	// closed, its slot reclaimed, and it is reported with its acquire
+	// stack (Stats.AbandonedLoans). Acquire then costs a stack capture,
+	// a timer and a handle allocation. Default zero: off.
+	LeakThreshold time.Duration
+
+	// Logger receives the pool's events: failed dials and recovery, fail
+	// fast switched on and off, leaks, panics recovered from connectors,
+	// and connections closed by force. Nil (the default) logs nothing. The
+	// pool never logs a connection string or a password, but it does log
+	// the text of errors that the Factory and the connector return.
+	Logger *slog.Logger
 }
 
 // DefaultConfig returns the defaults documented on each Config field.
@@ -81,18 +123,18 @@ func DefaultConfig() Config {
 		PingAfterIdle:  time.Second,
 		PingTimeout:    5 * time.Second,
 		ResetTimeout:   5 * time.Second,
+
+		DialBackoff:        50 * time.Millisecond,
+		DialBackoffMax:     500 * time.Millisecond,
+		MaxConcurrentDials: 4,
 	}
 }
-
-// ErrInvalidConfig is returned by Config.Validate, New and the Manager when
-// a Config field is out of range; the message names the field.
-var ErrInvalidConfig = errors.New("pool: invalid config")
 
 // Validate reports the first field that is out of range, as an error that
 // matches ErrInvalidConfig and names the field.
 func (c Config) Validate() error {
 	bad := func(field string, format string, args ...any) error {
-		return fmt.Errorf("%w: %s %s", ErrInvalidConfig, field, fmt.Sprintf(format, args...))
+		return newError("invalid config: "+field+" "+fmt.Sprintf(format, args...), ErrInvalidConfig)
 	}
 	switch {
 	case c.MaxSize < 1:
@@ -101,6 +143,10 @@ func (c Config) Validate() error {
 		return bad("MinSize", "is %d; it must not be negative", c.MinSize)
 	case c.MinSize > c.MaxSize:
 		return bad("MinSize", "is %d, above MaxSize %d", c.MinSize, c.MaxSize)
+	case c.MaxConcurrentDials < 0:
+		return bad("MaxConcurrentDials", "is %d; it must not be negative", c.MaxConcurrentDials)
+	case c.DialBackoffMax > 0 && c.DialBackoffMax < c.DialBackoff:
+		return bad("DialBackoffMax", "is %v, below DialBackoff %v", c.DialBackoffMax, c.DialBackoff)
 	}
 	durations := []struct {
 		name string
@@ -111,8 +157,12 @@ func (c Config) Validate() error {
 		{"AcquireTimeout", c.AcquireTimeout},
 		{"ReapInterval", c.ReapInterval},
 		{"DialTimeout", c.DialTimeout},
+		{"PingAfterIdle", c.PingAfterIdle},
 		{"PingTimeout", c.PingTimeout},
 		{"ResetTimeout", c.ResetTimeout},
+		{"DialBackoff", c.DialBackoff},
+		{"DialBackoffMax", c.DialBackoffMax},
+		{"LeakThreshold", c.LeakThreshold},
 	}
 	for _, f := range durations {
 		if f.d < 0 {

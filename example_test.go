@@ -134,20 +134,26 @@ func ExamplePooledRegistry() {
 		panic(err)
 	}
 
-	_ = reg.With(ctx, "pg-sales", func(c pool.Connector) error {
+	err = reg.With(ctx, "pg-sales", func(c pool.Connector) error {
 		fmt.Println(c.(*pgConn).Query("select 1"))
 		return nil
 	})
-	_ = reg.With(ctx, "blob-logs", func(c pool.Connector) error {
+	if err != nil {
+		panic(err)
+	}
+	err = reg.With(ctx, "blob-logs", func(c pool.Connector) error {
 		fmt.Println(c.(*blobConn).Get("2026-11-30.log"))
 		return nil
 	})
+	if err != nil {
+		panic(err)
+	}
 	err = reg.With(ctx, "pg-missing", func(pool.Connector) error { return nil })
 	fmt.Println(errors.Is(err, pool.ErrUnknownSource), err)
 	fmt.Println(reg.IDs())
 	// Output:
 	// sales: SELECT 1
 	// logs/2026-11-30.log
-	// true pool: unknown source: "pg-missing"
+	// true pool: source "pg-missing": unknown source
 	// [blob-logs pg-sales]
 }

@@ -17,7 +17,7 @@ func (p *Pool[C]) ReapStep(now time.Time) (idle, lifetime int) {
 		} else {
 			lifetime++
 		}
-		_ = p.finishClose(c.pc, c.reason)
+		_ = p.finishClose(c.e, c.reason)
 	}
 	return idle, lifetime
 }

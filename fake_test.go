@@ -31,6 +31,8 @@ type fakeSource struct {
 	onDial  func(ctx context.Context) error
 	onPing  func(ctx context.Context, c *fakeConn) error
 	onReset func(ctx context.Context, c *fakeConn) error
+	onValid func(c *fakeConn) bool  // replaces the IsValid check
+	onClose func(c *fakeConn) error // runs first in Close
 
 	mu    sync.Mutex
 	conns []*fakeConn
@@ -57,7 +59,7 @@ func (s *fakeSource) dial(ctx context.Context) (*fakeConn, error) {
 	if e := s.dialFault.Load(); e != nil {
 		return nil, *e
 	}
-	c := &fakeConn{src: s}
+	c := &fakeConn{src: s, closedSig: make(chan struct{})}
 	s.mu.Lock()
 	c.id = len(s.conns) + 1
 	s.conns = append(s.conns, c)
@@ -105,6 +107,9 @@ type fakeConn struct {
 	invalid atomic.Bool  // IsValid reports false
 	holders atomic.Int32 // set by tests that check exclusive use
 	dirty   atomic.Bool  // session state a borrower left; Reset clears it
+	// closedSig is closed by the first Close, as closing a socket wakes a
+	// blocked read.
+	closedSig chan struct{}
 }
 
 var errClosedConn = errors.New("fake: use of closed connection")
@@ -123,17 +128,25 @@ func (c *fakeConn) Ping(ctx context.Context) error {
 }
 
 func (c *fakeConn) Close() error {
+	var err error
+	if c.src.onClose != nil {
+		err = c.src.onClose(c) // may panic or block; an error still closes
+	}
 	if c.closed.Add(1) > 1 {
 		c.src.reClosed.Add(1)
 		return errClosedConn
 	}
+	close(c.closedSig)
 	c.src.alive.Add(-1)
 	c.src.closes.Add(1)
-	return nil
+	return err
 }
 
 func (c *fakeConn) IsValid() bool {
 	c.src.checks.Add(1)
+	if c.src.onValid != nil {
+		return c.src.onValid(c) && c.closed.Load() == 0
+	}
 	return c.closed.Load() == 0 && !c.invalid.Load()
 }
 
@@ -168,7 +181,7 @@ func testConfig(maxSize int) pool.Config {
 	cfg.MinSize = 0
 	cfg.MaxSize = maxSize
 	cfg.ReapInterval = 0
-	cfg.PingAfterIdle = -1
+	cfg.PingAfterIdle = 0
 	return cfg
 }
 

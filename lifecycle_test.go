@@ -179,7 +179,7 @@ func TestMisuseOfAHandlePanics(t *testing.T) {
 	p := newTestPool(t, newFakeSource(t), testConfig(1))
 	pc, _ := p.Acquire(bg)
 	pc.Release()
-	assert.PanicsWithValue(t, "pool: Release called on a connection that is not held (released twice?)", pc.Release)
+	assert.PanicsWithValue(t, "pool: Release called on a loan that has ended (released twice?)", pc.Release)
 	assert.Panics(t, pc.Discard)
 	assert.Panics(t, func() { pc.Conn() })
 	assert.NoError(t, p.CheckAccounting())

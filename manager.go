@@ -10,14 +10,11 @@ import (
 	"golang.org/x/sync/errgroup"
 )
 
-// ErrUnknownSource is returned when an ID names no registered source, or
-// no pool in a Manager.
-var ErrUnknownSource = errors.New("pool: unknown source")
-
 // PoolFactory tells a Manager how to build the pool for one source ID: the
 // Factory that dials it and the Config of its pool. It is called at most
 // once at a time per ID, with a context that ends when the Manager is
-// closed, not when the caller that caused it gives up.
+// closed, not when the caller that caused it gives up. A panic in it
+// becomes the creation's error (a *PanicError).
 type PoolFactory[C Connector] func(ctx context.Context, id string) (Factory[C], Config, error)
 
 // Manager owns one Pool per source ID. A pool is created on first use,
@@ -62,43 +59,59 @@ func NewManager[C Connector](newPool PoolFactory[C]) (*Manager[C], error) {
 }
 
 // Pool returns the pool for id, creating it if needed. A pool that was
-// closed directly with Pool.Close is replaced by a new one.
+// closed directly with Pool.Close is replaced by a new one, and so is one
+// removed with ClosePool, even while its cancelled creation is still
+// finishing (Pool waits for that creation, then starts a new one).
 //
 // If ctx ends while the pool is being created, Pool returns ctx's error;
 // the creation goes on and serves later calls. A creation error is
 // returned wrapped with the ID, and is not cached. On a closed Manager,
-// Pool returns ErrPoolClosed.
+// Pool returns an error matching ErrPoolClosed.
 func (m *Manager[C]) Pool(ctx context.Context, id string) (*Pool[C], error) {
 	if v, ok := m.pools.Load(id); ok && !v.(*Pool[C]).closed.Load() {
 		return v.(*Pool[C]), nil
 	}
-	m.mu.Lock()
-	if m.closed {
-		m.mu.Unlock()
-		return nil, fmt.Errorf("pool: source %q: %w", id, ErrPoolClosed)
-	}
-	if v, ok := m.pools.Load(id); ok {
-		if !v.(*Pool[C]).closed.Load() {
+	for {
+		m.mu.Lock()
+		if m.closed {
 			m.mu.Unlock()
-			return v.(*Pool[C]), nil
+			return nil, sourceError(id, ErrPoolClosed)
 		}
-		// Closed with Pool.Close rather than ClosePool: forget it and
-		// build a new one.
-		m.pools.Delete(id)
-	}
-	c := m.creating[id]
-	if c == nil {
-		c = &creation[C]{done: make(chan struct{})}
-		m.creating[id] = c
-		m.bg.Add(1)
-		go m.build(id, c)
-	}
-	m.mu.Unlock()
-	select {
-	case <-c.done:
-		return c.pool, c.err
-	case <-ctx.Done():
-		return nil, ctx.Err()
+		if v, ok := m.pools.Load(id); ok {
+			if !v.(*Pool[C]).closed.Load() {
+				m.mu.Unlock()
+				return v.(*Pool[C]), nil
+			}
+			// Closed with Pool.Close rather than ClosePool: forget it and
+			// build a new one.
+			m.pools.Delete(id)
+		}
+		c := m.creating[id]
+		if c != nil && c.canceled {
+			// ClosePool cancelled this creation; it is still finishing.
+			// Wait for it, so that the PoolFactory never runs twice at
+			// once for an ID, then build anew.
+			m.mu.Unlock()
+			select {
+			case <-c.done:
+				continue
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
+		if c == nil {
+			c = &creation[C]{done: make(chan struct{})}
+			m.creating[id] = c
+			m.bg.Add(1)
+			go m.build(id, c)
+		}
+		m.mu.Unlock()
+		select {
+		case <-c.done:
+			return c.pool, c.err
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
 	}
 }
 
@@ -106,20 +119,16 @@ func (m *Manager[C]) Pool(ctx context.Context, id string) (*Pool[C], error) {
 // pool, unless the ID was closed meanwhile.
 func (m *Manager[C]) build(id string, c *creation[C]) {
 	defer m.bg.Done()
-	var p *Pool[C]
-	dial, cfg, err := m.newPool(m.ctx, id)
-	if err == nil {
-		p, err = New(dial, cfg)
-	}
+	p, err := m.newPoolRecovered(id)
 	if err != nil {
-		err = fmt.Errorf("pool: source %q: %w", id, err)
+		err = sourceError(id, err)
 	}
 	var orphan *Pool[C]
 	m.mu.Lock()
 	delete(m.creating, id)
 	if err == nil && (c.canceled || m.closed) {
 		orphan, p = p, nil
-		err = fmt.Errorf("pool: source %q: %w", id, ErrPoolClosed)
+		err = sourceError(id, ErrPoolClosed)
 	}
 	if p != nil {
 		m.pools.Store(id, p)
@@ -130,6 +139,21 @@ func (m *Manager[C]) build(id string, c *creation[C]) {
 	if orphan != nil {
 		_ = orphan.Close()
 	}
+}
+
+// newPoolRecovered calls the PoolFactory and New; a panic in the
+// PoolFactory becomes a *PanicError.
+func (m *Manager[C]) newPoolRecovered(id string) (p *Pool[C], err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			p, err = nil, newPanicError("PoolFactory", v)
+		}
+	}()
+	dial, cfg, err := m.newPool(m.ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	return New(dial, cfg)
 }
 
 // Lookup returns the pool for id if it has been created, without creating
@@ -158,7 +182,7 @@ func (m *Manager[C]) ClosePool(id string) error {
 		if c != nil {
 			return nil
 		}
-		return fmt.Errorf("%w: %q", ErrUnknownSource, id)
+		return sourceError(id, ErrUnknownSource)
 	}
 	return v.(*Pool[C]).Close()
 }
@@ -184,13 +208,14 @@ func (m *Manager[C]) Stats() map[string]Stats {
 	return out
 }
 
-// closeAll marks the Manager closed, removes every pool and applies fn to
-// each, a few at a time, after waiting for creations in flight.
-func (m *Manager[C]) closeAll(fn func(*Pool[C]) error) error {
+// detachAll marks the Manager closed, cancels creations in flight and
+// removes every pool; it returns them, and false if the Manager was
+// already closed.
+func (m *Manager[C]) detachAll() ([]*Pool[C], bool) {
 	m.mu.Lock()
+	defer m.mu.Unlock()
 	if m.closed {
-		m.mu.Unlock()
-		return nil
+		return nil, false
 	}
 	m.closed = true
 	for _, c := range m.creating {
@@ -202,19 +227,52 @@ func (m *Manager[C]) closeAll(fn func(*Pool[C]) error) error {
 		m.pools.Delete(k)
 		return true
 	})
-	m.mu.Unlock()
 	m.cancel()
-	m.bg.Wait()
+	return pools, true
+}
 
+// stopped is a pool that stop has closed, with its idle connections still
+// to close.
+type stopped[C Connector] struct {
+	p     *Pool[C]
+	idle  []*entry[C]
+	first bool
+}
+
+// stopAll closes every pool without I/O, so that none lends again while
+// the others are closing.
+func stopAll[C Connector](pools []*Pool[C]) []stopped[C] {
+	out := make([]stopped[C], len(pools))
+	for i, p := range pools {
+		idle, first := p.stop()
+		out[i] = stopped[C]{p, idle, first}
+	}
+	return out
+}
+
+// Close closes every pool (see Pool.Close) and makes later calls of Pool
+// return ErrPoolClosed. Every pool stops lending before any is closed;
+// then their idle connections are closed, 16 pools at a time. It returns
+// once creations in flight have finished, with the pools' errors joined.
+// Closing a closed Manager returns nil.
+func (m *Manager[C]) Close() error {
+	pools, first := m.detachAll()
+	if !first {
+		return nil
+	}
+	m.bg.Wait()
 	var (
 		g    errgroup.Group
 		mu   sync.Mutex
 		errs []error
 	)
 	g.SetLimit(16)
-	for _, p := range pools {
+	for _, s := range stopAll(pools) {
+		if !s.first {
+			continue
+		}
 		g.Go(func() error {
-			if err := fn(p); err != nil {
+			if err := s.p.closeStopped(s.idle); err != nil {
 				mu.Lock()
 				errs = append(errs, err)
 				mu.Unlock()
@@ -226,15 +284,39 @@ func (m *Manager[C]) closeAll(fn func(*Pool[C]) error) error {
 	return errors.Join(errs...)
 }
 
-// Close closes every pool (see Pool.Close) and makes later calls of Pool
-// return ErrPoolClosed. It returns once creations in flight have finished,
-// with the pools' errors joined. Closing a closed Manager returns nil.
-func (m *Manager[C]) Close() error {
-	return m.closeAll((*Pool[C]).Close)
-}
-
-// Shutdown closes the Manager like Close, then waits, until ctx ends, for
-// every pool's connections in use to be released (see Pool.Shutdown).
+// Shutdown closes every pool at once, so that none lends again, then
+// waits until every pool's connections in use have been released and
+// closed (see Pool.Shutdown), or until ctx ends: then it returns ctx's
+// error and what is left finishes in the background. Creations in flight
+// are cancelled, and waited for within ctx.
 func (m *Manager[C]) Shutdown(ctx context.Context) error {
-	return m.closeAll(func(p *Pool[C]) error { return p.Shutdown(ctx) })
+	pools, first := m.detachAll()
+	if !first {
+		return nil
+	}
+	all := stopAll(pools)
+	created := make(chan struct{})
+	go func() { m.bg.Wait(); close(created) }()
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		errs []error
+	)
+	for _, s := range all {
+		wg.Go(func() {
+			if err := s.p.awaitStopped(ctx, s.idle, s.first); err != nil && err != ctx.Err() {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	select {
+	case <-created:
+	case <-ctx.Done():
+	}
+	// Each pool cut short reports ctx's error; report it once.
+	errs = slices.DeleteFunc(errs, func(err error) bool { return errors.Is(err, ctx.Err()) })
+	return errors.Join(append(errs, ctx.Err())...)
 }

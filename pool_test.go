@@ -79,12 +79,13 @@ func TestIdleConnectionsAreReusedNewestFirst(t *testing.T) {
 	a, _ := p.Acquire(bg)
 	b, _ := p.Acquire(bg)
 	c, _ := p.Acquire(bg)
+	newest := b.Conn()
 	a.Release()
 	c.Release()
 	b.Release() // b is the newest idle
 	got, err := p.Acquire(bg)
 	require.NoError(t, err)
-	assert.Same(t, b.Conn(), got.Conn())
+	assert.Same(t, newest, got.Conn())
 	got.Release()
 }
 

@@ -5,17 +5,25 @@ import (
 	"time"
 )
 
-// PooledConn is a connection lent by a Pool. Its holder must end the loan
-// exactly once, with Release (the connection goes back for reuse) or
+// PooledConn is one loan of a connection by a Pool. Its holder ends the
+// loan exactly once, with Release (the connection goes back for reuse) or
 // Discard (the connection is closed).
 //
-// A PooledConn is one per connection and is reused for the next loan of the
-// same connection, so Acquire allocates nothing. Release, Discard and Conn
-// panic when the handle is not held (a second Release, or use after
-// Release). A holder that keeps the pointer after its own Release and calls
-// it again once the connection has been lent to someone else is not
-// detected; treat the handle as dead after Release.
+// Each loan has its own handle, never reused: once the loan has ended,
+// Release, Discard and Conn panic on that handle, even after the same
+// connection has been lent to someone else, whose loan they never touch.
+// Handles are cut from a slab kept with each connection, so Acquire
+// allocates nothing in the long run.
 type PooledConn[C Connector] struct {
+	e    *entry[C]
+	loan uint64 // e.lent holds this number while the loan lasts
+}
+
+// entry is one connection and its bookkeeping. At any moment it has one
+// owner: the idle stack (under the pool lock), a waiter's channel, or the
+// goroutine that took it from either, which is the only one to touch the
+// fields marked "owner".
+type entry[C Connector] struct {
 	pool *Pool[C]
 	conn C
 
@@ -31,50 +39,69 @@ type PooledConn[C Connector] struct {
 
 	// idleSince is when the connection last went back to the pool (or was
 	// dialled), on the pool's clock, possibly earlier but never later (see
-	// Pool.checkOut). Written under pool.mu, read under it or by the single
-	// holder.
+	// Pool.checkOut). Owner.
 	idleSince int64
-	// acquiredAt is when the current or last loan began, on the pool's
-	// clock. Written and read by the holder.
+	// acquiredAt is when the current or last loan began. Owner.
 	acquiredAt int64
+	// fresh is true until the connection's first loan: a new connection
+	// that fails its check counts against the source like a failed dial.
+	// Owner.
+	fresh bool
 
-	// held is true from the moment the connection is lent until its holder
-	// calls Release or Discard.
-	held atomic.Bool
+	// lent is the number of the loan in progress, 0 when none. The handle
+	// whose loan it is ends it by swapping it to 0, so that a stale handle
+	// can never end a later loan.
+	lent atomic.Uint64
+	// loans counts the loans so far. Owner.
+	loans uint64
+	// handles is the slab the next handles are cut from. Owner.
+	handles []PooledConn[C]
+	// leak tracks the loan in progress when Config.LeakThreshold is set.
+	// Owner.
+	leak *leakTracker
+
+	// closed is set by the first close, so that Close runs exactly once
+	// even when a Reset watchdog and the pool race to close.
+	closed atomic.Bool
 }
 
-// Conn returns the underlying connection. It panics if the handle has been
-// released or discarded.
+// handleSlab is how many handles are allocated at once per connection.
+const handleSlab = 128
+
+// Conn returns the underlying connection. It panics if this loan has
+// ended.
 func (pc *PooledConn[C]) Conn() C {
-	if !pc.held.Load() {
-		panic("pool: Conn called on a connection that is no longer held (used after Release or Discard)")
+	if pc.e.lent.Load() != pc.loan {
+		panic("pool: Conn called on a loan that has ended (used after Release or Discard)")
 	}
-	return pc.conn
+	return pc.e.conn
 }
 
 // CreatedAt returns when the connection was dialled.
-func (pc *PooledConn[C]) CreatedAt() time.Time { return pc.createdAt }
+func (pc *PooledConn[C]) CreatedAt() time.Time { return pc.e.createdAt }
 
-// Release returns the connection to its pool. If the connector implements
-// Resetter, Reset runs first; then, if it implements Validator, IsValid. If
-// Reset fails, IsValid reports false, or the pool is closed, the connection
-// is closed instead. Otherwise it is handed straight to the longest-waiting
-// Acquire, or put on the idle stack. Release panics if the handle is not
-// held.
+// Release ends the loan and returns the connection to its pool. If the
+// connector implements Resetter, Reset runs first; then, if it implements
+// Validator, IsValid. If Reset fails or outlasts ResetTimeout, IsValid
+// reports false, or the pool is closed, the connection is closed instead.
+// Otherwise it is handed straight to the longest-waiting Acquire, or put
+// on the idle stack. Release panics if this loan has already ended. A
+// panic in Reset, IsValid or Close is re-raised once the pool's books are
+// right again.
 func (pc *PooledConn[C]) Release() {
-	if !pc.held.CompareAndSwap(true, false) {
-		panic("pool: Release called on a connection that is not held (released twice?)")
+	if !pc.e.lent.CompareAndSwap(pc.loan, 0) {
+		panic("pool: Release called on a loan that has ended (released twice?)")
 	}
-	pc.pool.release(pc)
+	pc.e.pool.release(pc.e)
 }
 
-// Discard closes the connection instead of returning it for reuse, for a
-// holder that knows it is broken. A replacement is dialled if callers are
-// waiting or the pool is below MinSize. Discard panics if the handle is not
-// held.
+// Discard ends the loan and closes the connection instead of returning it
+// for reuse, for a holder that knows it is broken. A replacement is
+// dialled if callers are waiting or the pool is below MinSize. Discard
+// panics if this loan has already ended.
 func (pc *PooledConn[C]) Discard() {
-	if !pc.held.CompareAndSwap(true, false) {
-		panic("pool: Discard called on a connection that is not held (released twice?)")
+	if !pc.e.lent.CompareAndSwap(pc.loan, 0) {
+		panic("pool: Discard called on a loan that has ended (released twice?)")
 	}
-	pc.pool.closeLent(pc, reasonBroken, false)
+	pc.e.pool.discard(pc.e)
 }

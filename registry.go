@@ -3,23 +3,8 @@ package pool
 import (
 	"context"
 	"errors"
-	"fmt"
 	"slices"
 	"sync"
-)
-
-var (
-	// ErrDuplicateSource is returned by Register when the ID is taken.
-	ErrDuplicateSource = errors.New("pool: duplicate source")
-
-	// ErrNotHeld is returned by PooledRegistry.Release for a connection that
-	// is not held (already released or discarded).
-	ErrNotHeld = errors.New("pool: connection is not held")
-
-	// ErrForeignConn is returned by PooledRegistry.Release for a connection
-	// that does not belong to the pool of the ID given; the connection is
-	// still released to its own pool.
-	ErrForeignConn = errors.New("pool: connection belongs to another source")
 )
 
 type source[C Connector] struct {
@@ -86,21 +71,21 @@ func (r *PooledRegistry[C]) Register(ctx context.Context, id string, dial Factor
 	}
 	switch {
 	case id == "":
-		return fmt.Errorf("%w: source ID is empty", ErrInvalidConfig)
+		return newError("invalid config: source ID is empty", ErrInvalidConfig)
 	case dial == nil:
-		return fmt.Errorf("pool: source %q: %w: factory is nil", id, ErrInvalidConfig)
+		return sourceError(id, newError("invalid config: factory is nil", ErrInvalidConfig))
 	}
 	if err := cfg.Validate(); err != nil {
-		return fmt.Errorf("pool: source %q: %w", id, err)
+		return sourceError(id, err)
 	}
 	r.mu.Lock()
 	if r.closed {
 		r.mu.Unlock()
-		return fmt.Errorf("pool: source %q: %w", id, ErrPoolClosed)
+		return sourceError(id, ErrPoolClosed)
 	}
 	if _, dup := r.sources[id]; dup {
 		r.mu.Unlock()
-		return fmt.Errorf("%w: %q", ErrDuplicateSource, id)
+		return sourceError(id, ErrDuplicateSource)
 	}
 	r.sources[id] = source[C]{dial: dial, cfg: cfg}
 	r.mu.Unlock()
@@ -111,7 +96,7 @@ func (r *PooledRegistry[C]) Register(ctx context.Context, id string, dial Factor
 	err := r.testConnect(ctx, id)
 	if err != nil {
 		_ = r.Unregister(id)
-		return fmt.Errorf("pool: source %q: test connect: %w", id, err)
+		return sourceError(id, newError("test connect: "+detail(err), err))
 	}
 	return nil
 }
@@ -125,7 +110,7 @@ func (r *PooledRegistry[C]) testConnect(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	if err := pc.conn.Ping(ctx); err != nil {
+	if err := pc.Conn().Ping(ctx); err != nil {
 		pc.Discard()
 		return err
 	}
@@ -142,7 +127,7 @@ func (r *PooledRegistry[C]) Unregister(id string) error {
 	delete(r.sources, id)
 	r.mu.Unlock()
 	if !ok {
-		return fmt.Errorf("%w: %q", ErrUnknownSource, id)
+		return sourceError(id, ErrUnknownSource)
 	}
 	err := r.manager.ClosePool(id)
 	if errors.Is(err, ErrUnknownSource) { // registered but never used
@@ -163,9 +148,9 @@ func (r *PooledRegistry[C]) Pool(ctx context.Context, id string) (*Pool[C], erro
 	r.mu.RUnlock()
 	switch {
 	case closed:
-		return nil, fmt.Errorf("pool: source %q: %w", id, ErrPoolClosed)
+		return nil, sourceError(id, ErrPoolClosed)
 	case !ok:
-		return nil, fmt.Errorf("%w: %q", ErrUnknownSource, id)
+		return nil, sourceError(id, ErrUnknownSource)
 	}
 	return r.manager.Pool(ctx, id)
 }
@@ -179,44 +164,47 @@ func (r *PooledRegistry[C]) Get(ctx context.Context, id string) (*PooledConn[C],
 	}
 	pc, err := p.Acquire(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("pool: source %q: %w", id, err)
+		return nil, sourceError(id, err)
 	}
 	return pc, nil
 }
 
-// Release returns a connection obtained with Get. Unlike
-// PooledConn.Release it reports misuse as an error instead of panicking:
-// ErrNotHeld for a connection already released, ErrUnknownSource for an ID
-// with no pool, ErrForeignConn for a connection from another source's pool.
-// A held connection is always released to its own pool, so nothing leaks.
+// Release ends a loan obtained with Get. Unlike PooledConn.Release it
+// reports misuse as an error instead of panicking: ErrNotHeld for a loan
+// that has already ended (also when the same connection has since been
+// lent to someone else, whose loan is left alone), ErrUnknownSource for an
+// ID with no pool, ErrForeignConn for a connection from another source's
+// pool. A loan in progress is always released to its own pool, so nothing
+// leaks.
 func (r *PooledRegistry[C]) Release(id string, pc *PooledConn[C]) error {
-	if pc == nil || !pc.held.CompareAndSwap(true, false) {
-		return fmt.Errorf("pool: source %q: %w", id, ErrNotHeld)
+	if pc == nil || pc.e == nil || !pc.e.lent.CompareAndSwap(pc.loan, 0) {
+		return sourceError(id, ErrNotHeld)
 	}
-	pc.pool.release(pc)
+	own := pc.e.pool
+	own.release(pc.e)
 	p, ok := r.manager.Lookup(id)
 	switch {
 	case !ok:
-		return fmt.Errorf("%w: %q", ErrUnknownSource, id)
-	case p != pc.pool:
-		return fmt.Errorf("pool: source %q: %w", id, ErrForeignConn)
+		return sourceError(id, ErrUnknownSource)
+	case p != own:
+		return sourceError(id, ErrForeignConn)
 	}
 	return nil
 }
 
 // With acquires a connection from the source's pool, calls fn with it and
 // ends the loan as Pool.With does. Acquire errors name the source ID; fn's
-// error is returned unchanged.
+// error is returned unchanged. It allocates nothing once the pool exists.
 func (r *PooledRegistry[C]) With(ctx context.Context, id string, fn func(C) error) error {
 	p, err := r.Pool(ctx, id)
 	if err != nil {
 		return err
 	}
-	pc, err := p.Acquire(ctx)
+	e, err := p.acquire(ctx)
 	if err != nil {
-		return fmt.Errorf("pool: source %q: %w", id, err)
+		return sourceError(id, err)
 	}
-	return runWith(pc, fn)
+	return p.runWith(e, p.startLoan(e), fn)
 }
 
 // IDs returns the registered source IDs, sorted.

@@ -55,7 +55,7 @@ func TestRegressionReapedConnectionsAreNeverLent(t *testing.T) {
 		cfg := testConfig(4)
 		cfg.MaxIdleTime = time.Minute
 		cfg.ReapInterval = time.Minute
-		cfg.PingAfterIdle = -1 // no ping to hide the bug
+		cfg.PingAfterIdle = 0 // no ping to hide the bug
 		p := newTestPool(t, src, cfg)
 		var held []*pool.PooledConn[*fakeConn]
 		for range 4 {
@@ -114,7 +114,7 @@ func TestRegressionHealthChecksRunOutsideTheLock(t *testing.T) {
 	}
 	src.onReset = src.onPing
 	cfg := testConfig(3)
-	cfg.PingAfterIdle = 0 // ping on every acquire from idle
+	cfg.PingAfterIdle = time.Nanosecond // ping on (nearly) every acquire from idle
 	p := newTestPool(t, src, cfg)
 	a, _ := p.Acquire(bg)
 	b, _ := p.Acquire(bg)
@@ -125,10 +125,11 @@ func TestRegressionHealthChecksRunOutsideTheLock(t *testing.T) {
 
 	useOthers := func() {
 		_ = p.Stats()
+		bc := b.Conn()
 		b.Release()
 		pc, err := p.Acquire(bg) // takes b back (ping does not block for b)
 		if assert.NoError(t, err) {
-			assert.Same(t, b.Conn(), pc.Conn())
+			assert.Same(t, bc, pc.Conn())
 			b = pc
 		}
 	}

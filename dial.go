@@ -1,0 +1,335 @@
+package pool
+
+import (
+	"context"
+	"errors"
+	"math"
+	"math/rand/v2"
+	"reflect"
+	"time"
+)
+
+// dialState is the pool's view of its source's health. Protected by the
+// pool's mu.
+type dialState struct {
+	// failures counts dials that failed in a row (a new connection that
+	// failed its first check included); 0 when the source is up. Only
+	// counted when Config.DialBackoff is set.
+	failures int
+	// retryAt is when the pool may dial again after failures (pool clock).
+	retryAt int64
+	// lastErr is the last failed dial's error, matching ErrDial; nil once
+	// a dial has succeeded.
+	lastErr error
+	// retryTimer refills the pool when retryAt comes, for MinSize and for
+	// waiters; armed while retryArmed.
+	retryTimer *time.Timer
+	retryArmed bool
+}
+
+// downLocked reports whether the source is down: the last dial failed and
+// backoff is on. p.mu must be held.
+func (p *Pool[C]) downLocked() bool { return p.dialing.failures > 0 }
+
+// dialForWaitersLocked starts the dials needed so that every waiter has a
+// connection coming. p.mu must be held.
+func (p *Pool[C]) dialForWaitersLocked(now int64) {
+	p.startDialsLocked(p.waiters.len-p.numDialing, now)
+}
+
+// refillLocked starts the dials needed for every waiter and to keep
+// MinSize connections. p.mu must be held.
+func (p *Pool[C]) refillLocked(now int64) {
+	p.startDialsLocked(max(p.waiters.len-p.numDialing, p.cfg.MinSize-p.numOpen), now)
+}
+
+// startDialsLocked starts up to want dials, never past MaxSize or
+// MaxConcurrentDials. While the source is down it starts none before
+// retryAt (and arms the retry timer for then), and then one at a time.
+// p.mu must be held.
+func (p *Pool[C]) startDialsLocked(want int, now int64) {
+	if want <= 0 || p.closed.Load() {
+		return
+	}
+	limit := p.cfg.MaxConcurrentDials
+	if limit == 0 {
+		limit = p.cfg.MaxSize
+	}
+	if p.downLocked() {
+		if now < p.dialing.retryAt {
+			p.armRetryLocked(now)
+			return
+		}
+		limit = 1
+	}
+	want = min(want, p.cfg.MaxSize-p.numOpen, limit-p.numDialing)
+	for range want {
+		p.numOpen++
+		p.numDialing++
+		p.bg.Add(1)
+		go p.dial()
+	}
+}
+
+// armRetryLocked makes the retry timer refill the pool at retryAt.
+// p.mu must be held.
+func (p *Pool[C]) armRetryLocked(now int64) {
+	d := &p.dialing
+	if d.retryArmed {
+		return
+	}
+	wait := time.Duration(d.retryAt - now)
+	if d.retryTimer == nil {
+		d.retryTimer = time.AfterFunc(wait, p.retryDials)
+	} else {
+		d.retryTimer.Reset(wait)
+	}
+	d.retryArmed = true
+}
+
+func (p *Pool[C]) retryDials() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.dialing.retryArmed = false
+	p.refillLocked(p.nanos())
+}
+
+// failFastLocked returns the error that fails an Acquire at once, without
+// queueing it: when the source is down, no connection is coming for the
+// caller (every connection in use or being dialled is spoken for), and no
+// dial may start for it yet. Otherwise it returns nil. p.mu must be held.
+func (p *Pool[C]) failFastLocked(now int64) error {
+	switch {
+	case !p.downLocked():
+		return nil
+	case p.numInUse+p.numDialing > p.waiters.len:
+		return nil // a connection is coming for this caller
+	case now >= p.dialing.retryAt && p.numDialing == 0 && p.numOpen < p.cfg.MaxSize:
+		return nil // this caller's wait starts the next probe
+	}
+	return p.dialing.lastErr
+}
+
+// failUncoveredLocked fails fast, newest first, the waiters for whom no
+// connection is coming while the source is down. p.mu must be held.
+func (p *Pool[C]) failUncoveredLocked() {
+	if !p.downLocked() {
+		return
+	}
+	for p.waiters.len > p.numInUse+p.numDialing {
+		w := p.waiters.popBack()
+		p.stats.failedFast.Add(1)
+		w.ch <- result[C]{err: p.dialing.lastErr}
+	}
+}
+
+// dialFailedLocked records a failed dial (err matches ErrDial) and, with
+// backoff on, marks the source down until retryAt. p.mu must be held.
+func (p *Pool[C]) dialFailedLocked(err error, now int64) {
+	d := &p.dialing
+	d.lastErr = err
+	for _, r := range p.ready {
+		r.failed = err
+	}
+	if p.cfg.DialBackoff == 0 {
+		return
+	}
+	d.failures++
+	d.retryAt = now + int64(p.backoff(d.failures))
+	if d.failures == 1 {
+		p.logf(levelWarn, "source down: dial failed; failing fast and backing off", "error", err.Error())
+	} else {
+		p.logf(levelDebug, "dial failed again", "error", err.Error(), "failures", d.failures)
+	}
+}
+
+// dialSucceededLocked ends a down state at once. p.mu must be held.
+func (p *Pool[C]) dialSucceededLocked() {
+	d := &p.dialing
+	if d.failures > 0 {
+		p.logf(levelInfo, "source recovered: dial succeeded; fail fast off", "after_failures", d.failures)
+	}
+	d.failures, d.retryAt, d.lastErr = 0, 0, nil
+}
+
+// backoff is the pause after the n-th failure in a row: DialBackoff
+// doubled n-1 times, capped at DialBackoffMax (a minute if unset), with
+// jitter between half and all of it.
+func (p *Pool[C]) backoff(n int) time.Duration {
+	ceiling := p.cfg.DialBackoffMax
+	if ceiling == 0 {
+		ceiling = time.Minute
+	}
+	d := p.cfg.DialBackoff
+	for i := 1; i < n && d < ceiling; i++ {
+		d *= 2
+	}
+	d = min(d, ceiling)
+	return d/2 + rand.N(d/2+1)
+}
+
+func (p *Pool[C]) dial() {
+	defer p.bg.Done()
+	ctx := p.dialCtx
+	if p.cfg.DialTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, p.cfg.DialTimeout)
+		defer cancel()
+	}
+	conn, err := p.callFactory(ctx)
+	now := p.nanos()
+	if err != nil {
+		p.dialFailed(dialError(err), now)
+		return
+	}
+	p.stats.created.Add(1)
+	e := &entry[C]{pool: p, conn: conn, createdAt: p.epoch.Add(time.Duration(now)), expiresAt: math.MaxInt64, fresh: true}
+	if lt := p.cfg.MaxLifetime; lt > 0 {
+		e.expiresAt = now + int64(lt-rand.N(lt/10+1))
+	}
+	e.validator, _ = any(conn).(Validator)
+	e.resetter, _ = any(conn).(Resetter)
+	p.mu.Lock()
+	p.numDialing--
+	if p.closed.Load() {
+		p.numClosing++
+		p.mu.Unlock()
+		_ = p.finishClose(e, reasonPoolClosed)
+		return
+	}
+	p.dialSucceededLocked()
+	p.putLocked(e, now)
+	p.refillLocked(now) // dials held back by MaxConcurrentDials or backoff
+	p.notifyReadyLocked()
+	p.mu.Unlock()
+}
+
+// dialFailed uncounts a failed dial and hands its error to the longest
+// waiter.
+func (p *Pool[C]) dialFailed(err error, now int64) {
+	p.stats.dialErrors.Add(1)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.numDialing--
+	p.numOpen--
+	p.dialFailedLocked(err, now)
+	if w := p.waiters.popFront(); w != nil {
+		w.ch <- result[C]{err: err}
+	}
+	if p.cfg.DialBackoff > 0 {
+		p.refillLocked(now) // gated by retryAt
+	} else {
+		p.dialForWaitersLocked(now) // never refill MinSize in a loop
+	}
+	p.failUncoveredLocked()
+	p.notifyReadyLocked()
+	p.signalDrainedLocked()
+}
+
+var errNilConn = errors.New("pool: the Factory returned a nil connection and no error")
+
+// callFactory runs the Factory. A panic becomes a *PanicError, and a nil
+// connection with no error becomes an error; a connection returned with
+// an error is closed.
+func (p *Pool[C]) callFactory(ctx context.Context) (conn C, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			pe := newPanicError("Factory", v)
+			p.logPanic(pe)
+			err = pe
+		}
+	}()
+	conn, err = p.factory(ctx)
+	switch {
+	case err != nil && !isNil(conn):
+		_ = conn.Close()
+	case err == nil && isNil(conn):
+		err = errNilConn
+	}
+	return conn, err
+}
+
+func isNil(v any) bool {
+	if v == nil {
+		return true
+	}
+	switch rv := reflect.ValueOf(v); rv.Kind() {
+	case reflect.Pointer, reflect.Map, reflect.Slice, reflect.Func, reflect.Chan, reflect.Interface:
+		return rv.IsNil()
+	}
+	return false
+}
+
+// readyWaiter is one WaitReady call.
+type readyWaiter struct {
+	ch     chan error // buffer of one
+	failed error      // a dial that failed while it waited
+}
+
+// WaitReady blocks until the pool holds MinSize connections. It returns
+// nil once it does; the dial error (matching ErrDial) once a dial has
+// failed during the wait and no dial is in flight; ctx's error, wrapping
+// the last dial error if any, if ctx ends first; ErrPoolClosed if the pool
+// is closed. Whatever it returns, a pool below MinSize keeps dialling in
+// the background, backing off while dials fail.
+func (p *Pool[C]) WaitReady(ctx context.Context) error {
+	p.mu.Lock()
+	if p.closed.Load() {
+		p.mu.Unlock()
+		return ErrPoolClosed
+	}
+	if p.liveLocked() >= p.cfg.MinSize {
+		p.mu.Unlock()
+		return nil
+	}
+	p.refillLocked(p.nanos())
+	r := &readyWaiter{ch: make(chan error, 1)}
+	p.ready = append(p.ready, r)
+	p.mu.Unlock()
+	select {
+	case err := <-r.ch:
+		return err
+	case <-ctx.Done():
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		for i, c := range p.ready {
+			if c == r {
+				p.ready = append(p.ready[:i], p.ready[i+1:]...)
+				break
+			}
+		}
+		if p.dialing.lastErr != nil {
+			return newError("not ready: "+ctx.Err().Error()+" (last dial error: "+detail(p.dialing.lastErr)+")",
+				ctx.Err(), p.dialing.lastErr)
+		}
+		return ctx.Err()
+	}
+}
+
+// liveLocked counts dialled connections not being closed. p.mu must be held.
+func (p *Pool[C]) liveLocked() int {
+	return p.numOpen - p.numDialing - p.numClosing
+}
+
+// notifyReadyLocked answers the WaitReady callers that can be answered.
+// p.mu must be held.
+func (p *Pool[C]) notifyReadyLocked() {
+	if len(p.ready) == 0 {
+		return
+	}
+	kept := p.ready[:0]
+	for _, r := range p.ready {
+		switch {
+		case p.closed.Load():
+			r.ch <- ErrPoolClosed
+		case p.liveLocked() >= p.cfg.MinSize:
+			r.ch <- nil
+		case p.numDialing == 0 && r.failed != nil:
+			r.ch <- r.failed
+		default:
+			kept = append(kept, r)
+		}
+	}
+	clear(p.ready[len(kept):])
+	p.ready = kept
+}

@@ -1,0 +1,117 @@
+package pool
+
+import (
+	"context"
+	"log/slog"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// leakTracker follows one loan while Config.LeakThreshold is set.
+type leakTracker struct {
+	stack []uintptr // where the loan was acquired
+	timer *time.Timer
+}
+
+// trackLeak captures the acquiring stack and arms the hold-time timer for
+// a loan. The timer reports the loan once if it is still in progress.
+func (p *Pool[C]) trackLeak(e *entry[C], loan uint64) {
+	var pcs [32]uintptr
+	n := runtime.Callers(3, pcs[:]) // skip Callers, trackLeak, startLoan
+	t := &leakTracker{stack: append([]uintptr(nil), pcs[:n]...)}
+	t.timer = time.AfterFunc(p.cfg.LeakThreshold, func() {
+		if e.lent.Load() != loan {
+			return
+		}
+		p.stats.leakedLoans.Add(1)
+		p.logf(levelWarn, "connection held longer than LeakThreshold",
+			"threshold", p.cfg.LeakThreshold.String(), "acquired_at", formatStack(t.stack))
+	})
+	e.leak = t
+}
+
+// endLoan stops following a loan that has ended. Only the goroutine that
+// ended it calls it.
+func (p *Pool[C]) endLoan(e *entry[C]) {
+	if e.leak != nil {
+		e.leak.timer.Stop()
+		e.leak = nil
+	}
+}
+
+// abandoned identifies a loan whose handle the garbage collector may find
+// unreachable. It must not point at the handle.
+type abandoned[C Connector] struct {
+	e     *entry[C]
+	loan  uint64
+	stack []uintptr
+}
+
+// trackedHandle allocates a handle of its own for a loan, with a cleanup
+// that reclaims the loan if the handle is dropped while it is in progress.
+func (p *Pool[C]) trackedHandle(e *entry[C], loan uint64) *PooledConn[C] {
+	h := &PooledConn[C]{e: e, loan: loan}
+	runtime.AddCleanup(h, p.reclaim, abandoned[C]{e: e, loan: loan, stack: e.leak.stack})
+	return h
+}
+
+// reclaim runs when a tracked handle has become unreachable. If its loan
+// never ended, nobody can end it now: the connection is closed (its holder
+// may still have its C) and its slot given back.
+func (p *Pool[C]) reclaim(a abandoned[C]) {
+	if !a.e.lent.CompareAndSwap(a.loan, 0) {
+		return // released in time
+	}
+	p.endLoan(a.e)
+	p.logf(levelError, "connection handle dropped without Release; connection closed and slot reclaimed",
+		"acquired_at", formatStack(a.stack))
+	_ = p.closeLent(a.e, reasonAbandoned)
+}
+
+// formatStack renders a captured stack as "function file:line" lines,
+// leaving out the frames inside this package.
+func formatStack(pcs []uintptr) string {
+	var b strings.Builder
+	frames := runtime.CallersFrames(pcs)
+	for {
+		f, more := frames.Next()
+		if !strings.HasPrefix(f.Function, "github.com/deepanalyze/pool.") {
+			b.WriteString(f.Function)
+			b.WriteString("\n\t")
+			b.WriteString(f.File)
+			b.WriteString(":")
+			b.WriteString(strconv.Itoa(f.Line))
+			b.WriteString("\n")
+		}
+		if !more {
+			break
+		}
+	}
+	return b.String()
+}
+
+// Log levels, named so that call sites read as what they report.
+const (
+	levelDebug = slog.LevelDebug
+	levelInfo  = slog.LevelInfo
+	levelWarn  = slog.LevelWarn
+	levelError = slog.LevelError
+)
+
+// logf logs an event through Config.Logger, if one is set. It never
+// receives a connection string or a password: only error texts, counts
+// and stacks.
+func (p *Pool[C]) logf(level slog.Level, msg string, args ...any) {
+	if p.cfg.Logger == nil {
+		return
+	}
+	p.cfg.Logger.Log(context.Background(), level, "pool: "+msg, args...)
+}
+
+// logPanic counts and logs a panic recovered from a connector or Factory.
+func (p *Pool[C]) logPanic(pe *PanicError) {
+	p.stats.panicsRecovered.Add(1)
+	p.logf(levelError, "connector panicked; recovered", "op", pe.Op, "panic", pe.Value, "stack", string(pe.Stack))
+}

@@ -1,0 +1,59 @@
+package pool
+
+import "time"
+
+// reap is the reaper's timer callback: one reapLocked step, the closes it
+// asks for done outside the lock, and the next run scheduled.
+func (p *Pool[C]) reap() {
+	p.mu.Lock()
+	if p.closed.Load() {
+		p.mu.Unlock()
+		return
+	}
+	p.bg.Add(1)
+	defer p.bg.Done()
+	p.lastReap = p.nanos()
+	closing := p.reapLocked(p.lastReap)
+	p.mu.Unlock()
+	for _, c := range closing {
+		_ = p.finishClose(c.e, c.reason) // a panic in Close is logged there
+	}
+	p.mu.Lock()
+	if !p.closed.Load() {
+		p.refillLocked(p.nanos())
+		p.reapTimer.Reset(p.cfg.ReapInterval)
+	}
+	p.mu.Unlock()
+}
+
+type reaped[C Connector] struct {
+	e      *entry[C]
+	reason closeReason
+}
+
+// reapLocked is one step of the reaper, at time now: it takes off the idle
+// stack every connection past its lifetime, and those idle for MaxIdleTime
+// or longer while the pool stays at MinSize or above, counts them as
+// closing and returns them for the caller to close outside the lock. p.mu
+// must be held.
+func (p *Pool[C]) reapLocked(now int64) []reaped[C] {
+	var closing []reaped[C]
+	open := p.numOpen - p.numClosing
+	kept := p.idle[:0]
+	for _, e := range p.idle { // oldest first
+		switch {
+		case now >= e.expiresAt:
+			closing = append(closing, reaped[C]{e, reasonLifetime})
+			open--
+		case p.cfg.MaxIdleTime > 0 && time.Duration(now-e.idleSince) >= p.cfg.MaxIdleTime && open > p.cfg.MinSize:
+			closing = append(closing, reaped[C]{e, reasonIdle})
+			open--
+		default:
+			kept = append(kept, e)
+		}
+	}
+	clear(p.idle[len(kept):])
+	p.idle = kept
+	p.numClosing += len(closing)
+	return closing
+}

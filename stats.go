@@ -1,0 +1,115 @@
+package pool
+
+import (
+	"sync/atomic"
+	"time"
+)
+
+// counters are the pool's event counters: atomics, so that counting never
+// takes the lock.
+type counters struct {
+	acquired        atomic.Int64
+	waitCount       atomic.Int64
+	waitNanos       atomic.Int64
+	canceled        atomic.Int64
+	timedOut        atomic.Int64
+	failedFast      atomic.Int64
+	created         atomic.Int64
+	dialErrors      atomic.Int64
+	closedIdle      atomic.Int64
+	closedLifetime  atomic.Int64
+	closedBroken    atomic.Int64
+	closedPool      atomic.Int64
+	leakedLoans     atomic.Int64
+	abandonedLoans  atomic.Int64
+	panicsRecovered atomic.Int64
+}
+
+func (c *counters) countClose(reason closeReason) {
+	switch reason {
+	case reasonIdle:
+		c.closedIdle.Add(1)
+	case reasonLifetime:
+		c.closedLifetime.Add(1)
+	case reasonBroken:
+		c.closedBroken.Add(1)
+	case reasonPoolClosed:
+		c.closedPool.Add(1)
+	case reasonAbandoned:
+		c.abandonedLoans.Add(1)
+	}
+}
+
+// Stats is a snapshot of a pool's state and counters.
+type Stats struct {
+	Total   int // connections open: Idle + InUse + Dialing + Closing
+	Idle    int // connections on the idle stack
+	InUse   int // connections lent to callers, or being checked for one
+	Dialing int // dials in flight
+	Closing int // connections taken out of service and being closed
+	Waiting int // Acquire calls waiting for a connection
+	MinSize int // Config.MinSize
+	MaxSize int // Config.MaxSize
+
+	// Down is true while the source is down: the last dial failed (with
+	// Config.DialBackoff set) and none has succeeded since. Acquires for
+	// which no connection is coming then fail fast.
+	Down bool
+	// DialFailuresInARow counts the failed dials since the last success.
+	DialFailuresInARow int
+
+	AcquireCount     int64         // successful Acquire, TryAcquire and With calls
+	WaitCount        int64         // Acquire calls that had to wait
+	WaitDuration     time.Duration // total time spent waiting by those calls
+	CanceledAcquires int64         // Acquire calls ended by the caller's context
+	TimedOutAcquires int64         // Acquire calls ended by AcquireTimeout
+	FailedFast       int64         // Acquire calls refused at once while the source was down
+
+	Created        int64 // connections dialled successfully
+	DialErrors     int64 // dials that failed, and new connections that failed their first check
+	ClosedIdle     int64 // closed after MaxIdleTime
+	ClosedLifetime int64 // closed after MaxLifetime
+	ClosedBroken   int64 // closed by a failed check, ErrBadConn, a panic or Discard
+	ClosedPool     int64 // closed because the pool was closed
+
+	LeakedLoans     int64 // loans held past Config.LeakThreshold (each counted once)
+	AbandonedLoans  int64 // handles dropped without Release; their connections were closed
+	PanicsRecovered int64 // panics in connector calls and Factories that the pool recovered or re-raised
+}
+
+// Stats returns a snapshot of the pool. The gauges are read together under
+// the lock; the counters are read just after.
+func (p *Pool[C]) Stats() Stats {
+	p.mu.Lock()
+	s := Stats{
+		Total:   p.numOpen,
+		Idle:    len(p.idle),
+		InUse:   p.numInUse,
+		Dialing: p.numDialing,
+		Closing: p.numClosing,
+		Waiting: p.waiters.len,
+		MinSize: p.cfg.MinSize,
+		MaxSize: p.cfg.MaxSize,
+
+		Down:               p.downLocked(),
+		DialFailuresInARow: p.dialing.failures,
+	}
+	p.mu.Unlock()
+	c := &p.stats
+	s.AcquireCount = c.acquired.Load()
+	s.WaitCount = c.waitCount.Load()
+	s.WaitDuration = time.Duration(c.waitNanos.Load())
+	s.CanceledAcquires = c.canceled.Load()
+	s.TimedOutAcquires = c.timedOut.Load()
+	s.FailedFast = c.failedFast.Load()
+	s.Created = c.created.Load()
+	s.DialErrors = c.dialErrors.Load()
+	s.ClosedIdle = c.closedIdle.Load()
+	s.ClosedLifetime = c.closedLifetime.Load()
+	s.ClosedBroken = c.closedBroken.Load()
+	s.ClosedPool = c.closedPool.Load()
+	s.LeakedLoans = c.leakedLoans.Load()
+	s.AbandonedLoans = c.abandonedLoans.Load()
+	s.PanicsRecovered = c.panicsRecovered.Load()
+	return s
+}

@@ -1,0 +1,203 @@
+package pool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"time"
+)
+
+// result is what a waiter receives: a connection, or the error that ends
+// its wait.
+type result[C Connector] struct {
+	e   *entry[C]
+	err error
+}
+
+// waiter is one Acquire waiting in the FIFO queue. ch has a buffer of one
+// and exactly one send per queueing, made by whoever dequeues the waiter
+// under the pool lock.
+type waiter[C Connector] struct {
+	ch         chan result[C]
+	timeoutAt  int64 // when AcquireTimeout fails it (pool clock); 0: never
+	prev, next *waiter[C]
+	queued     bool
+}
+
+// waitList is an intrusive FIFO of waiters with O(1) removal. It is
+// protected by the pool's mu.
+type waitList[C Connector] struct {
+	head, tail *waiter[C]
+	len        int
+}
+
+func (l *waitList[C]) pushBack(w *waiter[C]) {
+	w.prev, w.next, w.queued = l.tail, nil, true
+	if l.tail == nil {
+		l.head = w
+	} else {
+		l.tail.next = w
+	}
+	l.tail = w
+	l.len++
+}
+
+// pushFront queues w ahead of everyone: a waiter whose connection failed
+// its check goes back to the place it had.
+func (l *waitList[C]) pushFront(w *waiter[C]) {
+	w.prev, w.next, w.queued = nil, l.head, true
+	if l.head == nil {
+		l.tail = w
+	} else {
+		l.head.prev = w
+	}
+	l.head = w
+	l.len++
+}
+
+func (l *waitList[C]) popFront() *waiter[C] {
+	w := l.head
+	if w != nil {
+		l.remove(w)
+	}
+	return w
+}
+
+func (l *waitList[C]) popBack() *waiter[C] {
+	w := l.tail
+	if w != nil {
+		l.remove(w)
+	}
+	return w
+}
+
+func (l *waitList[C]) remove(w *waiter[C]) {
+	if !w.queued {
+		panic("pool: removing a waiter that is not queued")
+	}
+	if w.prev == nil {
+		l.head = w.next
+	} else {
+		w.prev.next = w.next
+	}
+	if w.next == nil {
+		l.tail = w.prev
+	} else {
+		w.next.prev = w.prev
+	}
+	w.prev, w.next, w.queued = nil, nil, false
+	l.len--
+}
+
+// timeoutTimer is the pool's one timer for AcquireTimeout. Waiters carry
+// no timer of their own: it is armed for the earliest deadline, and since
+// waiters queue in order, most enqueues find it armed early enough and
+// touch no timer. Protected by the pool's mu.
+type timeoutTimer struct {
+	timer   *time.Timer // created on first use
+	armed   bool
+	armedAt int64 // when it fires (pool clock), valid while armed
+}
+
+// errTimedOut is what the timeout timer sends a waiter whose
+// AcquireTimeout has passed; wait turns it into the error the caller sees.
+var errTimedOut = errors.New("pool: internal: wait timed out")
+
+// armTimeoutLocked makes sure the timeout timer fires no later than at
+// (pool clock). p.mu must be held.
+func (p *Pool[C]) armTimeoutLocked(at int64) {
+	t := &p.timeout
+	if t.armed && t.armedAt <= at {
+		return
+	}
+	d := time.Duration(at - p.nanos())
+	if t.timer == nil {
+		t.timer = time.AfterFunc(d, p.expireWaiters)
+	} else {
+		t.timer.Reset(d)
+	}
+	t.armed, t.armedAt = true, at
+}
+
+// expireWaiters is the timeout timer's callback: it fails every waiter
+// whose AcquireTimeout has passed and re-arms for the earliest remaining
+// deadline.
+func (p *Pool[C]) expireWaiters() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.timeout.armed = false
+	if p.closed.Load() {
+		return
+	}
+	now := p.nanos()
+	next := int64(math.MaxInt64)
+	for w := p.waiters.head; w != nil; {
+		following := w.next
+		switch {
+		case w.timeoutAt == 0:
+		case w.timeoutAt <= now:
+			p.waiters.remove(w)
+			w.ch <- result[C]{err: errTimedOut}
+		default:
+			next = min(next, w.timeoutAt)
+		}
+		w = following
+	}
+	if next != math.MaxInt64 {
+		p.armTimeoutLocked(next)
+	}
+}
+
+// wait blocks until w is served or ctx ends. w has been queued by the
+// caller and is recycled here.
+func (p *Pool[C]) wait(ctx context.Context, w *waiter[C], a *acquisition) (*entry[C], error) {
+	var err error
+	select {
+	case r := <-w.ch:
+		p.waiterCache.Put(w)
+		if r.err == errTimedOut {
+			return nil, p.timedOut(a)
+		}
+		return r.e, r.err
+	case <-ctx.Done():
+		err = ctx.Err()
+		p.stats.canceled.Add(1)
+	}
+	if p.testHookGaveUp != nil {
+		p.testHookGaveUp()
+	}
+	p.mu.Lock()
+	if w.queued {
+		p.waiters.remove(w)
+		p.mu.Unlock()
+		p.waiterCache.Put(w)
+		return nil, err
+	}
+	p.mu.Unlock()
+	// Served at the same instant we gave up: the result is already in the
+	// buffer. Pretend we were never served and put the connection back.
+	r := <-w.ch
+	p.waiterCache.Put(w)
+	if r.e != nil {
+		p.giveBack(r.e)
+	}
+	return nil, err
+}
+
+// timedOut counts an Acquire ended by AcquireTimeout and returns its
+// error, which names the last failure the call or the pool saw.
+func (p *Pool[C]) timedOut(a *acquisition) error {
+	p.stats.timedOut.Add(1)
+	p.mu.Lock()
+	inUse, cause := p.numInUse, p.dialing.lastErr
+	p.mu.Unlock()
+	if a.lastErr != nil {
+		cause = a.lastErr
+	}
+	msg := fmt.Sprintf("acquire timed out after %v (%d of %d in use", p.cfg.AcquireTimeout, inUse, p.cfg.MaxSize)
+	if cause != nil {
+		msg += "; last error: " + detail(cause)
+	}
+	return newError(msg+")", ErrAcquireTimeout, cause)
+}
