@@ -22,7 +22,7 @@ func (p *Pool[C]) trackLeak(e *entry[C], loan uint64) {
 	n := runtime.Callers(3, pcs[:]) // skip Callers, trackLeak, startLoan
 	t := &leakTracker{stack: append([]uintptr(nil), pcs[:n]...)}
 	t.timer = time.AfterFunc(p.cfg.LeakThreshold, func() {
-		if e.lent.Load() != loan {
+		if !e.inLoan(loan) {
 			return
 		}
 		p.stats.leakedLoans.Add(1)
@@ -32,9 +32,9 @@ func (p *Pool[C]) trackLeak(e *entry[C], loan uint64) {
 	e.leak = t
 }
 
-// endLoan stops following a loan that has ended. Only the goroutine that
-// ended it calls it.
-func (p *Pool[C]) endLoan(e *entry[C]) {
+// untrackLeak stops following a loan that has ended. Only the goroutine
+// that ended it calls it.
+func (p *Pool[C]) untrackLeak(e *entry[C]) {
 	if e.leak != nil {
 		e.leak.timer.Stop()
 		e.leak = nil
@@ -61,10 +61,10 @@ func (p *Pool[C]) trackedHandle(e *entry[C], loan uint64) *PooledConn[C] {
 // never ended, nobody can end it now: the connection is closed (its holder
 // may still have its C) and its slot given back.
 func (p *Pool[C]) reclaim(a abandoned[C]) {
-	if !a.e.lent.CompareAndSwap(a.loan, 0) {
+	if !a.e.endLoan(a.loan) {
 		return // released in time
 	}
-	p.endLoan(a.e)
+	p.untrackLeak(a.e)
 	p.logf(levelError, "connection handle dropped without Release; connection closed and slot reclaimed",
 		"acquired_at", formatStack(a.stack))
 	_ = p.closeLent(a.e, reasonAbandoned)

@@ -94,8 +94,6 @@ type Pool[C Connector] struct {
 	reapTimer *time.Timer // nil when ReapInterval is zero
 	drained   chan struct{}
 
-	stats counters
-
 	// mu protects the fields below. It is never held across a dial, Ping,
 	// Reset, Close or any other user code: work of that kind is collected
 	// under mu and done after unlocking. Functions that need mu held end in
@@ -113,16 +111,28 @@ type Pool[C Connector] struct {
 	// exceeds cfg.MaxSize. numInUse counts connections taken from the idle
 	// stack or handed to a waiter, from then until they are given back or
 	// closed: while checked, and while lent.
-	numOpen    int
-	numInUse   int
-	numDialing int
-	numClosing int
-	ready      []*readyWaiter // WaitReady callers
+	numOpen  int
+	numInUse int
+	// checkouts counts connections taken from the idle stack or handed to
+	// a waiter. Stats derives AcquireCount from it and stats.notLent, so
+	// that the hot path counts under the lock it already holds.
+	checkouts int64
 	// lastReap is when the reaper last ran (pool clock); release uses it to
 	// stamp idleSince without reading the clock.
 	lastReap int64
-	timeout  timeoutTimer
-	dialing  dialState
+	// The fields above are the ones every Acquire and Release touch; they
+	// sit together, next to mu, so a critical section touches few cache
+	// lines.
+	numDialing int
+	numClosing int
+	ready      []*readyWaiter // WaitReady callers
+	timeout    timeoutTimer
+	dialing    dialState
+
+	// The counters are atomics, kept off the cache line of mu: counting
+	// an event must not slow the lock down.
+	_     [64]byte
+	stats counters
 }
 
 // New validates cfg and returns a pool that dials with factory. It does not
@@ -353,6 +363,7 @@ func (p *Pool[C]) popIdleLocked() *entry[C] {
 	p.idle[n-1] = nil
 	p.idle = p.idle[:n-1]
 	p.numInUse++
+	p.checkouts++
 	return e
 }
 
@@ -387,7 +398,7 @@ func (p *Pool[C]) checkOut(ctx context.Context, e *entry[C], a *acquisition) err
 	switch {
 	case now >= e.expiresAt:
 		reason = reasonLifetime
-	case e.validator != nil && !p.isValid(e):
+	case e.validator != nil && !p.isValid(e, atCheckout):
 		cause = errInvalid
 	case p.cfg.PingAfterIdle > 0 && time.Duration(now-e.idleSince) >= p.cfg.PingAfterIdle:
 		if err := ctx.Err(); err != nil { // never check with a done ctx
@@ -441,7 +452,7 @@ func (p *Pool[C]) ping(ctx context.Context, e *entry[C], timeoutAt, now int64) e
 	returned := false
 	defer func() {
 		if !returned {
-			p.closeAfterPanic(e, "Ping")
+			p.closeAfterPanic(e, "Ping", atCheckout)
 		}
 	}()
 	err := e.conn.Ping(ctx)
@@ -451,11 +462,11 @@ func (p *Pool[C]) ping(ctx context.Context, e *entry[C], timeoutAt, now int64) e
 
 // isValid calls IsValid; if it panics, the connection is closed and the
 // panic goes on.
-func (p *Pool[C]) isValid(e *entry[C]) bool {
+func (p *Pool[C]) isValid(e *entry[C], at stage) bool {
 	returned := false
 	defer func() {
 		if !returned {
-			p.closeAfterPanic(e, "IsValid")
+			p.closeAfterPanic(e, "IsValid", at)
 		}
 	}()
 	ok := e.validator.IsValid()
@@ -467,10 +478,7 @@ func (p *Pool[C]) isValid(e *entry[C]) bool {
 // returns the loan's number.
 func (p *Pool[C]) startLoan(e *entry[C]) uint64 {
 	e.fresh = false
-	e.loans++
-	loan := e.loans
-	e.lent.Store(loan)
-	p.stats.acquired.Add(1)
+	loan := e.ended.Load() + 1 // the owner's own last write: no other writer now
 	if p.cfg.LeakThreshold > 0 {
 		p.trackLeak(e, loan)
 	}
@@ -485,26 +493,20 @@ func (p *Pool[C]) lend(e *entry[C]) *PooledConn[C] {
 	if e.leak != nil {
 		return p.trackedHandle(e, loan)
 	}
-	if len(e.handles) == 0 {
-		e.handles = make([]PooledConn[C], handleSlab)
-	}
-	h := &e.handles[0]
-	e.handles = e.handles[1:]
-	h.e, h.loan = e, loan
-	return h
+	return e.handleFor(loan)
 }
 
 func (p *Pool[C]) runWith(e *entry[C], loan uint64, fn func(C) error) error {
 	returned := false
 	defer func() {
-		if !returned && e.lent.CompareAndSwap(loan, 0) { // fn panicked
-			p.endLoan(e)
+		if !returned && e.endLoan(loan) { // fn panicked
+			p.untrackLeak(e)
 			_ = p.closeLent(e, reasonBroken) // fn's panic goes on, not Close's
 		}
 	}()
 	err := fn(e.conn)
 	returned = true
-	if e.lent.CompareAndSwap(loan, 0) {
+	if e.endLoan(loan) {
 		if errors.Is(err, ErrBadConn) {
 			p.discard(e)
 		} else {
@@ -519,10 +521,10 @@ func (p *Pool[C]) runWith(e *entry[C], loan uint64, fn func(C) error) error {
 // has ended. It reads no clock (see checkOut); MaxLifetime is enforced on
 // acquire and by the reaper.
 func (p *Pool[C]) release(e *entry[C]) {
-	p.endLoan(e)
+	p.untrackLeak(e)
 	// Reset first, so that a connector that is invalid only because of
 	// state the borrower left (an open transaction, say) can clear it.
-	if (e.resetter != nil && p.reset(e) != nil) || (e.validator != nil && !p.isValid(e)) {
+	if (e.resetter != nil && p.reset(e) != nil) || (e.validator != nil && !p.isValid(e, atRelease)) {
 		reraise(p.closeLent(e, reasonBroken))
 		return
 	}
@@ -531,7 +533,7 @@ func (p *Pool[C]) release(e *entry[C]) {
 
 // discard closes a connection whose loan has ended.
 func (p *Pool[C]) discard(e *entry[C]) {
-	p.endLoan(e)
+	p.untrackLeak(e)
 	reraise(p.closeLent(e, reasonBroken))
 }
 
@@ -554,7 +556,7 @@ func (p *Pool[C]) reset(e *entry[C]) error {
 	returned := false
 	defer func() {
 		if !returned {
-			p.closeAfterPanic(e, "Reset")
+			p.closeAfterPanic(e, "Reset", atRelease)
 		}
 	}()
 	err := e.resetter.Reset(ctx)
@@ -569,13 +571,18 @@ func (p *Pool[C]) reset(e *entry[C]) error {
 // loan, if any, has ended) out of service and closes it outside the lock.
 // It returns Close's error.
 func (p *Pool[C]) closeLent(e *entry[C], reason closeReason) error {
-	return p.closeChecked(e, reason, nil)
+	p.mu.Lock()
+	p.numInUse--
+	p.numClosing++
+	p.mu.Unlock()
+	return p.finishClose(e, reason)
 }
 
 // closeChecked is closeLent for a connection that failed its check; if
 // failedNew is not nil, the connection was new and its failure counts
 // against the source as a failed dial.
 func (p *Pool[C]) closeChecked(e *entry[C], reason closeReason, failedNew error) error {
+	p.stats.notLent.Add(1)
 	p.mu.Lock()
 	p.numInUse--
 	p.numClosing++
@@ -587,15 +594,27 @@ func (p *Pool[C]) closeChecked(e *entry[C], reason closeReason, failedNew error)
 	return p.finishClose(e, reason)
 }
 
+// stage says where a connector call ran: on a connection checked out for
+// a caller but not yet lent, or on one whose loan has ended.
+type stage int
+
+const (
+	atCheckout stage = iota
+	atRelease
+)
+
 // closeAfterPanic closes a connection whose connector call panicked on the
 // caller's goroutine. It runs in a deferred call while the panic goes on,
 // so an error of Close's (or its panic) is logged and dropped.
-func (p *Pool[C]) closeAfterPanic(e *entry[C], op string) {
+func (p *Pool[C]) closeAfterPanic(e *entry[C], op string, at stage) {
 	p.stats.panicsRecovered.Add(1)
 	p.logf(levelError, "connector panicked; connection closed, panic re-raised", "op", op)
-	e.lent.Store(0)
-	p.endLoan(e)
-	_ = p.closeLent(e, reasonBroken)
+	p.untrackLeak(e)
+	if at == atCheckout {
+		_ = p.closeChecked(e, reasonBroken, nil)
+	} else {
+		_ = p.closeLent(e, reasonBroken)
+	}
 }
 
 // returnReleased gives back a connection whose loan has ended, stamped
@@ -609,6 +628,7 @@ func (p *Pool[C]) returnReleased(e *entry[C]) error {
 // giveBack returns a connection that was checked out but never lent,
 // keeping its idle time.
 func (p *Pool[C]) giveBack(e *entry[C]) {
+	p.stats.notLent.Add(1)
 	p.mu.Lock()
 	_ = p.returnLocked(e, e.idleSince) // Close runs only on a closed pool, and logs a panic
 }
@@ -636,6 +656,7 @@ func (p *Pool[C]) putLocked(e *entry[C], idleSince int64) {
 	e.idleSince = idleSince
 	if w := p.waiters.popFront(); w != nil {
 		p.numInUse++
+		p.checkouts++
 		w.ch <- result[C]{e: e} // buffered, and w has exactly one sender
 		return
 	}

@@ -16,7 +16,7 @@ import (
 // allocates nothing in the long run.
 type PooledConn[C Connector] struct {
 	e    *entry[C]
-	loan uint64 // e.lent holds this number while the loan lasts
+	loan uint64 // this loan's number (see entry.ended)
 }
 
 // entry is one connection and its bookkeeping. At any moment it has one
@@ -24,54 +24,82 @@ type PooledConn[C Connector] struct {
 // goroutine that took it from either, which is the only one to touch the
 // fields marked "owner".
 type entry[C Connector] struct {
-	pool *Pool[C]
-	conn C
+	// The fields a loan writes come first, on one cache line.
 
-	// Optional interfaces, resolved once when the connection is dialled so
-	// that release does no type assertion.
-	validator Validator
-	resetter  Resetter
-
-	createdAt time.Time
-	// expiresAt is when MaxLifetime ends, on the pool's clock (Pool.nanos);
-	// math.MaxInt64 when there is no MaxLifetime.
-	expiresAt int64
-
+	// ended is the number of the last loan that has ended (loans are
+	// numbered 1, 2, ... per connection, one at a time). Loan n is in
+	// progress while ended is n-1; its handle ends it by swapping ended
+	// from n-1 to n, which a stale handle, whose number is lower, can
+	// never do. Starting a loan writes nothing here.
+	ended atomic.Uint64
 	// idleSince is when the connection last went back to the pool (or was
 	// dialled), on the pool's clock, possibly earlier but never later (see
 	// Pool.checkOut). Owner.
 	idleSince int64
 	// acquiredAt is when the current or last loan began. Owner.
 	acquiredAt int64
+	// slab holds the handles of loans slabBase to slabBase+127, written
+	// when it is allocated and never again. Owner.
+	slab     *[handlesPerSlab]PooledConn[C]
+	slabBase uint64
+	// leak tracks the loan in progress when Config.LeakThreshold is set.
+	// Owner.
+	leak *leakTracker
 	// fresh is true until the connection's first loan: a new connection
 	// that fails its check counts against the source like a failed dial.
 	// Owner.
 	fresh bool
-
-	// lent is the number of the loan in progress, 0 when none. The handle
-	// whose loan it is ends it by swapping it to 0, so that a stale handle
-	// can never end a later loan.
-	lent atomic.Uint64
-	// loans counts the loans so far. Owner.
-	loans uint64
-	// handles is the slab the next handles are cut from. Owner.
-	handles []PooledConn[C]
-	// leak tracks the loan in progress when Config.LeakThreshold is set.
-	// Owner.
-	leak *leakTracker
-
 	// closed is set by the first close, so that Close runs exactly once
 	// even when a Reset watchdog and the pool race to close.
 	closed atomic.Bool
+
+	// Set when the connection is dialled, then only read.
+	pool *Pool[C]
+	conn C
+	// Optional interfaces, resolved once so that release does no type
+	// assertion.
+	validator Validator
+	resetter  Resetter
+	createdAt time.Time
+	// expiresAt is when MaxLifetime ends, on the pool's clock (Pool.nanos);
+	// math.MaxInt64 when there is no MaxLifetime.
+	expiresAt int64
+
+	// An entry fills whole cache lines (192 bytes with a pointer-sized C),
+	// so that two connections in use on two cores share none.
+	_ [48]byte
 }
 
-// handleSlab is how many handles are allocated at once per connection.
-const handleSlab = 128
+// endLoan ends loan n if it is in progress, and reports whether it did.
+func (e *entry[C]) endLoan(n uint64) bool { return e.ended.CompareAndSwap(n-1, n) }
+
+// inLoan reports whether loan n is in progress.
+func (e *entry[C]) inLoan(n uint64) bool { return e.ended.Load() == n-1 }
+
+// handlesPerSlab is how many handles are allocated at once per
+// connection.
+const handlesPerSlab = 128
+
+// handleFor returns loan n's handle. Handles come from a slab made for
+// 128 loans at once and never written after: lending writes no memory
+// that another core may hold, and a handle is never reused. Only the owner
+// calls it, with loan numbers that only grow.
+func (e *entry[C]) handleFor(n uint64) *PooledConn[C] {
+	i := n - e.slabBase
+	if e.slab == nil || i >= handlesPerSlab {
+		s := new([handlesPerSlab]PooledConn[C])
+		for k := range s {
+			s[k] = PooledConn[C]{e: e, loan: n + uint64(k)}
+		}
+		e.slab, e.slabBase, i = s, n, 0
+	}
+	return &e.slab[i]
+}
 
 // Conn returns the underlying connection. It panics if this loan has
 // ended.
 func (pc *PooledConn[C]) Conn() C {
-	if pc.e.lent.Load() != pc.loan {
+	if !pc.e.inLoan(pc.loan) {
 		panic("pool: Conn called on a loan that has ended (used after Release or Discard)")
 	}
 	return pc.e.conn
@@ -89,7 +117,7 @@ func (pc *PooledConn[C]) CreatedAt() time.Time { return pc.e.createdAt }
 // panic in Reset, IsValid or Close is re-raised once the pool's books are
 // right again.
 func (pc *PooledConn[C]) Release() {
-	if !pc.e.lent.CompareAndSwap(pc.loan, 0) {
+	if !pc.e.endLoan(pc.loan) {
 		panic("pool: Release called on a loan that has ended (released twice?)")
 	}
 	pc.e.pool.release(pc.e)
@@ -100,7 +128,7 @@ func (pc *PooledConn[C]) Release() {
 // dialled if callers are waiting or the pool is below MinSize. Discard
 // panics if this loan has already ended.
 func (pc *PooledConn[C]) Discard() {
-	if !pc.e.lent.CompareAndSwap(pc.loan, 0) {
+	if !pc.e.endLoan(pc.loan) {
 		panic("pool: Discard called on a loan that has ended (released twice?)")
 	}
 	pc.e.pool.discard(pc.e)

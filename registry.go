@@ -177,7 +177,7 @@ func (r *PooledRegistry[C]) Get(ctx context.Context, id string) (*PooledConn[C],
 // pool. A loan in progress is always released to its own pool, so nothing
 // leaks.
 func (r *PooledRegistry[C]) Release(id string, pc *PooledConn[C]) error {
-	if pc == nil || pc.e == nil || !pc.e.lent.CompareAndSwap(pc.loan, 0) {
+	if pc == nil || pc.e == nil || !pc.e.endLoan(pc.loan) {
 		return sourceError(id, ErrNotHeld)
 	}
 	own := pc.e.pool

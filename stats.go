@@ -8,7 +8,7 @@ import (
 // counters are the pool's event counters: atomics, so that counting never
 // takes the lock.
 type counters struct {
-	acquired        atomic.Int64
+	notLent         atomic.Int64 // checkouts that ended without a loan
 	waitCount       atomic.Int64
 	waitNanos       atomic.Int64
 	canceled        atomic.Int64
@@ -94,9 +94,10 @@ func (p *Pool[C]) Stats() Stats {
 		Down:               p.downLocked(),
 		DialFailuresInARow: p.dialing.failures,
 	}
+	checkouts := p.checkouts
 	p.mu.Unlock()
 	c := &p.stats
-	s.AcquireCount = c.acquired.Load()
+	s.AcquireCount = checkouts - c.notLent.Load()
 	s.WaitCount = c.waitCount.Load()
 	s.WaitDuration = time.Duration(c.waitNanos.Load())
 	s.CanceledAcquires = c.canceled.Load()
