@@ -20,6 +20,48 @@ import (
 // pool's own Stats.
 type stressTally struct {
 	acquired, canceled, timedOut, dialFailed, exhausted, closed atomic.Int64
+	panics, staleCaught                                        atomic.Int64
+}
+
+// survive runs f and reports whether it panicked with one of the
+// connector panics the stress test injects; any other panic fails the
+// test.
+func (s *stressTally) survive(t *testing.T, f func()) {
+	defer func() {
+		switch v := recover(); v {
+		case nil:
+		case errPanicPing, errPanicReset, errPanicValid:
+			s.panics.Add(1)
+		default:
+			t.Errorf("unexpected panic: %v", v)
+		}
+	}()
+	f()
+}
+
+// The panics the stress test's connector throws.
+var (
+	errPanicPing  = errors.New("ping exploded")
+	errPanicReset = errors.New("reset exploded")
+	errPanicValid = errors.New("IsValid exploded")
+	errHandlerBug = errors.New("handler bug")
+)
+
+// releaseTwice releases pc, then tries it again as a stale handle would:
+// the second Release and a Conn must panic, touching no later loan.
+func (s *stressTally) releaseTwice(t *testing.T, pc *pool.PooledConn[*fakeConn]) {
+	s.survive(t, pc.Release)
+	for _, stale := range []func(){pc.Release, pc.Discard, func() { pc.Conn() }} {
+		func() {
+			defer func() {
+				if recover() != nil {
+					s.staleCaught.Add(1)
+				}
+			}()
+			stale()
+			t.Error("a stale handle did not panic")
+		}()
+	}
 }
 
 func (s *stressTally) count(t *testing.T, err error) bool {
@@ -58,14 +100,35 @@ func TestStress(t *testing.T) {
 		src := newFakeSource(t)
 		src.onDial = func(ctx context.Context) error {
 			time.Sleep(time.Duration(rand.IntN(2000)) * time.Microsecond)
-			if rand.IntN(10) == 0 {
+			if rand.IntN(25) == 0 {
 				return errors.New("connection refused")
 			}
 			return ctx.Err()
 		}
 		src.onPing = func(context.Context, *fakeConn) error {
-			if rand.IntN(50) == 0 {
+			switch rand.IntN(300) {
+			case 0, 1, 2, 3, 4, 5:
 				return errors.New("broken pipe")
+			case 6:
+				panic(errPanicPing)
+			}
+			return nil
+		}
+		src.onReset = func(context.Context, *fakeConn) error {
+			if rand.IntN(300) == 0 {
+				panic(errPanicReset)
+			}
+			return nil
+		}
+		src.onValid = func(*fakeConn) bool {
+			if rand.IntN(1000) == 0 {
+				panic(errPanicValid)
+			}
+			return true
+		}
+		src.onClose = func(*fakeConn) error {
+			if rand.IntN(20) == 0 {
+				time.Sleep(5 * time.Millisecond) // a close that hangs a while
 			}
 			return nil
 		}
@@ -80,6 +143,10 @@ func TestStress(t *testing.T) {
 			PingAfterIdle:  500 * time.Microsecond,
 			PingTimeout:    time.Second,
 			ResetTimeout:   time.Second,
+
+			DialBackoff:        200 * time.Microsecond,
+			DialBackoffMax:     time.Millisecond,
+			MaxConcurrentDials: 2,
 		}
 		p, err := pool.New(src.factory(), cfg)
 		require.NoError(t, err)
@@ -99,64 +166,86 @@ func TestStress(t *testing.T) {
 			for range workers {
 				wg.Go(func() {
 					for range ops / rounds {
+						// Think time: a caller failed fast would otherwise
+						// spin with no fake time passing.
+						time.Sleep(time.Duration(rand.IntN(50)) * time.Microsecond)
 						switch op := rand.IntN(100); {
 						case op < 40:
-							pc, err := p.Acquire(bg)
-							if tally.count(t, err) {
-								hold(pc)
-								if rand.IntN(50) == 0 {
-									pc.Discard()
-								} else {
-									pc.Release()
+							tally.survive(t, func() {
+								pc, err := p.Acquire(bg)
+								if tally.count(t, err) {
+									hold(pc)
+									switch rand.IntN(50) {
+									case 0:
+										pc.Discard()
+									case 1, 2:
+										tally.releaseTwice(t, pc)
+									default:
+										pc.Release()
+									}
 								}
-							}
+							})
 						case op < 55:
 							ctx, cancel := context.WithTimeout(bg, time.Duration(rand.IntN(2000))*time.Microsecond)
-							pc, err := p.Acquire(ctx)
+							tally.survive(t, func() {
+								pc, err := p.Acquire(ctx)
+								if tally.count(t, err) {
+									hold(pc)
+									pc.Release()
+								}
+							})
 							cancel()
-							if tally.count(t, err) {
-								hold(pc)
-								pc.Release()
-							}
 						case op < 65:
 							ctx, cancel := context.WithCancel(bg)
 							stop := time.AfterFunc(time.Duration(rand.IntN(1000))*time.Microsecond, cancel)
-							pc, err := p.Acquire(ctx)
+							tally.survive(t, func() {
+								pc, err := p.Acquire(ctx)
+								if tally.count(t, err) {
+									hold(pc)
+									pc.Release()
+								}
+							})
 							stop.Stop()
 							cancel()
-							if tally.count(t, err) {
-								hold(pc)
-								pc.Release()
-							}
 						case op < 75:
-							pc, err := p.TryAcquire(bg)
-							if tally.count(t, err) {
-								hold(pc)
-								pc.Release()
-							}
-						case op < 98:
-							err := p.With(bg, func(c *fakeConn) error {
-								c.use(t)
-								defer c.done()
-								if rand.IntN(20) == 0 {
-									return pool.ErrBadConn
+							tally.survive(t, func() {
+								pc, err := p.TryAcquire(bg)
+								if tally.count(t, err) {
+									hold(pc)
+									pc.Release()
 								}
-								return nil
 							})
-							if err == nil || errors.Is(err, pool.ErrBadConn) {
-								tally.acquired.Add(1)
-							} else {
+						case op < 98:
+							ran := false
+							var err error
+							tally.survive(t, func() {
+								err = p.With(bg, func(c *fakeConn) error {
+									ran = true
+									tally.acquired.Add(1)
+									c.use(t)
+									defer c.done()
+									if rand.IntN(20) == 0 {
+										return pool.ErrBadConn
+									}
+									return nil
+								})
+							})
+							if !ran && err != nil {
 								tally.count(t, err)
 							}
 						default:
 							var err error
-							func() {
-								defer func() { _ = recover() }()
+							tally.survive(t, func() {
+								defer func() {
+									if v := recover(); v != nil && v != errHandlerBug {
+										panic(v) // a connector's: survive counts it
+									}
+								}()
 								err = p.With(bg, func(c *fakeConn) error {
 									tally.acquired.Add(1)
-									panic("handler bug")
+									panic(errHandlerBug)
 								})
-							}()
+							})
 							if err != nil {
 								tally.count(t, err)
 							}
@@ -171,10 +260,12 @@ func TestStress(t *testing.T) {
 			// AcquireTimeout, so that waiters time out.
 			var hogged []*pool.PooledConn[*fakeConn]
 			for range 4 * cfg.MaxSize {
-				if pc, err := p.Acquire(bg); tally.count(t, err) {
-					pc.Conn().use(t)
-					hogged = append(hogged, pc)
-				}
+				tally.survive(t, func() {
+					if pc, err := p.Acquire(bg); tally.count(t, err) {
+						pc.Conn().use(t)
+						hogged = append(hogged, pc)
+					}
+				})
 				if len(hogged) == cfg.MaxSize {
 					break
 				}
@@ -182,18 +273,52 @@ func TestStress(t *testing.T) {
 			time.Sleep(5 * time.Millisecond)
 			for _, pc := range hogged {
 				pc.Conn().done()
-				pc.Release()
+				tally.survive(t, pc.Release)
 			}
 			wg.Wait()
 			require.NoError(t, p.CheckAccounting())
 			// A lull: the reaper closes idle connections above MinSize.
 			time.Sleep(20 * time.Millisecond)
 		}
-		// Warm up to MinSize (dials fail one time in ten: retry), so that
-		// Close has idle connections to close.
-		for p.WaitReady(bg) != nil {
+		// Shutdown under load: workers keep acquiring while the pool
+		// closes; the loans in flight finish, nothing new is lent.
+		for p.WaitReady(bg) != nil { // idle connections for Close to close
 		}
-		require.NoError(t, p.Close())
+		var wg sync.WaitGroup
+		started := make(chan struct{})
+		for i := range workers {
+			wg.Go(func() {
+				if i == 0 {
+					close(started)
+				}
+				for {
+					var err error
+					tally.survive(t, func() {
+						err = p.With(bg, func(c *fakeConn) error {
+							tally.acquired.Add(1)
+							c.use(t)
+							time.Sleep(100 * time.Microsecond)
+							c.done()
+							return nil
+						})
+					})
+					if errors.Is(err, pool.ErrPoolClosed) {
+						tally.closed.Add(1)
+						return
+					}
+					if err != nil {
+						tally.count(t, err)
+					}
+					time.Sleep(time.Duration(rand.IntN(50)) * time.Microsecond)
+				}
+			})
+		}
+		<-started
+		time.Sleep(time.Millisecond)
+		ctx, cancel := context.WithTimeout(bg, time.Second)
+		require.NoError(t, p.Shutdown(ctx))
+		cancel()
+		wg.Wait()
 
 		s := p.Stats()
 		src.checkAllClosedOnce(t)
@@ -206,7 +331,8 @@ func TestStress(t *testing.T) {
 		assert.Equal(t, s.Created, s.ClosedIdle+s.ClosedLifetime+s.ClosedBroken+s.ClosedPool,
 			"every connection created must be closed for one counted reason")
 		assert.Equal(t, src.dials.Load(), s.Created+s.DialErrors)
-		assert.LessOrEqual(t, tally.dialFailed.Load(), s.DialErrors)
+		assert.Equal(t, tally.panics.Load(), s.PanicsRecovered, "panics re-raised to callers: %d seen, %d counted", tally.panics.Load(), s.PanicsRecovered)
+		assert.Zero(t, s.AbandonedLoans)
 		if !testing.Short() { // every path was taken
 			assert.Positive(t, s.ClosedIdle, "no idle connection reaped")
 			assert.Positive(t, s.ClosedLifetime, "no connection expired")
@@ -215,9 +341,14 @@ func TestStress(t *testing.T) {
 			assert.Positive(t, tally.timedOut.Load(), "no acquire timed out")
 			assert.Positive(t, tally.canceled.Load(), "no acquire was canceled")
 			assert.Positive(t, tally.dialFailed.Load(), "no dial error reached a caller")
+			assert.Positive(t, s.FailedFast, "no caller was failed fast")
+			assert.Positive(t, tally.panics.Load(), "no connector panicked")
+			assert.Positive(t, tally.staleCaught.Load(), "no stale handle was tried")
+			assert.Positive(t, tally.closed.Load(), "Shutdown stopped no worker")
 		}
-		t.Logf("%d workers x %d ops: %d acquired, %d timed out, %d canceled, %d dial errors seen, %d exhausted; pool: %d created, %d dial errors, closed idle/lifetime/broken/pool %d/%d/%d/%d",
-			workers, ops, tally.acquired.Load(), tally.timedOut.Load(), tally.canceled.Load(), tally.dialFailed.Load(), tally.exhausted.Load(),
+		t.Logf("%d workers x %d ops: %d acquired, %d timed out, %d canceled, %d dial errors seen (%d failed fast), %d exhausted, %d panics, %d stale uses caught; pool: %d created, %d dial errors, closed idle/lifetime/broken/pool %d/%d/%d/%d",
+			workers, ops, tally.acquired.Load(), tally.timedOut.Load(), tally.canceled.Load(), tally.dialFailed.Load(), s.FailedFast, tally.exhausted.Load(),
+			tally.panics.Load(), tally.staleCaught.Load(),
 			s.Created, s.DialErrors, s.ClosedIdle, s.ClosedLifetime, s.ClosedBroken, s.ClosedPool)
 	})
 }

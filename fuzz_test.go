@@ -1,0 +1,308 @@
+package pool_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/deepanalyze/pool"
+)
+
+// fuzzFaults are the connector's misbehaviours that the fuzz input
+// switches on and off.
+type fuzzFaults struct {
+	dialFail, dialPanic, pingFail, pingPanic, resetPanic, validPanic, closeSlow, closePanic atomic.Bool
+}
+
+// fuzzModel is what the pool should report, kept by the driver.
+type fuzzModel struct {
+	held     []*pool.PooledConn[*fakeConn]
+	released []*pool.PooledConn[*fakeConn] // stale handles, to misuse
+	acquired int64                         // loans that reached the caller
+	panics   int64                         // connector panics re-raised to the caller
+}
+
+// FuzzPool drives a pool with a random sequence of operations decoded from
+// the input: Acquire, TryAcquire, With (returning nil, ErrBadConn or
+// panicking), Release, Discard, stale Release/Discard/Conn, cancelled and
+// timed-out acquires, connectors that fail, hang and panic, reaper steps,
+// and finally Close or Shutdown. After every step it checks the pool
+// against a model: never more than MaxSize connections alive, the loans
+// the model holds and no others, Stats equal to the model, every stale
+// handle refused. At the end every connection must have been closed
+// exactly once and (by synctest) no goroutine may be left.
+func FuzzPool(f *testing.F) {
+	f.Add([]byte{0, 0, 2, 4, 1, 3, 5, 6, 7, 8, 0, 9, 0, 12, 2})
+	f.Add([]byte{0, 0, 0, 0, 7, 2, 2, 4, 4, 10, 11, 0, 13})
+	f.Add([]byte{8, 0, 0, 11, 11, 8, 0, 9, 10, 0, 2, 14, 0, 2, 15})
+	f.Add([]byte{5, 5, 16, 5, 17, 5, 18, 0, 2, 19, 3, 11, 20, 0, 0, 21})
+	f.Add([]byte{0, 1, 0, 1, 0, 1, 0, 1, 22, 2, 2, 2, 2, 4, 4})
+	f.Add([]byte{14, 0, 15, 2, 16, 0, 2, 17, 0, 2, 18, 0, 3, 19, 11, 11, 20, 0, 23})
+	f.Fuzz(func(t *testing.T, ops []byte) {
+		if len(ops) > 200 {
+			ops = ops[:200]
+		}
+		synctest.Test(t, func(t *testing.T) { runFuzzOps(t, ops) })
+	})
+}
+
+var errFuzzPanic = errors.New("fuzz: connector panicked")
+
+func runFuzzOps(t *testing.T, ops []byte) {
+	const maxSize = 3
+	var faults fuzzFaults
+	var (
+		mu         sync.Mutex
+		closeCalls = map[*fakeConn]int{}
+		alive      int
+		maxAlive   int
+	)
+	src := newFakeSource(t)
+	src.onDial = func(ctx context.Context) error {
+		time.Sleep(time.Millisecond)
+		if faults.dialPanic.Load() {
+			panic(errFuzzPanic)
+		}
+		if faults.dialFail.Load() {
+			return errors.New("connection refused")
+		}
+		mu.Lock()
+		alive++
+		maxAlive = max(maxAlive, alive)
+		mu.Unlock()
+		return nil
+	}
+	src.onPing = func(ctx context.Context, _ *fakeConn) error {
+		if faults.pingPanic.Load() {
+			panic(errFuzzPanic)
+		}
+		if faults.pingFail.Load() {
+			return errors.New("broken pipe")
+		}
+		return nil
+	}
+	src.onReset = func(context.Context, *fakeConn) error {
+		if faults.resetPanic.Load() {
+			panic(errFuzzPanic)
+		}
+		return nil
+	}
+	src.onValid = func(*fakeConn) bool {
+		if faults.validPanic.Load() {
+			panic(errFuzzPanic)
+		}
+		return true
+	}
+	src.onClose = func(c *fakeConn) error {
+		mu.Lock()
+		closeCalls[c]++
+		alive--
+		mu.Unlock()
+		if faults.closeSlow.Load() {
+			time.Sleep(time.Second) // longer than any timeout here
+		}
+		if faults.closePanic.Load() {
+			panic(errFuzzPanic)
+		}
+		return nil
+	}
+	cfg := pool.DefaultConfig()
+	cfg.MinSize, cfg.MaxSize = 1, maxSize
+	cfg.AcquireTimeout = 50 * time.Millisecond
+	cfg.PingAfterIdle = 10 * time.Millisecond
+	cfg.MaxIdleTime = 100 * time.Millisecond
+	cfg.MaxLifetime = time.Second
+	cfg.ReapInterval = 20 * time.Millisecond
+	cfg.ResetTimeout = 100 * time.Millisecond
+	cfg.DialBackoff = 5 * time.Millisecond
+	cfg.DialBackoffMax = 40 * time.Millisecond
+	p, err := pool.New(src.factory(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m fuzzModel
+
+	// try runs a call that may re-raise a connector's panic.
+	try := func(f func()) {
+		defer func() {
+			switch v := recover(); v {
+			case nil:
+			case errFuzzPanic:
+				m.panics++
+			default:
+				panic(v)
+			}
+		}()
+		f()
+	}
+	acquired := func(pc *pool.PooledConn[*fakeConn], err error) {
+		if err == nil {
+			m.acquired++
+			m.held = append(m.held, pc)
+			return
+		}
+		if !errors.Is(err, pool.ErrAcquireTimeout) && !errors.Is(err, pool.ErrDial) &&
+			!errors.Is(err, pool.ErrPoolExhausted) && !errors.Is(err, context.Canceled) &&
+			!errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("unexpected acquire error: %v", err)
+		}
+	}
+	end := func(discard bool) {
+		if len(m.held) == 0 {
+			return
+		}
+		pc := m.held[0]
+		m.held = m.held[1:]
+		m.released = append(m.released, pc)
+		if discard {
+			try(pc.Discard)
+		} else {
+			try(pc.Release)
+		}
+	}
+	closed := false
+	for _, op := range ops {
+		switch op % 24 {
+		case 0:
+			try(func() { acquired(p.Acquire(bg)) })
+		case 1:
+			try(func() { acquired(p.TryAcquire(bg)) })
+		case 2:
+			end(false)
+		case 3:
+			end(true)
+		case 4: // a stale handle: every use must panic and change nothing
+			if len(m.released) > 0 {
+				pc := m.released[len(m.released)-1]
+				for _, misuse := range []func(){pc.Release, pc.Discard, func() { pc.Conn() }} {
+					func() {
+						defer func() {
+							if recover() == nil {
+								t.Fatal("stale handle accepted")
+							}
+						}()
+						misuse()
+					}()
+				}
+			}
+		case 5, 6, 7: // With: fn returns nil, ErrBadConn, or panics
+			try(func() {
+				defer func() {
+					if v := recover(); v != nil && v != errHandlerBug {
+						panic(v)
+					}
+				}()
+				err := p.With(bg, func(c *fakeConn) error {
+					m.acquired++
+					switch op % 24 {
+					case 6:
+						return pool.ErrBadConn
+					case 7:
+						panic(errHandlerBug)
+					}
+					return nil
+				})
+				if err != nil && !errors.Is(err, pool.ErrBadConn) {
+					acquired(nil, err)
+				}
+			})
+		case 8: // a caller whose ctx is already done
+			ctx, cancel := context.WithCancel(bg)
+			cancel()
+			try(func() { acquired(p.Acquire(ctx)) })
+		case 9: // a caller whose deadline ends while it waits or checks
+			ctx, cancel := context.WithTimeout(bg, 3*time.Millisecond)
+			try(func() { acquired(p.Acquire(ctx)) })
+			cancel()
+		case 10:
+			faults.dialFail.Store(!faults.dialFail.Load())
+		case 11:
+			time.Sleep(25 * time.Millisecond) // the reaper runs; backoff ends
+		case 12:
+			faults.pingFail.Store(!faults.pingFail.Load())
+		case 14:
+			faults.pingPanic.Store(!faults.pingPanic.Load())
+		case 15:
+			faults.resetPanic.Store(!faults.resetPanic.Load())
+		case 16:
+			faults.validPanic.Store(!faults.validPanic.Load())
+		case 17:
+			faults.closeSlow.Store(!faults.closeSlow.Load())
+		case 18:
+			faults.closePanic.Store(!faults.closePanic.Load())
+		case 19:
+			faults.dialPanic.Store(!faults.dialPanic.Load())
+		case 20:
+			time.Sleep(200 * time.Millisecond) // idle connections expire
+		case 13, 21, 22, 23:
+			if op%24 == 13 || op%24 == 21 {
+				_ = p.Close()
+			} else {
+				ctx, cancel := context.WithTimeout(bg, 30*time.Millisecond)
+				_ = p.Shutdown(ctx)
+				cancel()
+			}
+			closed = true
+		}
+		synctest.Wait()
+		checkFuzzModel(t, p, &m, maxSize)
+		mu.Lock()
+		if maxAlive > maxSize {
+			t.Fatalf("%d connections alive at once, MaxSize %d", maxAlive, maxSize)
+		}
+		mu.Unlock()
+		if closed {
+			break
+		}
+	}
+	// End every loan and close the pool; every connection must then be
+	// closed exactly once.
+	for len(m.held) > 0 {
+		end(false)
+	}
+	faults.closeSlow.Store(false)
+	_ = p.Close()
+	time.Sleep(2 * time.Second) // closes that were hanging finish
+	synctest.Wait()
+	s := p.Stats()
+	if s.Total != 0 {
+		t.Fatalf("%d connections open after Close: %+v", s.Total, s)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, c := range src.all() {
+		if n := closeCalls[c]; n != 1 {
+			t.Fatalf("%v: Close called %d times, want 1", c, n)
+		}
+	}
+	if s.AcquireCount != m.acquired {
+		t.Fatalf("AcquireCount %d, model %d", s.AcquireCount, m.acquired)
+	}
+}
+
+func checkFuzzModel(t *testing.T, p *pool.Pool[*fakeConn], m *fuzzModel, maxSize int) {
+	t.Helper()
+	if err := p.CheckAccounting(); err != nil {
+		t.Fatal(err)
+	}
+	s := p.Stats()
+	switch {
+	case s.Total > maxSize:
+		t.Fatalf("Total %d > MaxSize %d", s.Total, maxSize)
+	case s.InUse != len(m.held):
+		t.Fatalf("InUse %d, model holds %d", s.InUse, len(m.held))
+	case s.AcquireCount != m.acquired:
+		t.Fatalf("AcquireCount %d, model %d", s.AcquireCount, m.acquired)
+	case s.Waiting != 0:
+		t.Fatalf("%d waiting with no caller left", s.Waiting)
+	case s.PanicsRecovered < m.panics:
+		t.Fatalf("PanicsRecovered %d < %d re-raised", s.PanicsRecovered, m.panics)
+	}
+	for _, pc := range m.held {
+		pc.Conn() // panics if the model's loan was ended behind its back
+	}
+}
