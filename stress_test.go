@@ -20,7 +20,7 @@ import (
 // pool's own Stats.
 type stressTally struct {
 	acquired, canceled, timedOut, dialFailed, exhausted, closed atomic.Int64
-	panics, staleCaught                                        atomic.Int64
+	panics, staleCaught                                         atomic.Int64
 }
 
 // survive runs f and reports whether it panicked with one of the
