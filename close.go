@@ -61,6 +61,7 @@ func (p *Pool[C]) stop() (idle []*entry[C], first bool) {
 	if p.reapTimer != nil {
 		p.reapTimer.Stop()
 	}
+	p.stopClock()
 	return idle, true
 }
 

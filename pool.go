@@ -74,6 +74,9 @@ type Pool[C Connector] struct {
 	// where time.Now costs two.
 	epoch time.Time
 
+	// clock is the coarse clock of the acquire fast path.
+	clock coarseClock
+
 	// dialCtx is the parent of every dial's context; Close cancels it.
 	dialCtx     context.Context
 	cancelDials context.CancelFunc
@@ -226,7 +229,7 @@ func (p *Pool[C]) TryAcquire(ctx context.Context) (*PooledConn[C], error) {
 		p.stats.canceled.Add(1)
 		return nil, err
 	}
-	a := acquisition{waitStart: -1} // start 0: AcquireTimeout never applies
+	a := acquisition[C]{waitStart: -1} // start 0: AcquireTimeout never applies
 	for {
 		p.mu.Lock()
 		if p.closed.Load() {
@@ -242,7 +245,7 @@ func (p *Pool[C]) TryAcquire(ctx context.Context) (*PooledConn[C], error) {
 			return nil, ErrPoolExhausted
 		}
 		p.mu.Unlock()
-		switch err := p.checkOut(ctx, e, &a); err {
+		switch err := p.checkOut(ctx, e, &a, p.coarseNanos()); err {
 		case nil:
 			return p.lend(e), nil
 		case errCheckFailed:
@@ -253,7 +256,7 @@ func (p *Pool[C]) TryAcquire(ctx context.Context) (*PooledConn[C], error) {
 }
 
 // acquisition is the state of one Acquire call, kept on its stack.
-type acquisition struct {
+type acquisition[C Connector] struct {
 	// start is the call's first clock read, -1 before it; timeoutAt is
 	// when AcquireTimeout ends the call, 0 if it does not apply (the
 	// caller's deadline is earlier, or there is no AcquireTimeout).
@@ -264,9 +267,13 @@ type acquisition struct {
 	waitStart int64
 	// lastErr is why the last connection it checked was closed.
 	lastErr error
+	// requeue, if set, is a waiter to queue at the front, under the lock
+	// that frees the slot of a connection that failed its check; the
+	// queueing sets it to nil.
+	requeue *waiter[C]
 }
 
-func (a *acquisition) begin(now int64, timeout time.Duration) {
+func (a *acquisition[C]) begin(now int64, timeout time.Duration) {
 	a.start = now
 	if t := now + int64(timeout); timeout > 0 && t < a.ctxDeadline {
 		a.timeoutAt = t
@@ -278,11 +285,10 @@ func (p *Pool[C]) acquire(ctx context.Context) (*entry[C], error) {
 		p.stats.canceled.Add(1)
 		return nil, err
 	}
-	a := acquisition{start: -1, waitStart: -1, ctxDeadline: math.MaxInt64}
+	a := acquisition[C]{start: -1, waitStart: -1, ctxDeadline: math.MaxInt64}
 	if dl, ok := ctx.Deadline(); ok {
 		a.ctxDeadline = int64(dl.Sub(p.epoch)) // no clock read
 	}
-	keepPlace := false // a waiter whose connection failed its check
 	for {
 		p.mu.Lock()
 		if p.closed.Load() {
@@ -292,7 +298,11 @@ func (p *Pool[C]) acquire(ctx context.Context) (*entry[C], error) {
 		}
 		if e := p.popIdleLocked(); e != nil {
 			p.mu.Unlock()
-			switch err := p.checkOut(ctx, e, &a); err {
+			now := p.coarseNanos()
+			if a.waitStart >= 0 {
+				now = p.nanos() // wait stats are measured on the real clock
+			}
+			switch err := p.checkOut(ctx, e, &a, now); err {
 			case nil:
 				p.recordWait(&a, e.acquiredAt)
 				return e, nil
@@ -323,31 +333,50 @@ func (p *Pool[C]) acquire(ctx context.Context) (*entry[C], error) {
 		}
 		w := p.waiterCache.Get().(*waiter[C])
 		w.timeoutAt = a.timeoutAt
-		if keepPlace {
-			p.waiters.pushFront(w)
-		} else {
-			p.waiters.pushBack(w)
-		}
+		p.waiters.pushBack(w)
 		if a.timeoutAt != 0 {
 			p.armTimeoutLocked(a.timeoutAt)
 		}
 		p.dialForWaitersLocked(now)
 		p.mu.Unlock()
+		if e, err := p.waitAndCheck(ctx, w, &a); e != nil || err != nil {
+			return e, err
+		}
+	}
+}
 
-		e, err := p.wait(ctx, w, &a)
+// waitAndCheck waits on w, queued by the caller, and checks the connection
+// it is handed. A connection that fails its check is replaced and the
+// caller keeps its place at the head of the queue: its waiter goes back to
+// the front under the same lock that frees the failed connection's slot,
+// so the replacement cannot be handed to anyone behind it. It returns the
+// connection, or the error that ends the Acquire, or neither when the
+// caller should start over (it is no longer queued).
+func (p *Pool[C]) waitAndCheck(ctx context.Context, w *waiter[C], a *acquisition[C]) (*entry[C], error) {
+	for {
+		e, err := p.wait(ctx, w, a)
 		if err != nil {
-			p.recordWait(&a, p.nanos())
+			p.recordWait(a, p.nanos())
 			return nil, err
 		}
-		switch err := p.checkOut(ctx, e, &a); err {
-		case nil:
-			p.recordWait(&a, e.acquiredAt)
+		w = p.waiterCache.Get().(*waiter[C])
+		w.timeoutAt = a.timeoutAt
+		a.requeue = w
+		err = p.checkOut(ctx, e, a, p.nanos())
+		requeued := a.requeue == nil
+		a.requeue = nil
+		switch {
+		case err == nil:
+			p.waiterCache.Put(w)
+			p.recordWait(a, e.acquiredAt)
 			return e, nil
-		case errCheckFailed:
-			keepPlace = true
-		default:
-			p.recordWait(&a, p.nanos())
+		case err != errCheckFailed:
+			p.waiterCache.Put(w)
+			p.recordWait(a, p.nanos())
 			return nil, err
+		case !requeued: // failed without freeing a slot: start over
+			p.waiterCache.Put(w)
+			return nil, nil
 		}
 	}
 }
@@ -375,23 +404,24 @@ var errCheckFailed = errors.New("pool: internal: check failed")
 var errInvalid = errors.New("pool: the connection's IsValid reported false")
 
 // checkOut runs the acquire-time checks on a connection just taken for
-// this caller, outside the lock, and stamps the loan's start. It returns
-// nil if the connection may be lent, errCheckFailed if it was closed, or
-// the error that ends the Acquire (ctx ended, AcquireTimeout passed).
+// this caller, outside the lock, and stamps the loan's start. now is the
+// pool clock: the coarse clock for a connection taken from the idle stack,
+// the real one after a wait. It returns nil if the connection may be lent,
+// errCheckFailed if it was closed, or the error that ends the Acquire (ctx
+// ended, AcquireTimeout passed).
 //
-// This is the one clock read of an Acquire-Release cycle: release stamps
-// idleSince from acquiredAt and the reaper's last run instead of reading
-// the clock, so idle time is over-estimated by at most the hold time. That
-// errs towards an extra Ping after a long hold, never towards a missed one.
-func (p *Pool[C]) checkOut(ctx context.Context, e *entry[C], a *acquisition) error {
-	now := p.nanos()
-	if a.start < 0 {
-		a.begin(now, p.cfg.AcquireTimeout)
-	}
+// The fast path of an Acquire-Release cycle reads no real clock: release
+// stamps idleSince from acquiredAt and the reaper's last run, and the
+// coarse clock lags by at most clockSlack, so idle time is over-estimated
+// by up to the hold time. The PingAfterIdle test adds clockSlack: it errs
+// towards an extra Ping, never towards a missed one.
+func (p *Pool[C]) checkOut(ctx context.Context, e *entry[C], a *acquisition[C], now int64) error {
 	e.acquiredAt = now
-	if a.timeoutAt != 0 && now >= a.timeoutAt { // no time left to check it
-		p.giveBack(e)
-		return p.timedOut(a)
+	if a.timeoutAt != 0 { // a retry within a timed call: is there time left?
+		if now = p.nanos(); now >= a.timeoutAt {
+			p.giveBack(e)
+			return p.timedOut(a)
+		}
 	}
 	var cause error
 	reason := reasonBroken
@@ -400,11 +430,15 @@ func (p *Pool[C]) checkOut(ctx context.Context, e *entry[C], a *acquisition) err
 		reason = reasonLifetime
 	case e.validator != nil && !p.isValid(e, atCheckout):
 		cause = errInvalid
-	case p.cfg.PingAfterIdle > 0 && time.Duration(now-e.idleSince) >= p.cfg.PingAfterIdle:
+	case p.cfg.PingAfterIdle > 0 && time.Duration(now+int64(clockSlack)-e.idleSince) >= p.cfg.PingAfterIdle:
 		if err := ctx.Err(); err != nil { // never check with a done ctx
 			p.giveBack(e)
 			p.stats.canceled.Add(1)
 			return err
+		}
+		now = p.nanos() // a Ping is I/O: the real clock is cheap beside it
+		if a.start < 0 {
+			a.begin(now, p.cfg.AcquireTimeout)
 		}
 		err := p.ping(ctx, e, a.timeoutAt, now)
 		if err == nil {
@@ -412,16 +446,18 @@ func (p *Pool[C]) checkOut(ctx context.Context, e *entry[C], a *acquisition) err
 		}
 		// The check was cut short or failed: either way this connection's
 		// state is unknown, so it is closed, and only this one.
-		cause = newError("health check: Ping failed: "+err.Error(), err)
-		a.lastErr = cause
-		reraise(p.closeChecked(e, reasonBroken, nil))
-		if err := ctx.Err(); err != nil {
+		a.lastErr = newError("health check: Ping failed: "+err.Error(), err)
+		final := ctx.Err()
+		if final != nil {
 			p.stats.canceled.Add(1)
-			return err
+		} else if a.timeoutAt != 0 && p.nanos() >= a.timeoutAt {
+			final = p.timedOut(a)
 		}
-		if a.timeoutAt != 0 && p.nanos() >= a.timeoutAt {
-			return p.timedOut(a)
+		if final != nil {
+			reraise(p.closeChecked(e, reasonBroken, nil, nil))
+			return final
 		}
+		reraise(p.closeChecked(e, reasonBroken, nil, a))
 		return errCheckFailed
 	default:
 		return nil
@@ -433,7 +469,7 @@ func (p *Pool[C]) checkOut(ctx context.Context, e *entry[C], a *acquisition) err
 	if e.fresh && cause != nil {
 		failedNew = newError("new connection failed its check: "+detail(cause), cause)
 	}
-	reraise(p.closeChecked(e, reason, failedNew))
+	reraise(p.closeChecked(e, reason, failedNew, a))
 	return errCheckFailed
 }
 
@@ -578,10 +614,11 @@ func (p *Pool[C]) closeLent(e *entry[C], reason closeReason) error {
 	return p.finishClose(e, reason)
 }
 
-// closeChecked is closeLent for a connection that failed its check; if
+// closeChecked is closeLent for a connection that failed its check. If
 // failedNew is not nil, the connection was new and its failure counts
-// against the source as a failed dial.
-func (p *Pool[C]) closeChecked(e *entry[C], reason closeReason, failedNew error) error {
+// against the source as a failed dial. If a has a waiter to requeue, it
+// goes back to the head of the queue under the lock that frees the slot.
+func (p *Pool[C]) closeChecked(e *entry[C], reason closeReason, failedNew error, a *acquisition[C]) error {
 	p.stats.notLent.Add(1)
 	p.mu.Lock()
 	p.numInUse--
@@ -590,8 +627,30 @@ func (p *Pool[C]) closeChecked(e *entry[C], reason closeReason, failedNew error)
 		p.stats.dialErrors.Add(1)
 		p.dialFailedLocked(dialError(failedNew), p.nanos())
 	}
+	if a != nil && a.requeue != nil {
+		p.requeueLocked(a.requeue)
+		a.requeue = nil
+	}
 	p.mu.Unlock()
 	return p.finishClose(e, reason)
+}
+
+// requeueLocked puts back at the head of the queue a waiter whose
+// connection failed its check, or serves it at once: with an idle
+// connection, or with ErrPoolClosed. p.mu must be held.
+func (p *Pool[C]) requeueLocked(w *waiter[C]) {
+	if p.closed.Load() {
+		w.ch <- result[C]{err: ErrPoolClosed}
+		return
+	}
+	if e := p.popIdleLocked(); e != nil { // keeps the invariant: idle means nobody waits
+		w.ch <- result[C]{e: e}
+		return
+	}
+	p.waiters.pushFront(w)
+	if w.timeoutAt != 0 {
+		p.armTimeoutLocked(w.timeoutAt)
+	}
 }
 
 // stage says where a connector call ran: on a connection checked out for
@@ -611,7 +670,7 @@ func (p *Pool[C]) closeAfterPanic(e *entry[C], op string, at stage) {
 	p.logf(levelError, "connector panicked; connection closed, panic re-raised", "op", op)
 	p.untrackLeak(e)
 	if at == atCheckout {
-		_ = p.closeChecked(e, reasonBroken, nil)
+		_ = p.closeChecked(e, reasonBroken, nil, nil)
 	} else {
 		_ = p.closeLent(e, reasonBroken)
 	}
@@ -717,7 +776,7 @@ func reraise(err error) {
 
 // recordWait counts a wait that ended at end (pool clock), if the call
 // waited at all.
-func (p *Pool[C]) recordWait(a *acquisition, end int64) {
+func (p *Pool[C]) recordWait(a *acquisition[C], end int64) {
 	if a.waitStart < 0 {
 		return
 	}

@@ -151,7 +151,7 @@ func (p *Pool[C]) expireWaiters() {
 
 // wait blocks until w is served or ctx ends. w has been queued by the
 // caller and is recycled here.
-func (p *Pool[C]) wait(ctx context.Context, w *waiter[C], a *acquisition) (*entry[C], error) {
+func (p *Pool[C]) wait(ctx context.Context, w *waiter[C], a *acquisition[C]) (*entry[C], error) {
 	var err error
 	select {
 	case r := <-w.ch:
@@ -187,7 +187,7 @@ func (p *Pool[C]) wait(ctx context.Context, w *waiter[C], a *acquisition) (*entr
 
 // timedOut counts an Acquire ended by AcquireTimeout and returns its
 // error, which names the last failure the call or the pool saw.
-func (p *Pool[C]) timedOut(a *acquisition) error {
+func (p *Pool[C]) timedOut(a *acquisition[C]) error {
 	p.stats.timedOut.Add(1)
 	p.mu.Lock()
 	inUse, cause := p.numInUse, p.dialing.lastErr
