@@ -17,7 +17,6 @@ package pool
 import (
 	"context"
 	"errors"
-	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -261,8 +260,6 @@ type acquisition[C Connector] struct {
 	// when AcquireTimeout ends the call, 0 if it does not apply (the
 	// caller's deadline is earlier, or there is no AcquireTimeout).
 	start, timeoutAt int64
-	// ctxDeadline is the caller's deadline on the pool clock.
-	ctxDeadline int64
 	// waitStart is when the call first queued, -1 if it has not.
 	waitStart int64
 	// lastErr is why the last connection it checked was closed.
@@ -273,11 +270,20 @@ type acquisition[C Connector] struct {
 	requeue *waiter[C]
 }
 
-func (a *acquisition[C]) begin(now int64, timeout time.Duration) {
+// begin starts the clock of a call that has to wait or check: the
+// AcquireTimeout applies unless ctx's deadline (read here, off the fast
+// path) is earlier.
+func (a *acquisition[C]) begin(ctx context.Context, p *Pool[C], now int64) {
 	a.start = now
-	if t := now + int64(timeout); timeout > 0 && t < a.ctxDeadline {
-		a.timeoutAt = t
+	timeout := p.cfg.AcquireTimeout
+	if timeout <= 0 {
+		return
 	}
+	t := now + int64(timeout)
+	if dl, ok := ctx.Deadline(); ok && int64(dl.Sub(p.epoch)) <= t {
+		return
+	}
+	a.timeoutAt = t
 }
 
 func (p *Pool[C]) acquire(ctx context.Context) (*entry[C], error) {
@@ -285,10 +291,7 @@ func (p *Pool[C]) acquire(ctx context.Context) (*entry[C], error) {
 		p.stats.canceled.Add(1)
 		return nil, err
 	}
-	a := acquisition[C]{start: -1, waitStart: -1, ctxDeadline: math.MaxInt64}
-	if dl, ok := ctx.Deadline(); ok {
-		a.ctxDeadline = int64(dl.Sub(p.epoch)) // no clock read
-	}
+	a := acquisition[C]{start: -1, waitStart: -1}
 	for {
 		p.mu.Lock()
 		if p.closed.Load() {
@@ -315,7 +318,7 @@ func (p *Pool[C]) acquire(ctx context.Context) (*entry[C], error) {
 		}
 		now := p.nanos()
 		if a.start < 0 {
-			a.begin(now, p.cfg.AcquireTimeout)
+			a.begin(ctx, p, now)
 		}
 		if a.timeoutAt != 0 && now >= a.timeoutAt {
 			p.mu.Unlock()
@@ -353,29 +356,25 @@ func (p *Pool[C]) acquire(ctx context.Context) (*entry[C], error) {
 // connection, or the error that ends the Acquire, or neither when the
 // caller should start over (it is no longer queued).
 func (p *Pool[C]) waitAndCheck(ctx context.Context, w *waiter[C], a *acquisition[C]) (*entry[C], error) {
+	defer p.waiterCache.Put(w)
 	for {
 		e, err := p.wait(ctx, w, a)
 		if err != nil {
 			p.recordWait(a, p.nanos())
 			return nil, err
 		}
-		w = p.waiterCache.Get().(*waiter[C])
-		w.timeoutAt = a.timeoutAt
 		a.requeue = w
 		err = p.checkOut(ctx, e, a, p.nanos())
 		requeued := a.requeue == nil
 		a.requeue = nil
 		switch {
 		case err == nil:
-			p.waiterCache.Put(w)
 			p.recordWait(a, e.acquiredAt)
 			return e, nil
 		case err != errCheckFailed:
-			p.waiterCache.Put(w)
 			p.recordWait(a, p.nanos())
 			return nil, err
 		case !requeued: // failed without freeing a slot: start over
-			p.waiterCache.Put(w)
 			return nil, nil
 		}
 	}
@@ -438,7 +437,7 @@ func (p *Pool[C]) checkOut(ctx context.Context, e *entry[C], a *acquisition[C], 
 		}
 		now = p.nanos() // a Ping is I/O: the real clock is cheap beside it
 		if a.start < 0 {
-			a.begin(now, p.cfg.AcquireTimeout)
+			a.begin(ctx, p, now)
 		}
 		err := p.ping(ctx, e, a.timeoutAt, now)
 		if err == nil {

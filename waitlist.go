@@ -150,17 +150,18 @@ func (p *Pool[C]) expireWaiters() {
 }
 
 // wait blocks until w is served or ctx ends. w has been queued by the
-// caller and is recycled here.
+// caller, and is no longer queued nor has anything in its channel when
+// wait returns: the caller may queue it again or recycle it.
 func (p *Pool[C]) wait(ctx context.Context, w *waiter[C], a *acquisition[C]) (*entry[C], error) {
+	done := ctx.Done()
+	if done == nil { // a ctx that never ends: a plain receive is cheaper than select
+		return p.served(<-w.ch, a)
+	}
 	var err error
 	select {
 	case r := <-w.ch:
-		p.waiterCache.Put(w)
-		if r.err == errTimedOut {
-			return nil, p.timedOut(a)
-		}
-		return r.e, r.err
-	case <-ctx.Done():
+		return p.served(r, a)
+	case <-done:
 		err = ctx.Err()
 		p.stats.canceled.Add(1)
 	}
@@ -171,18 +172,24 @@ func (p *Pool[C]) wait(ctx context.Context, w *waiter[C], a *acquisition[C]) (*e
 	if w.queued {
 		p.waiters.remove(w)
 		p.mu.Unlock()
-		p.waiterCache.Put(w)
 		return nil, err
 	}
 	p.mu.Unlock()
 	// Served at the same instant we gave up: the result is already in the
 	// buffer. Pretend we were never served and put the connection back.
 	r := <-w.ch
-	p.waiterCache.Put(w)
 	if r.e != nil {
 		p.giveBack(r.e)
 	}
 	return nil, err
+}
+
+// served turns what a waiter received into Acquire's result.
+func (p *Pool[C]) served(r result[C], a *acquisition[C]) (*entry[C], error) {
+	if r.err == errTimedOut {
+		return nil, p.timedOut(a)
+	}
+	return r.e, r.err
 }
 
 // timedOut counts an Acquire ended by AcquireTimeout and returns its
