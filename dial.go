@@ -2,7 +2,6 @@ package pool
 
 import (
 	"context"
-	"errors"
 	"math"
 	"math/rand/v2"
 	"reflect"
@@ -225,8 +224,6 @@ func (p *Pool[C]) dialFailed(err error, now int64) {
 	p.notifyReadyLocked()
 	p.signalDrainedLocked()
 }
-
-var errNilConn = errors.New("pool: the Factory returned a nil connection and no error")
 
 // callFactory runs the Factory. A panic becomes a *PanicError, and a nil
 // connection with no error becomes an error; a connection returned with

@@ -54,6 +54,25 @@ var (
 	ErrForeignConn = errors.New("pool: connection belongs to another source")
 )
 
+// Errors the pool uses inside, or as the cause it wraps in one of the
+// errors above.
+var (
+	// errCheckFailed is what checkOut returns when it closed the
+	// connection and the caller should try another.
+	errCheckFailed = errors.New("pool: internal: check failed")
+	// errTimedOut is what the timeout timer sends a waiter whose
+	// AcquireTimeout has passed; wait turns it into the caller's error.
+	errTimedOut = errors.New("pool: internal: wait timed out")
+	// errInvalid is why a connection whose IsValid said false was closed.
+	errInvalid = errors.New("pool: the connection's IsValid reported false")
+	// errResetTimeout is why a connection whose Reset outlasted
+	// ResetTimeout was closed.
+	errResetTimeout = errors.New("pool: Reset outlasted ResetTimeout")
+	// errNilConn is the dial error of a Factory that returned neither a
+	// connection nor an error.
+	errNilConn = errors.New("pool: the Factory returned a nil connection and no error")
+)
+
 // PanicError is the error a panic becomes when it happens in a pool
 // goroutine (a Factory, a PoolFactory, a Close run by the reaper or by
 // Pool.Close), where re-raising it would kill the process. It matches the

@@ -3,7 +3,6 @@ package pool
 import (
 	"context"
 	"errors"
-	"fmt"
 	"slices"
 	"sync"
 
@@ -51,7 +50,7 @@ type creation[C Connector] struct {
 // NewManager returns a Manager that builds pools with newPool.
 func NewManager[C Connector](newPool PoolFactory[C]) (*Manager[C], error) {
 	if newPool == nil {
-		return nil, fmt.Errorf("%w: PoolFactory is nil", ErrInvalidConfig)
+		return nil, newError("invalid config: PoolFactory is nil", ErrInvalidConfig)
 	}
 	m := &Manager[C]{newPool: newPool, creating: make(map[string]*creation[C])}
 	m.ctx, m.cancel = context.WithCancel(context.Background())

@@ -1,17 +1,9 @@
-// Package pool pools connections to data sources: a generic Pool for one
-// source, a Manager that owns one lazily created Pool per source ID, and a
-// PooledRegistry that handlers call by ID.
-//
-// The pool lock is never held across I/O or user code: dialling, pinging,
-// resetting and closing connections all happen outside it. A released
-// connection is handed straight to the longest-waiting caller, and idle
-// connections are reused newest first.
-//
 // This file holds the path every loan takes: acquire, the checks, the
-// hand-off and release. The wait list and its timer are in waitlist.go,
-// dialling and backoff in dial.go, the reaper in reaper.go, Close and
-// Shutdown in close.go, Stats in stats.go, leak detection in leak.go and
-// the errors in errors.go.
+// hand-off and release. The connector calls are in connector.go, the wait
+// list and its timer in waitlist.go, dialling and backoff in dial.go, the
+// coarse clock in clock.go, the reaper in reaper.go, closing in close.go,
+// Stats in stats.go, leak detection in leak.go and the errors in errors.go.
+
 package pool
 
 import (
@@ -20,47 +12,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-)
-
-// Connector is a connection a Pool can manage.
-type Connector interface {
-	// Ping checks that the connection is alive. It may do I/O and must
-	// honour ctx.
-	Ping(ctx context.Context) error
-	// Close closes the connection. The pool calls it exactly once.
-	Close() error
-}
-
-// Resetter is implemented by connectors that carry session state. The pool
-// calls Reset on release, before the connection can be lent again; an error
-// closes the connection instead. Reset must honour ctx, as Ping does: when
-// Config.ResetTimeout passes, the pool closes the connection under it.
-type Resetter interface {
-	Reset(ctx context.Context) error
-}
-
-// Validator is implemented by connectors that can tell cheaply, without
-// I/O, that they are broken. The pool calls IsValid on acquire and on
-// release; false closes the connection.
-type Validator interface {
-	IsValid() bool
-}
-
-// Factory dials a new connection. The ctx it receives belongs to the pool,
-// not to the caller whose Acquire caused the dial: it ends at DialTimeout or
-// when the pool is closed, and the Factory must return soon after it ends.
-// A Factory that returns a nil connection with a nil error, or panics,
-// counts as a failed dial.
-type Factory[C Connector] func(ctx context.Context) (C, error)
-
-type closeReason int
-
-const (
-	reasonIdle closeReason = iota
-	reasonLifetime
-	reasonBroken
-	reasonPoolClosed
-	reasonAbandoned
 )
 
 // Pool lends connections to one data source. It is safe for concurrent use.
@@ -254,38 +205,6 @@ func (p *Pool[C]) TryAcquire(ctx context.Context) (*PooledConn[C], error) {
 	}
 }
 
-// acquisition is the state of one Acquire call, kept on its stack.
-type acquisition[C Connector] struct {
-	// start is the call's first clock read, -1 before it; timeoutAt is
-	// when AcquireTimeout ends the call, 0 if it does not apply (the
-	// caller's deadline is earlier, or there is no AcquireTimeout).
-	start, timeoutAt int64
-	// waitStart is when the call first queued, -1 if it has not.
-	waitStart int64
-	// lastErr is why the last connection it checked was closed.
-	lastErr error
-	// requeue, if set, is a waiter to queue at the front, under the lock
-	// that frees the slot of a connection that failed its check; the
-	// queueing sets it to nil.
-	requeue *waiter[C]
-}
-
-// begin starts the clock of a call that has to wait or check: the
-// AcquireTimeout applies unless ctx's deadline (read here, off the fast
-// path) is earlier.
-func (a *acquisition[C]) begin(ctx context.Context, p *Pool[C], now int64) {
-	a.start = now
-	timeout := p.cfg.AcquireTimeout
-	if timeout <= 0 {
-		return
-	}
-	t := now + int64(timeout)
-	if dl, ok := ctx.Deadline(); ok && int64(dl.Sub(p.epoch)) <= t {
-		return
-	}
-	a.timeoutAt = t
-}
-
 func (p *Pool[C]) acquire(ctx context.Context) (*entry[C], error) {
 	if err := ctx.Err(); err != nil {
 		p.stats.canceled.Add(1)
@@ -395,13 +314,6 @@ func (p *Pool[C]) popIdleLocked() *entry[C] {
 	return e
 }
 
-// errCheckFailed is what checkOut returns when it closed the connection
-// and the caller should try another.
-var errCheckFailed = errors.New("pool: internal: check failed")
-
-// errInvalid is why a connection whose IsValid said false was closed.
-var errInvalid = errors.New("pool: the connection's IsValid reported false")
-
 // checkOut runs the acquire-time checks on a connection just taken for
 // this caller, outside the lock, and stamps the loan's start. now is the
 // pool clock: the coarse clock for a connection taken from the idle stack,
@@ -472,43 +384,6 @@ func (p *Pool[C]) checkOut(ctx context.Context, e *entry[C], a *acquisition[C], 
 	return errCheckFailed
 }
 
-// ping runs the acquire-time Ping, bounded by PingTimeout and by the
-// Acquire's own timeout (pool clock, 0 if none), whichever ends first.
-func (p *Pool[C]) ping(ctx context.Context, e *entry[C], timeoutAt, now int64) error {
-	limit := timeoutAt
-	if pt := now + int64(p.cfg.PingTimeout); p.cfg.PingTimeout > 0 && (limit == 0 || pt < limit) {
-		limit = pt
-	}
-	if limit != 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithDeadline(ctx, p.epoch.Add(time.Duration(limit)))
-		defer cancel()
-	}
-	returned := false
-	defer func() {
-		if !returned {
-			p.closeAfterPanic(e, "Ping", atCheckout)
-		}
-	}()
-	err := e.conn.Ping(ctx)
-	returned = true
-	return err
-}
-
-// isValid calls IsValid; if it panics, the connection is closed and the
-// panic goes on.
-func (p *Pool[C]) isValid(e *entry[C], at stage) bool {
-	returned := false
-	defer func() {
-		if !returned {
-			p.closeAfterPanic(e, "IsValid", at)
-		}
-	}()
-	ok := e.validator.IsValid()
-	returned = true
-	return ok
-}
-
 // startLoan begins a loan of a connection that passed its checks and
 // returns the loan's number.
 func (p *Pool[C]) startLoan(e *entry[C]) uint64 {
@@ -572,109 +447,6 @@ func (p *Pool[C]) discard(e *entry[C]) {
 	reraise(p.closeLent(e, reasonBroken))
 }
 
-// errResetTimeout is why a connection whose Reset outlasted ResetTimeout
-// was closed.
-var errResetTimeout = errors.New("pool: Reset outlasted ResetTimeout")
-
-// reset runs Reset bounded by ResetTimeout. If Reset has not returned
-// when ResetTimeout passes, the connection is closed under it, which wakes
-// a Reset blocked on the connection's socket.
-func (p *Pool[C]) reset(e *entry[C]) error {
-	ctx := context.Background()
-	if p.cfg.ResetTimeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, p.cfg.ResetTimeout)
-		defer cancel()
-		stop := context.AfterFunc(ctx, func() { p.forceClose(e, errResetTimeout) })
-		defer stop() // runs before cancel, so cancel fires nothing
-	}
-	returned := false
-	defer func() {
-		if !returned {
-			p.closeAfterPanic(e, "Reset", atRelease)
-		}
-	}()
-	err := e.resetter.Reset(ctx)
-	returned = true
-	if err == nil && e.closed.Load() { // the watchdog won the race
-		err = errResetTimeout
-	}
-	return err
-}
-
-// closeLent takes a connection that was lent or checked out (and whose
-// loan, if any, has ended) out of service and closes it outside the lock.
-// It returns Close's error.
-func (p *Pool[C]) closeLent(e *entry[C], reason closeReason) error {
-	p.mu.Lock()
-	p.numInUse--
-	p.numClosing++
-	p.mu.Unlock()
-	return p.finishClose(e, reason)
-}
-
-// closeChecked is closeLent for a connection that failed its check. If
-// failedNew is not nil, the connection was new and its failure counts
-// against the source as a failed dial. If a has a waiter to requeue, it
-// goes back to the head of the queue under the lock that frees the slot.
-func (p *Pool[C]) closeChecked(e *entry[C], reason closeReason, failedNew error, a *acquisition[C]) error {
-	p.stats.notLent.Add(1)
-	p.mu.Lock()
-	p.numInUse--
-	p.numClosing++
-	if failedNew != nil {
-		p.stats.dialErrors.Add(1)
-		p.dialFailedLocked(dialError(failedNew), p.nanos())
-	}
-	if a != nil && a.requeue != nil {
-		p.requeueLocked(a.requeue)
-		a.requeue = nil
-	}
-	p.mu.Unlock()
-	return p.finishClose(e, reason)
-}
-
-// requeueLocked puts back at the head of the queue a waiter whose
-// connection failed its check, or serves it at once: with an idle
-// connection, or with ErrPoolClosed. p.mu must be held.
-func (p *Pool[C]) requeueLocked(w *waiter[C]) {
-	if p.closed.Load() {
-		w.ch <- result[C]{err: ErrPoolClosed}
-		return
-	}
-	if e := p.popIdleLocked(); e != nil { // keeps the invariant: idle means nobody waits
-		w.ch <- result[C]{e: e}
-		return
-	}
-	p.waiters.pushFront(w)
-	if w.timeoutAt != 0 {
-		p.armTimeoutLocked(w.timeoutAt)
-	}
-}
-
-// stage says where a connector call ran: on a connection checked out for
-// a caller but not yet lent, or on one whose loan has ended.
-type stage int
-
-const (
-	atCheckout stage = iota
-	atRelease
-)
-
-// closeAfterPanic closes a connection whose connector call panicked on the
-// caller's goroutine. It runs in a deferred call while the panic goes on,
-// so an error of Close's (or its panic) is logged and dropped.
-func (p *Pool[C]) closeAfterPanic(e *entry[C], op string, at stage) {
-	p.stats.panicsRecovered.Add(1)
-	p.logf(levelError, "connector panicked; connection closed, panic re-raised", "op", op)
-	p.untrackLeak(e)
-	if at == atCheckout {
-		_ = p.closeChecked(e, reasonBroken, nil, nil)
-	} else {
-		_ = p.closeLent(e, reasonBroken)
-	}
-}
-
 // returnReleased gives back a connection whose loan has ended, stamped
 // idle since its loan began or the reaper last ran, whichever is later
 // (see checkOut).
@@ -719,66 +491,4 @@ func (p *Pool[C]) putLocked(e *entry[C], idleSince int64) {
 		return
 	}
 	p.idle = append(p.idle, e)
-}
-
-// finishClose closes a connection already counted in numClosing, outside
-// the lock, then uncounts it and dials replacements if needed. A panic in
-// Close becomes the returned *PanicError.
-func (p *Pool[C]) finishClose(e *entry[C], reason closeReason) error {
-	err := p.closeConn(e)
-	p.stats.countClose(reason)
-	p.mu.Lock()
-	p.numClosing--
-	p.numOpen--
-	if !p.closed.Load() {
-		now := p.nanos()
-		p.refillLocked(now)
-		p.failUncoveredLocked()
-	}
-	p.notifyReadyLocked()
-	p.signalDrainedLocked()
-	p.mu.Unlock()
-	return err
-}
-
-// closeConn calls the connector's Close the first time it is called for
-// e, and does nothing after that. A panic in Close is recovered, logged
-// and returned as a *PanicError.
-func (p *Pool[C]) closeConn(e *entry[C]) (err error) {
-	if !e.closed.CompareAndSwap(false, true) {
-		return nil
-	}
-	defer func() {
-		if v := recover(); v != nil {
-			pe := newPanicError("Close", v)
-			p.logPanic(pe)
-			err = pe
-		}
-	}()
-	return e.conn.Close()
-}
-
-// forceClose closes a connection that is still in someone's hands, to
-// wake a connector call that ignores its ctx.
-func (p *Pool[C]) forceClose(e *entry[C], why error) {
-	p.logf(levelWarn, "connection closed by force", "reason", why.Error())
-	_ = p.closeConn(e)
-}
-
-// reraise re-raises, on the caller's goroutine, a panic of Close's that
-// closeConn recovered, once the books are right.
-func reraise(err error) {
-	if pe, ok := err.(*PanicError); ok {
-		panic(pe.Value)
-	}
-}
-
-// recordWait counts a wait that ended at end (pool clock), if the call
-// waited at all.
-func (p *Pool[C]) recordWait(a *acquisition[C], end int64) {
-	if a.waitStart < 0 {
-		return
-	}
-	p.stats.waitCount.Add(1)
-	p.stats.waitNanos.Add(end - a.waitStart)
 }

@@ -5,6 +5,17 @@ import (
 	"time"
 )
 
+// closeReason is why a connection was closed; each has its counter.
+type closeReason int
+
+const (
+	reasonIdle closeReason = iota
+	reasonLifetime
+	reasonBroken
+	reasonPoolClosed
+	reasonAbandoned
+)
+
 // counters are the pool's event counters: atomics, so that counting never
 // takes the lock.
 type counters struct {
@@ -113,4 +124,14 @@ func (p *Pool[C]) Stats() Stats {
 	s.AbandonedLoans = c.abandonedLoans.Load()
 	s.PanicsRecovered = c.panicsRecovered.Load()
 	return s
+}
+
+// recordWait counts a wait that ended at end (pool clock), if the call
+// waited at all.
+func (p *Pool[C]) recordWait(a *acquisition[C], end int64) {
+	if a.waitStart < 0 {
+		return
+	}
+	p.stats.waitCount.Add(1)
+	p.stats.waitNanos.Add(end - a.waitStart)
 }

@@ -2,7 +2,6 @@ package pool
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math"
 	"time"
@@ -99,10 +98,6 @@ type timeoutTimer struct {
 	armed   bool
 	armedAt int64 // when it fires (pool clock), valid while armed
 }
-
-// errTimedOut is what the timeout timer sends a waiter whose
-// AcquireTimeout has passed; wait turns it into the error the caller sees.
-var errTimedOut = errors.New("pool: internal: wait timed out")
 
 // armTimeoutLocked makes sure the timeout timer fires no later than at
 // (pool clock). p.mu must be held.
@@ -207,4 +202,36 @@ func (p *Pool[C]) timedOut(a *acquisition[C]) error {
 		msg += "; last error: " + detail(cause)
 	}
 	return newError(msg+")", ErrAcquireTimeout, cause)
+}
+
+// acquisition is the state of one Acquire call, kept on its stack.
+type acquisition[C Connector] struct {
+	// start is the call's first clock read, -1 before it; timeoutAt is
+	// when AcquireTimeout ends the call, 0 if it does not apply (the
+	// caller's deadline is earlier, or there is no AcquireTimeout).
+	start, timeoutAt int64
+	// waitStart is when the call first queued, -1 if it has not.
+	waitStart int64
+	// lastErr is why the last connection it checked was closed.
+	lastErr error
+	// requeue, if set, is a waiter to queue at the front, under the lock
+	// that frees the slot of a connection that failed its check; the
+	// queueing sets it to nil.
+	requeue *waiter[C]
+}
+
+// begin starts the clock of a call that has to wait or check: the
+// AcquireTimeout applies unless ctx's deadline (read here, off the fast
+// path) is earlier.
+func (a *acquisition[C]) begin(ctx context.Context, p *Pool[C], now int64) {
+	a.start = now
+	timeout := p.cfg.AcquireTimeout
+	if timeout <= 0 {
+		return
+	}
+	t := now + int64(timeout)
+	if dl, ok := ctx.Deadline(); ok && int64(dl.Sub(p.epoch)) <= t {
+		return
+	}
+	a.timeoutAt = t
 }
