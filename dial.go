@@ -197,10 +197,11 @@ func (p *Pool[C]) dial() {
 		return
 	}
 	p.dialSucceededLocked()
-	p.putLocked(e, now)
+	w := p.putLocked(e, now)
 	p.refillLocked(now) // dials held back by MaxConcurrentDials or backoff
 	p.notifyReadyLocked()
 	p.mu.Unlock()
+	handOff(w, e)
 }
 
 // dialFailed uncounts a failed dial and hands its error to the longest

@@ -65,9 +65,9 @@ func (p *Pool[C]) reclaim(a abandoned[C]) {
 		return // released in time
 	}
 	p.untrackLeak(a.e)
+	_ = p.closeLent(a.e, reasonAbandoned)
 	p.logf(levelError, "connection handle dropped without Release; connection closed and slot reclaimed",
 		"acquired_at", formatStack(a.stack))
-	_ = p.closeLent(a.e, reasonAbandoned)
 }
 
 // formatStack renders a captured stack as "function file:line" lines,

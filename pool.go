@@ -235,23 +235,23 @@ func (p *Pool[C]) acquire(ctx context.Context) (*entry[C], error) {
 				return nil, err
 			}
 		}
-		now := p.nanos()
+		// No real clock read under the lock: the coarse clock is enough to
+		// start the AcquireTimeout (it may fire up to clockSlack early) and
+		// to compare with retryAt.
+		now := p.coarseNanos()
 		if a.start < 0 {
 			a.begin(ctx, p, now)
 		}
 		if a.timeoutAt != 0 && now >= a.timeoutAt {
 			p.mu.Unlock()
-			p.recordWait(&a, now)
+			p.recordWait(&a, p.nanos())
 			return nil, p.timedOut(&a)
 		}
 		if err := p.failFastLocked(now); err != nil {
 			p.mu.Unlock()
 			p.stats.failedFast.Add(1)
-			p.recordWait(&a, now)
+			p.recordWait(&a, p.nanos())
 			return nil, err
-		}
-		if a.waitStart < 0 {
-			a.waitStart = now
 		}
 		w := p.waiterCache.Get().(*waiter[C])
 		w.timeoutAt = a.timeoutAt
@@ -261,6 +261,9 @@ func (p *Pool[C]) acquire(ctx context.Context) (*entry[C], error) {
 		}
 		p.dialForWaitersLocked(now)
 		p.mu.Unlock()
+		if a.waitStart < 0 {
+			a.waitStart = p.nanos() // wait statistics use the real clock
+		}
 		if e, err := p.waitAndCheck(ctx, w, &a); e != nil || err != nil {
 			return e, err
 		}
@@ -328,11 +331,9 @@ func (p *Pool[C]) popIdleLocked() *entry[C] {
 // towards an extra Ping, never towards a missed one.
 func (p *Pool[C]) checkOut(ctx context.Context, e *entry[C], a *acquisition[C], now int64) error {
 	e.acquiredAt = now
-	if a.timeoutAt != 0 { // a retry within a timed call: is there time left?
-		if now = p.nanos(); now >= a.timeoutAt {
-			p.giveBack(e)
-			return p.timedOut(a)
-		}
+	if a.timeoutAt != 0 && now >= a.timeoutAt { // a retry with no time left
+		p.giveBack(e)
+		return p.timedOut(a)
 	}
 	var cause error
 	reason := reasonBroken
@@ -474,21 +475,35 @@ func (p *Pool[C]) returnLocked(e *entry[C], idleSince int64) error {
 		p.mu.Unlock()
 		return p.finishClose(e, reasonPoolClosed)
 	}
-	p.putLocked(e, idleSince)
+	w := p.putLocked(e, idleSince)
 	p.mu.Unlock()
+	handOff(w, e)
 	return nil
 }
 
-// putLocked hands a connection that is not counted anywhere to the
+// putLocked gives a connection that is not counted anywhere to the
 // longest waiter, or pushes it on the idle stack, stamped idle since
-// idleSince. p.mu must be held and the pool open.
-func (p *Pool[C]) putLocked(e *entry[C], idleSince int64) {
+// idleSince. It returns the waiter, dequeued and counted as served, for
+// the caller to hand the connection to with handOff once it has unlocked:
+// waking a goroutine is not done under the lock. p.mu must be held and the
+// pool open.
+func (p *Pool[C]) putLocked(e *entry[C], idleSince int64) *waiter[C] {
 	e.idleSince = idleSince
 	if w := p.waiters.popFront(); w != nil {
 		p.numInUse++
 		p.checkouts++
-		w.ch <- result[C]{e: e} // buffered, and w has exactly one sender
-		return
+		return w
 	}
 	p.idle = append(p.idle, e)
+	return nil
+}
+
+// handOff sends e to w, if putLocked returned a waiter. The send never
+// blocks: w's channel has a buffer of one and w, dequeued, has exactly one
+// sender. A waiter that gives up meanwhile finds itself dequeued and takes
+// the connection from its channel to put it back.
+func handOff[C Connector](w *waiter[C], e *entry[C]) {
+	if w != nil {
+		w.ch <- result[C]{e: e}
+	}
 }
