@@ -36,9 +36,11 @@ type Config struct {
 	// by age.
 	MaxLifetime time.Duration
 
-	// AcquireTimeout bounds how long Acquire waits when the caller's
-	// context has no earlier deadline. Default 30 seconds. Zero means only
-	// the caller's context bounds the wait.
+	// AcquireTimeout bounds a whole Acquire (its health checks, the dials
+	// it waits for, and its wait in the queue) when the caller's context
+	// has no earlier deadline. It is timed from the pool's coarse clock,
+	// so it may end up to 2 ms early. Default 30 seconds. Zero means only
+	// the caller's context bounds the call.
 	AcquireTimeout time.Duration
 
 	// ReapInterval is how often the background reaper closes idle and

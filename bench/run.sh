@@ -70,5 +70,7 @@ go run ./ratio -scale "$scale" <"$raw" >"$out/ratios.md"
   echo '```'
   cat "$out/benchstat.txt"
   echo '```'
+  echo
+  cat NOTES.md # hand-written: measurements made outside this script, and history
 } >RESULTS.md
 echo "wrote bench/RESULTS.md (raw results in $raw)" >&2

@@ -1,9 +1,11 @@
 package postgres_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"strings"
@@ -424,13 +426,22 @@ func TestErrorsNeverContainThePassword(t *testing.T) {
 	require.Error(t, err)
 	assert.NotContains(t, err.Error(), pw)
 
-	p, err := pool.New(f, pool.DefaultConfig())
+	var logged bytes.Buffer
+	cfg := pool.DefaultConfig()
+	cfg.Logger = slog.New(slog.NewTextHandler(&logged, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	p, err := pool.New(f, cfg)
 	require.NoError(t, err)
 	defer p.Close()
 	err = p.WaitReady(bg)
 	require.Error(t, err)
 	assert.NotContains(t, err.Error(), pw)
 	assert.NotContains(t, fmt.Sprintf("%+v", p.Stats()), pw)
+	_, err = p.Acquire(bg) // fails fast while the source is down
+	require.ErrorIs(t, err, pool.ErrDial)
+	assert.NotContains(t, err.Error(), pw)
+	require.NoError(t, p.Close())
+	assert.Contains(t, logged.String(), "source down", "the failed dials were not logged")
+	assert.NotContains(t, logged.String(), pw, "the password reached the log")
 }
 
 // TestServerDownUnderLoadFailsFast stops the server under load from 32
