@@ -189,7 +189,7 @@ func (p *Pool[C]) TryAcquire(ctx context.Context) (*PooledConn[C], error) {
 		e := p.popIdleLocked()
 		if e == nil {
 			if p.numDialing <= p.waiters.len {
-				p.startDialsLocked(1, p.nanos())
+				p.startDialsLocked(1, p.coarseNanos())
 			}
 			p.mu.Unlock()
 			return nil, ErrPoolExhausted

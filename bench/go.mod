@@ -5,8 +5,8 @@ go 1.26.8
 require (
 	github.com/deepanalyze/pool v0.0.0
 	github.com/deepanalyze/pool/postgres v0.0.0-00010101000000-000000000000
-	github.com/jackc/pgx/v5 v5.7.6
-	github.com/jackc/puddle/v2 v2.2.2
+	github.com/jackc/pgx/v5 v5.13.0
+	github.com/jackc/puddle/v2 v2.2.3
 	github.com/jolestar/go-commons-pool/v2 v2.1.2
 	github.com/silenceper/pool v1.0.0
 	vitess.io/vitess v0.24.4
@@ -129,7 +129,6 @@ require (
 	go.uber.org/zap v1.27.1 // indirect
 	go.yaml.in/yaml/v2 v2.4.4 // indirect
 	go.yaml.in/yaml/v3 v3.0.4 // indirect
-	golang.org/x/crypto v0.57.0 // indirect
 	golang.org/x/exp v0.0.0-20260824195058-e88cd73687aa // indirect
 	golang.org/x/mod v0.41.0 // indirect
 	golang.org/x/net v0.59.0 // indirect

@@ -575,3 +575,54 @@ func TestServerDownUnderLoadFailsFast(t *testing.T) {
 	assert.LessOrEqual(t, recovery, time.Second, "the pool took too long to serve again")
 	assert.False(t, p.Stats().Down)
 }
+
+// A registry of mixed kinds and one of PostgreSQL only both take a DSN in
+// one call, and handlers get a *pgx.Conn without a type assertion.
+func TestRegisterDSNAndTypedWith(t *testing.T) {
+	base := dsn(t)
+	cfg := pool.DefaultConfig()
+	cfg.MinSize, cfg.MaxSize = 0, 2
+
+	mixed := pool.NewRegistry[pool.Connector]()
+	t.Cleanup(func() { _ = mixed.Close() })
+	require.NoError(t, postgres.Register(bg, mixed, "pg", base, postgres.Options{}, cfg, pool.WithTestConnect()))
+	require.NoError(t, mixed.Register(bg, "other", func(context.Context) (pool.Connector, error) { return otherConn{}, nil }, cfg))
+	var one int
+	require.NoError(t, postgres.With(bg, mixed, "pg", func(c *pgx.Conn) error {
+		return c.QueryRow(bg, "select 1").Scan(&one)
+	}))
+	assert.Equal(t, 1, one)
+	called := false
+	err := postgres.With(bg, mixed, "other", func(*pgx.Conn) error { called = true; return nil })
+	require.Error(t, err)
+	assert.False(t, called)
+	assert.Contains(t, err.Error(), `"other" is not a PostgreSQL source`)
+	err = postgres.With(bg, mixed, "missing", func(*pgx.Conn) error { return nil })
+	assert.ErrorIs(t, err, pool.ErrUnknownSource)
+
+	only := pool.NewRegistry[*postgres.Conn]()
+	t.Cleanup(func() { _ = only.Close() })
+	require.NoError(t, postgres.Register(bg, only, "pg", base, postgres.Options{Reset: postgres.ResetTransaction}, cfg))
+	require.NoError(t, postgres.With(bg, only, "pg", func(c *pgx.Conn) error {
+		return c.QueryRow(bg, "select 2").Scan(&one)
+	}))
+	assert.Equal(t, 2, one)
+
+	const pw = "s3cret-Pa55word"
+	err = postgres.Register(bg, only, "bad", "postgres://postgres:"+pw+"@127.0.0.1:notaport/test", postgres.Options{}, cfg)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), `"bad"`)
+	assert.NotContains(t, err.Error(), pw)
+
+	wrong := pool.NewRegistry[otherConn]()
+	t.Cleanup(func() { _ = wrong.Close() })
+	err = postgres.Register(bg, wrong, "pg", base, postgres.Options{}, cfg)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "cannot hold PostgreSQL connections")
+}
+
+// otherConn is a source of another kind, for registries of mixed kinds.
+type otherConn struct{}
+
+func (otherConn) Ping(context.Context) error { return nil }
+func (otherConn) Close() error               { return nil }
