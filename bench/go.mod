@@ -3,8 +3,8 @@ module github.com/deepanalyze/pool/bench
 go 1.26.8
 
 require (
-	github.com/deepanalyze/pool v0.0.0
-	github.com/deepanalyze/pool/postgres v0.0.0-00010101000000-000000000000
+	github.com/deepanalyze/pool v0.1.0
+	github.com/deepanalyze/pool/postgres v0.1.0
 	github.com/jackc/pgx/v5 v5.13.0
 	github.com/jackc/puddle/v2 v2.2.3
 	github.com/jolestar/go-commons-pool/v2 v2.1.2
@@ -147,8 +147,4 @@ require (
 	gopkg.in/yaml.v3 v3.0.1 // indirect
 )
 
-replace github.com/deepanalyze/pool => ../
-
 tool golang.org/x/perf/cmd/benchstat
-
-replace github.com/deepanalyze/pool/postgres => ../postgres

@@ -3,7 +3,7 @@ module github.com/deepanalyze/pool/postgres
 go 1.26.0
 
 require (
-	github.com/deepanalyze/pool v0.0.0
+	github.com/deepanalyze/pool v0.1.0
 	github.com/jackc/pgx/v5 v5.13.0
 	github.com/stretchr/testify v1.11.1
 )
@@ -19,5 +19,3 @@ require (
 	golang.org/x/text v0.41.0 // indirect
 	gopkg.in/yaml.v3 v3.0.1 // indirect
 )
-
-replace github.com/deepanalyze/pool => ../

@@ -3,8 +3,8 @@ module github.com/deepanalyze/pool/cmd/poolbench
 go 1.26.0
 
 require (
-	github.com/deepanalyze/pool v0.0.0
-	github.com/deepanalyze/pool/postgres v0.0.0
+	github.com/deepanalyze/pool v0.1.0
+	github.com/deepanalyze/pool/postgres v0.1.0
 	github.com/schollz/progressbar/v3 v3.19.1
 	github.com/wcharczuk/go-chart/v2 v2.1.2
 )
@@ -22,7 +22,3 @@ require (
 	golang.org/x/term v0.44.0 // indirect
 	golang.org/x/text v0.41.0 // indirect
 )
-
-replace github.com/deepanalyze/pool => ../../
-
-replace github.com/deepanalyze/pool/postgres => ../../postgres

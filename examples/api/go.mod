@@ -3,8 +3,8 @@ module github.com/deepanalyze/pool/examples/api
 go 1.26.0
 
 require (
-	github.com/deepanalyze/pool v0.0.0
-	github.com/deepanalyze/pool/postgres v0.0.0
+	github.com/deepanalyze/pool v0.1.0
+	github.com/deepanalyze/pool/postgres v0.1.0
 	github.com/stretchr/testify v1.11.1
 )
 
@@ -18,7 +18,3 @@ require (
 	golang.org/x/text v0.41.0 // indirect
 	gopkg.in/yaml.v3 v3.0.1 // indirect
 )
-
-replace github.com/deepanalyze/pool => ../../
-
-replace github.com/deepanalyze/pool/postgres => ../../postgres

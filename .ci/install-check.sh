@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Shows that a module outside this repository can `go get` every module of
+# it and build the README's quick start, as a user would once the version
+# the nested go.mod files require is tagged: a file-system module proxy is
+# built from this tree at that version (.ci/modproxy), and a fresh module
+# resolves ours from it and everything else as usual. With PG_DSN set, the
+# quick start also runs against the server.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+version=$(awk '$1 == "github.com/deepanalyze/pool" { print $2; exit }' postgres/go.mod)
+work=$(mktemp -d)
+modcache=$(GOWORK=off go env GOMODCACHE)
+# What a previous check left of our modules in the module cache would hide
+# this tree's files: remove it before and after.
+purge() {
+  for d in "$modcache/github.com/deepanalyze" "$modcache/cache/download/github.com/deepanalyze"; do
+    if [ -e "$d" ]; then chmod -R u+w "$d" && rm -rf "$d"; fi
+  done
+}
+purge
+trap 'purge; rm -rf "$work"' EXIT
+
+go run ./.ci/modproxy -version "$version" -out "$work/proxy"
+
+cd "$work" && mkdir consumer && cd consumer
+go mod init example.com/consumer >/dev/null 2>&1
+cat >main.go <<'GO'
+// The README's quick start, as a user outside the repository writes it.
+package main
+
+import (
+	"context"
+	"fmt"
+	"log"
+	"log/slog"
+	"os"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/deepanalyze/pool"
+	"github.com/deepanalyze/pool/postgres"
+)
+
+func main() {
+	ctx := context.Background()
+	reg := pool.NewRegistry[pool.Connector]()
+	defer reg.Shutdown(context.Background())
+
+	cfg := pool.DefaultConfig()
+	cfg.MaxSize = 20
+	cfg.Logger = slog.Default()
+	err := postgres.Register(ctx, reg, "pg-sales", os.Getenv("SALES_DSN"),
+		postgres.Options{}, cfg, pool.WithTestConnect())
+	if err != nil {
+		log.Fatal(err)
+	}
+	var n int
+	err = postgres.With(ctx, reg, "pg-sales", func(c *pgx.Conn) error {
+		return c.QueryRow(ctx, "select count(*) from pg_class").Scan(&n)
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("quick start: ok,", n > 0)
+}
+GO
+# Our modules come from the file proxy only (no checksum database knows
+# them yet); everything else from the module cache or the usual proxy.
+export GOWORK=off GOFLAGS="-mod=mod" GONOSUMDB=github.com/deepanalyze
+# '|' moves on to the next proxy on any error (a file proxy reports a
+# missing file, or the checksum database it does not serve, as an error).
+export GOPROXY="file://$work/proxy|file://$modcache/cache/download|$(GOWORK=off go env GOPROXY)"
+for m in pool pool/postgres pool/examples/api pool/cmd/poolbench pool/bench; do
+  echo "== go get github.com/deepanalyze/$m@$version"
+  go get -x "github.com/deepanalyze/$m@$version" 2>"$work/get.log" || { cat "$work/get.log"; exit 1; }
+done
+go get github.com/jackc/pgx/v5
+go build -o quickstart .
+go build -o /dev/null github.com/deepanalyze/pool/examples/api github.com/deepanalyze/pool/cmd/poolbench
+go vet github.com/deepanalyze/pool/bench
+if [ -n "${PG_DSN:-}" ]; then
+  SALES_DSN=$PG_DSN ./quickstart
+else
+  echo "PG_DSN is not set: the quick start was built but not run (bash .ci/run sets it)"
+fi
+echo "== install check passed: every module resolves at $version from outside the repository"
