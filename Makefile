@@ -15,7 +15,7 @@ test:
 
 ## vet: go vet in every module
 vet:
-	@set -e; for m in $(MODULES); do (cd $$m && $(GO) vet ./...); done
+	@set -e; for m in $(MODULES); do (cd $$m && $(GO) vet ./...); done; $(GO) vet ./.ci/modproxy
 
 ## fmt-check: fail if gofmt would change a file
 fmt-check:

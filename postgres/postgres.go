@@ -23,16 +23,30 @@ import (
 type ResetMode int
 
 const (
-	// ResetSession (the default) rolls back an open or failed transaction,
-	// forgets pgx's prepared statements and runs DISCARD ALL, which clears
-	// session settings, temporary tables, server-side prepared statements,
-	// advisory locks and LISTEN registrations: the next borrower sees a
-	// fresh session. It costs two round trips per release.
+	// ResetSession (the default) gives the next borrower a fresh session at
+	// the cost of no round trip after plain queries. Every statement the
+	// borrower sends through the pgx.Conn is classified as it goes (by a pgx
+	// tracer, chained to the ConnConfig's own): row reads and writes and
+	// transaction control are harmless; anything else (SET, set_config, SET
+	// ROLE, SET SESSION AUTHORIZATION, temporary tables, advisory locks,
+	// LISTEN, cursors, PREPARE, DO, CALL, ...) marks the session dirty. On
+	// release an open or failed transaction is rolled back, and a dirty
+	// session is reset in the same round trip: what DISCARD ALL clears,
+	// except the prepared statements, so pgx's statement cache stays valid.
+	// A statement prepared by name, or a change of search_path, also
+	// forgets the prepared statements (pgx's DeallocateAll, one more round
+	// trip). Not seen: statements sent through the PgConn underneath, and
+	// session state changed inside a function that a SELECT calls; use
+	// ResetAlways for those.
 	ResetSession ResetMode = iota
 	// ResetTransaction only rolls back an open or failed transaction (no
 	// round trip when there is none), as pgxpool does. Session settings and
 	// temporary tables then carry over between borrowers.
 	ResetTransaction
+	// ResetAlways resets the whole session on every release, whatever the
+	// borrower did: pgx's DeallocateAll, then DISCARD ALL. Two round trips
+	// per release, and the next borrower's queries are prepared again.
+	ResetAlways
 )
 
 // Options tune the connections a Factory dials.
@@ -49,8 +63,11 @@ type Options struct {
 
 // Conn is one PostgreSQL connection managed by a pool.
 type Conn struct {
-	conn *pgx.Conn
-	opts Options
+	conn    *pgx.Conn
+	opts    Options
+	session *session // what the borrower did; nil unless ResetSession
+	// resets counts the round trips Reset has made, for tests.
+	resets int
 }
 
 // Conn returns the pgx connection. It is valid only while the pool
@@ -70,26 +87,59 @@ func (c *Conn) IsValid() bool {
 }
 
 // Reset clears what a borrower left behind, as chosen by Options.Reset.
+// It must not be called while the connection is lent.
 func (c *Conn) Reset(ctx context.Context) error {
 	pc := c.conn.PgConn()
 	if pc.IsClosed() || pc.IsBusy() {
 		return errors.New("postgres: connection closed or busy")
 	}
-	if pc.TxStatus() != 'I' {
-		if _, err := pc.Exec(ctx, "ROLLBACK").ReadAll(); err != nil {
-			return fmt.Errorf("postgres: reset: rollback: %w", err)
+	inTx := pc.TxStatus() != 'I'
+	switch {
+	case c.opts.Reset == ResetAlways:
+		if inTx {
+			if err := c.exec(ctx, "ROLLBACK"); err != nil {
+				return fmt.Errorf("postgres: reset: rollback: %w", err)
+			}
 		}
-	}
-	if c.opts.Reset == ResetTransaction {
+		if err := c.conn.DeallocateAll(ctx); err != nil {
+			return fmt.Errorf("postgres: reset: deallocate: %w", err)
+		}
+		c.resets++
+		if err := c.exec(ctx, "DISCARD ALL"); err != nil {
+			return fmt.Errorf("postgres: reset: discard all: %w", err)
+		}
+		return nil
+	case c.session == nil || c.session.clean(): // ResetTransaction, or a clean session
+		if inTx {
+			if err := c.exec(ctx, "ROLLBACK"); err != nil {
+				return fmt.Errorf("postgres: reset: rollback: %w", err)
+			}
+		}
 		return nil
 	}
-	if err := c.conn.DeallocateAll(ctx); err != nil {
-		return fmt.Errorf("postgres: reset: deallocate: %w", err)
+	sql := resetSQL
+	if inTx {
+		sql = "ROLLBACK; " + sql
 	}
-	if _, err := pc.Exec(ctx, "DISCARD ALL").ReadAll(); err != nil {
-		return fmt.Errorf("postgres: reset: discard all: %w", err)
+	if err := c.exec(ctx, sql); err != nil {
+		return fmt.Errorf("postgres: reset: %w", err)
 	}
+	if c.session.prepared {
+		if err := c.conn.DeallocateAll(ctx); err != nil {
+			return fmt.Errorf("postgres: reset: deallocate: %w", err)
+		}
+		c.resets++
+	}
+	c.session.forget()
 	return nil
+}
+
+// exec sends sql (one or more statements) in one round trip, outside
+// pgx's tracers.
+func (c *Conn) exec(ctx context.Context, sql string) error {
+	c.resets++
+	_, err := c.conn.PgConn().Exec(ctx, sql).ReadAll()
+	return err
 }
 
 // Close closes the connection, sending Terminate within CloseTimeout.
@@ -114,12 +164,18 @@ func Factory(cfg *pgx.ConnConfig, opts Options) pool.Factory[*Conn] {
 		}
 		ctx, cancel := context.WithTimeout(ctx, d)
 		defer cancel()
-		conn, err := pgx.ConnectConfig(ctx, cfg.Copy())
+		dialCfg := cfg.Copy()
+		var s *session
+		if opts.Reset == ResetSession {
+			s = &session{next: dialCfg.Tracer}
+			dialCfg.Tracer = s
+		}
+		conn, err := pgx.ConnectConfig(ctx, dialCfg)
 		if err != nil {
 			return nil, redact(fmt.Errorf("postgres: connect to %s@%s:%d/%s: %w",
 				cfg.User, cfg.Host, cfg.Port, cfg.Database, err), password)
 		}
-		return &Conn{conn: conn, opts: opts}, nil
+		return &Conn{conn: conn, opts: opts, session: s}, nil
 	}
 }
 

@@ -1,0 +1,10 @@
+package postgres
+
+// ResetRoundTrips is how many round trips Reset has made on c.
+func (c *Conn) ResetRoundTrips() int { return c.resets }
+
+// Classify exposes the statement classifier: "clean", "dirty" or
+// "prepared".
+func Classify(sql string) string {
+	return [...]string{stmtClean: "clean", stmtDirty: "dirty", stmtPrepared: "prepared"}[classify(sql)]
+}
