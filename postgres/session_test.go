@@ -73,7 +73,7 @@ func TestDefaultResetIsolatesEverySessionItem(t *testing.T) {
 
 	type item struct {
 		name  string
-		dirty func(*pgx.Conn) error     // what the borrower does
+		dirty func(*pgx.Conn) error      // what the borrower does
 		check func(*pgx.Conn) (any, any) // what the next one sees, and should
 	}
 	exec := func(sqls ...string) func(*pgx.Conn) error {
@@ -95,7 +95,9 @@ func TestDefaultResetIsolatesEverySessionItem(t *testing.T) {
 			return got, want
 		}
 	}
-	count := func(sql string) func(*pgx.Conn) (any, any) { return query("select count(*)::text from ("+sql+") x", "0") }
+	count := func(sql string) func(*pgx.Conn) (any, any) {
+		return query("select count(*)::text from ("+sql+") x", "0")
+	}
 	items := []item{
 		{"SET", exec("SET statement_timeout = '1234ms'"), query("SHOW statement_timeout", "0")},
 		{"set_config", exec("SELECT set_config('statement_timeout', '4321ms', false)"), query("SHOW statement_timeout", "0")},
