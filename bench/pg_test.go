@@ -20,7 +20,7 @@ import (
 )
 
 // pgSize is every pool's maximum size in the PostgreSQL benchmarks.
-const pgSize = 16
+const pgSize = 8
 
 // pgQuerier runs one query and returns the integer it selects.
 type pgQuerier interface {
@@ -37,6 +37,7 @@ var pgContenders = []pgContender{
 	{"pgxpool", newPgxpool},
 	{"pool", func(b *testing.B, dsn string) pgQuerier { return newPoolPG(b, dsn, postgres.ResetSession) }},
 	{"pool-txreset", func(b *testing.B, dsn string) pgQuerier { return newPoolPG(b, dsn, postgres.ResetTransaction) }},
+	{"pool-always", func(b *testing.B, dsn string) pgQuerier { return newPoolPG(b, dsn, postgres.ResetAlways) }},
 	{"sql", newSQLPG},
 	{"nopool", newNoPool},
 }

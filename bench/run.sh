@@ -31,7 +31,7 @@ for pass in $(seq 1 "$PASSES"); do
   done
   "$out/bench.test" -test.run '^$' -test.bench '^BenchmarkRegistryWith$' -test.benchtime "$BENCHTIME" -test.benchmem "${cpuflag[@]}" | grep '^Benchmark' >>"$raw"
   if [ -n "${PG_DSN:-}" ]; then # the real server, contenders interleaved too
-    pg=(pool pgxpool pool-txreset sql nopool)
+    pg=(pool pgxpool pool-txreset pool-always sql nopool)
     k=$(( (pass - 1) % ${#pg[@]} ))
     for n in "${pg[@]:$k}" "${pg[@]:0:$k}"; do
       PG_CONTENDER=$n "$out/bench.test" -test.run '^$' -test.bench '^BenchmarkPG$' -test.benchtime "$BENCHTIME" | grep '^Benchmark' >>"$raw"
