@@ -66,7 +66,9 @@ func main() {
 GO
 # Our modules come from the file proxy only (no checksum database knows
 # them yet); everything else from the module cache or the usual proxy.
-export GOWORK=off GOFLAGS="-mod=mod" GONOSUMDB=github.com/deepanalyze
+# The module index in GOCACHE remembers each module version's files: a
+# version republished from a newer tree needs it off.
+export GOWORK=off GOFLAGS="-mod=mod" GONOSUMDB=github.com/deepanalyze GODEBUG=goindex=0
 # '|' moves on to the next proxy on any error (a file proxy reports a
 # missing file, or the checksum database it does not serve, as an error).
 export GOPROXY="file://$work/proxy|file://$modcache/cache/download|$(GOWORK=off go env GOPROXY)"
