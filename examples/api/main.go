@@ -1,7 +1,7 @@
 // Command api is a small HTTP JSON service in the DeepAnalyze shape: data
 // sources registered by ID from a configuration file, a handler that runs a
-// query with PooledRegistry.With, /stats, and a graceful shutdown that
-// drains requests and then the pools.
+// query through the registry, /stats, and a graceful shutdown that stops
+// accepting, drains, and then closes the pools. See README.md.
 //
 //	PG_DSN=postgres://postgres@127.0.0.1:5432/test go run . -config config.json
 package main
@@ -11,10 +11,13 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"log"
+	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -22,20 +25,19 @@ import (
 func main() {
 	path := flag.String("config", "config.json", "configuration file")
 	flag.Parse()
-	if err := run(*path); err != nil {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, *path); err != nil {
 		fmt.Fprintln(os.Stderr, "api:", err)
 		os.Exit(1)
 	}
 }
 
-func run(path string) error {
+// run loads the configuration, binds the address (a bind failure is
+// reported before anything says "listening"), registers the sources and
+// serves until ctx ends.
+func run(ctx context.Context, path string) error {
 	cfg, err := LoadConfig(path)
-	if err != nil {
-		return err
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	svc, err := NewService(ctx, cfg)
 	if err != nil {
 		return err
 	}
@@ -43,17 +45,89 @@ func run(path string) error {
 	if addr == "" {
 		addr = "127.0.0.1:8080"
 	}
-	srv := &http.Server{Addr: addr, Handler: svc.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	svc, err := NewService(ctx, cfg)
+	if err != nil {
+		_ = ln.Close()
+		return err
+	}
+	slog.Info("listening", "addr", ln.Addr().String())
+	return serve(ctx, ln, svc.Handler(), svc, drainTimeout)
+}
+
+// drainTimeout bounds how long a shutdown waits for clients to take their
+// last answer before it closes what is left.
+const drainTimeout = 10 * time.Second
+
+// serve serves h on ln until ctx ends, then shuts down without losing a
+// request the server has accepted: it stops accepting, then keeps serving
+// the open connections, answering each next request with "Connection:
+// close" so that its client moves on, until every connection has closed
+// (or drain passes), and only then shuts the HTTP server down and the
+// pools. (http.Server.Shutdown alone closes connections that may hold a
+// request it has not answered: golang/go#75591.)
+func serve(ctx context.Context, ln net.Listener, h http.Handler, svc *Service, drain time.Duration) error {
+	var (
+		draining atomic.Bool
+		mu       sync.Mutex
+		open     int
+		drained  = make(chan struct{})
+		once     sync.Once
+	)
+	closedAll := func() { // mu held
+		if draining.Load() && open == 0 {
+			once.Do(func() { close(drained) })
+		}
+	}
+	srv := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if draining.Load() {
+				w.Header().Set("Connection", "close")
+			}
+			h.ServeHTTP(w, r)
+		}),
+		ReadHeaderTimeout: 5 * time.Second,
+		ConnState: func(_ net.Conn, st http.ConnState) {
+			mu.Lock()
+			defer mu.Unlock()
+			switch st {
+			case http.StateNew:
+				open++
+			case http.StateClosed, http.StateHijacked:
+				open--
+				closedAll()
+			}
+		},
+	}
 	errc := make(chan error, 1)
-	go func() { errc <- srv.ListenAndServe() }()
-	log.Printf("listening on %s", addr)
+	go func() { errc <- srv.Serve(ln) }()
 	select {
-	case err := <-errc:
+	case err := <-errc: // the listener failed
 		return errors.Join(err, svc.Shutdown(context.Background()))
 	case <-ctx.Done():
 	}
-	log.Print("shutting down")
-	sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	slog.Info("shutting down: draining")
+	draining.Store(true)
+	_ = ln.Close() // stop accepting; Serve returns
+	<-errc
+	mu.Lock()
+	closedAll()
+	mu.Unlock()
+	timer := time.NewTimer(drain)
+	defer timer.Stop()
+	select {
+	case <-drained:
+	case <-timer.C:
+		slog.Warn("drain timed out; closing idle connections")
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), drain)
 	defer cancel()
-	return errors.Join(srv.Shutdown(sctx), svc.Shutdown(sctx))
+	err := srv.Shutdown(sctx)
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	return errors.Join(err, svc.Shutdown(sctx))
 }

@@ -1,14 +1,21 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
+	"math"
 	"net/http"
 	"os"
+	"path"
+	"regexp"
 	"strconv"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/deepanalyze/pool"
 	"github.com/deepanalyze/pool/postgres"
@@ -21,12 +28,14 @@ type Config struct {
 }
 
 // SourceConfig registers one data source. DSN may name environment
-// variables as ${VAR}.
+// variables as ${VAR}; each must be set and non-empty.
 type SourceConfig struct {
-	ID             string `json:"id"`
-	DSN            string `json:"dsn"`
-	MinSize        int    `json:"min_size"`
-	MaxSize        int    `json:"max_size"`
+	ID  string `json:"id"`
+	DSN string `json:"dsn"`
+	// MinSize and MaxSize default to the pool's defaults when absent;
+	// "min_size": 0 keeps no warm connection.
+	MinSize        *int   `json:"min_size"`
+	MaxSize        *int   `json:"max_size"`
 	AcquireTimeout string `json:"acquire_timeout"`
 }
 
@@ -37,23 +46,53 @@ func LoadConfig(path string) (Config, error) {
 	if err != nil {
 		return c, err
 	}
-	if err := json.Unmarshal(b, &c); err != nil {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&c); err != nil {
 		return c, fmt.Errorf("%s: %w", path, err)
 	}
 	if len(c.Sources) == 0 {
 		return c, fmt.Errorf("%s: no sources", path)
 	}
+	for _, s := range c.Sources {
+		if _, err := s.dsn(); err != nil {
+			return c, fmt.Errorf("%s: source %q: %w", path, s.ID, err)
+		}
+		if _, err := s.poolConfig(); err != nil {
+			return c, fmt.Errorf("%s: source %q: %w", path, s.ID, err)
+		}
+	}
 	return c, nil
+}
+
+var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
+
+// dsn expands the ${VAR} references of the source's DSN. A reference to a
+// variable that is unset or empty, or an empty DSN, is an error naming it.
+func (s SourceConfig) dsn() (string, error) {
+	for _, m := range envRef.FindAllStringSubmatch(s.DSN, -1) {
+		if os.Getenv(m[1]) == "" {
+			return "", fmt.Errorf("dsn: environment variable %s is not set", m[1])
+		}
+	}
+	dsn := envRef.ReplaceAllStringFunc(s.DSN, func(ref string) string {
+		return os.Getenv(envRef.FindStringSubmatch(ref)[1])
+	})
+	if dsn == "" {
+		return "", errors.New("dsn is empty")
+	}
+	return dsn, nil
 }
 
 // poolConfig turns a source's settings into a pool.Config.
 func (s SourceConfig) poolConfig() (pool.Config, error) {
 	cfg := pool.DefaultConfig()
-	if s.MaxSize != 0 {
-		cfg.MaxSize = s.MaxSize
+	cfg.Logger = slog.Default()
+	if s.MaxSize != nil {
+		cfg.MaxSize = *s.MaxSize
 	}
-	if s.MinSize != 0 {
-		cfg.MinSize = s.MinSize
+	if s.MinSize != nil {
+		cfg.MinSize = *s.MinSize
 	}
 	if s.AcquireTimeout != "" {
 		d, err := time.ParseDuration(s.AcquireTimeout)
@@ -68,26 +107,24 @@ func (s SourceConfig) poolConfig() (pool.Config, error) {
 // Service serves queries against the registered sources.
 type Service struct {
 	reg *pool.PooledRegistry[*postgres.Conn]
+	log *slog.Logger
 }
 
 // NewService registers every source, test-connecting each, and fails on
 // the first that cannot be reached.
 func NewService(ctx context.Context, c Config) (*Service, error) {
-	s := &Service{reg: pool.NewRegistry[*postgres.Conn]()}
+	s := &Service{reg: pool.NewRegistry[*postgres.Conn](), log: slog.Default()}
 	for _, src := range c.Sources {
 		cfg, err := src.poolConfig()
-		if err != nil {
-			s.reg.Close()
-			return nil, fmt.Errorf("source %q: %w", src.ID, err)
+		if err == nil {
+			var dsn string
+			if dsn, err = src.dsn(); err == nil {
+				err = postgres.Register(ctx, s.reg, src.ID, dsn, postgres.Options{}, cfg, pool.WithTestConnect())
+			}
 		}
-		dial, err := postgres.FactoryFromDSN(os.ExpandEnv(src.DSN), postgres.Options{})
 		if err != nil {
-			s.reg.Close()
+			_ = s.reg.Close()
 			return nil, fmt.Errorf("source %q: %w", src.ID, err)
-		}
-		if err := s.reg.Register(ctx, src.ID, dial, cfg, pool.WithTestConnect()); err != nil {
-			s.reg.Close()
-			return nil, err
 		}
 	}
 	return s, nil
@@ -96,52 +133,140 @@ func NewService(ctx context.Context, c Config) (*Service, error) {
 // Handler routes:
 //
 //	GET /sources/{id}/double?n=21  runs a query on source id
-//	GET /stats                     every pool's Stats
+//	GET /stats                     every pool's statistics
+//
+// Every answer, errors included (400, 404, 405, 503, 500), is JSON.
 func (s *Service) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /sources/{id}/double", s.double)
-	mux.HandleFunc("GET /stats", s.stats)
-	return mux
+	mux.HandleFunc("/sources/{id}/double", method(http.MethodGet, s.double))
+	mux.HandleFunc("/stats", method(http.MethodGet, s.stats))
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "no such endpoint: "+r.URL.Path)
+	})
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// ServeMux would redirect an unclean path (/sources//double) to
+		// a clean one; an API answers it as not found instead.
+		if p := r.URL.Path; p == "" || path.Clean(p) != p {
+			writeError(w, http.StatusNotFound, "no such endpoint: "+p)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
+}
+
+func method(m string, h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != m && !(m == http.MethodGet && r.Method == http.MethodHead) {
+			w.Header().Set("Allow", m)
+			writeError(w, http.StatusMethodNotAllowed, "method "+r.Method+" not allowed; use "+m)
+			return
+		}
+		h(w, r)
+	}
 }
 
 type doubleResponse struct {
 	Source  string `json:"source"`
-	N       int    `json:"n"`
-	Doubled int    `json:"doubled"`
+	N       int64  `json:"n"`
+	Doubled int64  `json:"doubled"`
 	Backend uint32 `json:"backend_pid"`
 }
 
+// maxN keeps n * 2 within PostgreSQL's int, which the query uses.
+const maxN = math.MaxInt32 / 2
+
 func (s *Service) double(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	n, err := strconv.Atoi(r.URL.Query().Get("n"))
-	if err != nil {
-		writeError(w, http.StatusBadRequest, fmt.Errorf("n must be an integer"))
+	q := r.URL.Query()
+	for k := range q {
+		if k != "n" {
+			writeError(w, http.StatusBadRequest, "unknown parameter "+strconv.Quote(k))
+			return
+		}
+	}
+	if len(q["n"]) != 1 {
+		writeError(w, http.StatusBadRequest, "give n exactly once")
+		return
+	}
+	n, err := strconv.ParseInt(q.Get("n"), 10, 64)
+	if err != nil || n < -maxN-1 || n > maxN {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("n must be an integer from %d to %d", -maxN-1, maxN))
 		return
 	}
 	resp := doubleResponse{Source: id, N: n}
-	err = s.reg.With(r.Context(), id, func(c *postgres.Conn) error {
-		resp.Backend = c.Conn().PgConn().PID()
-		return c.Conn().QueryRow(r.Context(), "select $1::int * 2", n).Scan(&resp.Doubled)
+	err = postgres.With(r.Context(), s.reg, id, func(c *pgx.Conn) error {
+		resp.Backend = c.PgConn().PID()
+		return c.QueryRow(r.Context(), "select $1::int * 2", n).Scan(&resp.Doubled)
 	})
 	switch {
 	case err == nil:
 		writeJSON(w, http.StatusOK, resp)
 	case errors.Is(err, pool.ErrUnknownSource):
-		writeError(w, http.StatusNotFound, err)
+		writeError(w, http.StatusNotFound, fmt.Sprintf("unknown source %q", id))
 	case errors.Is(err, pool.ErrAcquireTimeout), errors.Is(err, pool.ErrPoolClosed), errors.Is(err, pool.ErrDial):
-		writeError(w, http.StatusServiceUnavailable, err)
-	default:
-		writeError(w, http.StatusInternalServerError, err)
+		s.log.Warn("source unavailable", "source", id, "error", err)
+		writeError(w, http.StatusServiceUnavailable, fmt.Sprintf("source %q is unavailable; try again later", id))
+	case r.Context().Err() != nil:
+		writeError(w, http.StatusServiceUnavailable, "request cancelled")
+	default: // the driver's own words stay in the log
+		s.log.Error("query failed", "source", id, "error", err)
+		writeError(w, http.StatusInternalServerError, "internal error")
+	}
+}
+
+// sourceStats is one pool's statistics in the JSON of /stats: snake_case
+// keys, durations in seconds.
+type sourceStats struct {
+	Total              int     `json:"total"`
+	Idle               int     `json:"idle"`
+	InUse              int     `json:"in_use"`
+	Dialing            int     `json:"dialing"`
+	Closing            int     `json:"closing"`
+	Waiting            int     `json:"waiting"`
+	MinSize            int     `json:"min_size"`
+	MaxSize            int     `json:"max_size"`
+	Down               bool    `json:"down"`
+	DialFailuresInARow int     `json:"dial_failures_in_a_row"`
+	AcquireCount       int64   `json:"acquire_count"`
+	WaitCount          int64   `json:"wait_count"`
+	WaitSeconds        float64 `json:"wait_seconds"`
+	CanceledAcquires   int64   `json:"canceled_acquires"`
+	TimedOutAcquires   int64   `json:"timed_out_acquires"`
+	FailedFast         int64   `json:"failed_fast"`
+	Created            int64   `json:"created"`
+	DialErrors         int64   `json:"dial_errors"`
+	ClosedIdle         int64   `json:"closed_idle"`
+	ClosedLifetime     int64   `json:"closed_lifetime"`
+	ClosedBroken       int64   `json:"closed_broken"`
+	ClosedPool         int64   `json:"closed_pool"`
+	LeakedLoans        int64   `json:"leaked_loans"`
+	AbandonedLoans     int64   `json:"abandoned_loans"`
+	PanicsRecovered    int64   `json:"panics_recovered"`
+}
+
+func toSourceStats(s pool.Stats) sourceStats {
+	return sourceStats{
+		Total: s.Total, Idle: s.Idle, InUse: s.InUse, Dialing: s.Dialing, Closing: s.Closing,
+		Waiting: s.Waiting, MinSize: s.MinSize, MaxSize: s.MaxSize,
+		Down: s.Down, DialFailuresInARow: s.DialFailuresInARow,
+		AcquireCount: s.AcquireCount, WaitCount: s.WaitCount, WaitSeconds: s.WaitDuration.Seconds(),
+		CanceledAcquires: s.CanceledAcquires, TimedOutAcquires: s.TimedOutAcquires, FailedFast: s.FailedFast,
+		Created: s.Created, DialErrors: s.DialErrors,
+		ClosedIdle: s.ClosedIdle, ClosedLifetime: s.ClosedLifetime, ClosedBroken: s.ClosedBroken, ClosedPool: s.ClosedPool,
+		LeakedLoans: s.LeakedLoans, AbandonedLoans: s.AbandonedLoans, PanicsRecovered: s.PanicsRecovered,
 	}
 }
 
 func (s *Service) stats(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, s.reg.Stats())
+	out := map[string]sourceStats{}
+	for id, st := range s.reg.Stats() {
+		out[id] = toSourceStats(st)
+	}
+	writeJSON(w, http.StatusOK, out)
 }
 
 // Shutdown closes every pool and waits, until ctx ends, for connections in
-// use to come back. Call it after http.Server.Shutdown has drained the
-// requests.
+// use to come back. Call it after the HTTP server has drained.
 func (s *Service) Shutdown(ctx context.Context) error { return s.reg.Shutdown(ctx) }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
@@ -150,6 +275,6 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
-func writeError(w http.ResponseWriter, code int, err error) {
-	writeJSON(w, code, map[string]string{"error": err.Error()})
+func writeError(w http.ResponseWriter, code int, msg string) {
+	writeJSON(w, code, map[string]string{"error": msg})
 }

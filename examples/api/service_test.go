@@ -1,9 +1,12 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -49,7 +52,7 @@ func TestQueryThroughTheService(t *testing.T) {
 	var got doubleResponse
 	code := getJSON(t, ts.URL+"/sources/sales/double?n=21", &got)
 	require.Equal(t, http.StatusOK, code)
-	assert.Equal(t, 42, got.Doubled)
+	assert.EqualValues(t, 42, got.Doubled)
 	assert.Equal(t, "sales", got.Source)
 	assert.NotZero(t, got.Backend)
 
@@ -67,7 +70,7 @@ func TestConcurrentRequestsShareThePool(t *testing.T) {
 		wg.Go(func() {
 			var got doubleResponse
 			if assert.Equal(t, http.StatusOK, getJSON(t, fmt.Sprintf("%s/sources/reports/double?n=%d", ts.URL, i), &got)) {
-				assert.Equal(t, 2*i, got.Doubled)
+				assert.EqualValues(t, 2*i, got.Doubled)
 				pids.Store(got.Backend, true)
 			}
 		})
@@ -77,7 +80,7 @@ func TestConcurrentRequestsShareThePool(t *testing.T) {
 	pids.Range(func(any, any) bool { n++; return true })
 	assert.LessOrEqual(t, n, 4, "reports has max_size 4")
 
-	var stats map[string]pool.Stats
+	var stats map[string]sourceStats
 	require.Equal(t, http.StatusOK, getJSON(t, ts.URL+"/stats", &stats))
 	assert.EqualValues(t, 41, stats["reports"].AcquireCount, "40 requests and the test connection of Register")
 	assert.LessOrEqual(t, stats["reports"].Total, 4)
@@ -117,8 +120,91 @@ func TestLoadConfigRejectsBadFiles(t *testing.T) {
 	_, err = NewService(context.Background(), c)
 	assert.Error(t, err, "unreachable source must fail registration")
 
-	c, err = LoadConfig(write("size.json", `{"sources": [{"id": "a", "dsn": "postgres://127.0.0.1/x", "max_size": -1}]}`))
-	require.NoError(t, err)
-	_, err = NewService(context.Background(), c)
+	_, err = LoadConfig(write("size.json", `{"sources": [{"id": "a", "dsn": "postgres://127.0.0.1/x", "max_size": -1}]}`))
 	assert.ErrorIs(t, err, pool.ErrInvalidConfig)
+	_, err = LoadConfig(write("typo.json", `{"sources": [{"id": "a", "dsn": "postgres://127.0.0.1/x", "max_sise": 4}]}`))
+	assert.ErrorContains(t, err, "max_sise")
+
+	// A DSN naming an unset variable refuses to start and says which.
+	t.Setenv("POOLTEST_UNSET_DSN", "")
+	_, err = LoadConfig(write("env.json", `{"sources": [{"id": "a", "dsn": "${POOLTEST_UNSET_DSN}"}]}`))
+	assert.ErrorContains(t, err, "POOLTEST_UNSET_DSN is not set")
+	_, err = LoadConfig(write("emptydsn.json", `{"sources": [{"id": "a", "dsn": ""}]}`))
+	assert.ErrorContains(t, err, "dsn is empty")
+
+	// min_size 0 is expressible, and absent means the default.
+	c, err = LoadConfig(write("min.json", `{"sources": [{"id": "a", "dsn": "postgres://127.0.0.1/x", "min_size": 0}, {"id": "b", "dsn": "postgres://127.0.0.1/x"}]}`))
+	require.NoError(t, err)
+	a, _ := c.Sources[0].poolConfig()
+	b, _ := c.Sources[1].poolConfig()
+	assert.Equal(t, 0, a.MinSize)
+	assert.Equal(t, pool.DefaultConfig().MinSize, b.MinSize)
+}
+
+// Bad input gets 400 with a JSON error that names the problem and none of
+// the driver's or the server's own text; routing errors are JSON too, and
+// an unclean path is not redirected.
+func TestBadRequestsGetJSONErrorsWithoutInternals(t *testing.T) {
+	_, ts := startService(t)
+	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	for _, tc := range []struct {
+		method, path string
+		code         int
+		says         string
+	}{
+		{"GET", "/sources/sales/double?n=99999999999", 400, "n must be an integer"},
+		{"GET", "/sources/sales/double?n=2000000000", 400, "n must be an integer"},
+		{"GET", "/sources/sales/double?n=-2000000000", 400, "n must be an integer"},
+		{"GET", "/sources/sales/double?n=1.5", 400, "n must be an integer"},
+		{"GET", "/sources/sales/double?n=x", 400, "n must be an integer"},
+		{"GET", "/sources/sales/double", 400, "give n exactly once"},
+		{"GET", "/sources/sales/double?n=1&n=2", 400, "give n exactly once"},
+		{"GET", "/sources/sales/double?n=1&debug=1", 400, `unknown parameter "debug"`},
+		{"GET", "/sources/nope/double?n=1", 404, `unknown source "nope"`},
+		{"GET", "/sources//double?n=1", 404, "no such endpoint"},
+		{"GET", "/nowhere", 404, "no such endpoint"},
+		{"POST", "/sources/sales/double?n=1", 405, "not allowed"},
+		{"DELETE", "/stats", 405, "not allowed"},
+	} {
+		req, err := http.NewRequest(tc.method, ts.URL+tc.path, nil)
+		require.NoError(t, err)
+		resp, err := client.Do(req)
+		require.NoError(t, err)
+		var body map[string]string
+		require.Equal(t, "application/json", resp.Header.Get("Content-Type"), "%s %s", tc.method, tc.path)
+		require.NoError(t, json.NewDecoder(resp.Body).Decode(&body))
+		resp.Body.Close()
+		assert.Equal(t, tc.code, resp.StatusCode, "%s %s", tc.method, tc.path)
+		assert.Contains(t, body["error"], tc.says, "%s %s", tc.method, tc.path)
+		for _, internal := range []string{"pgx", "SQLSTATE", "ERROR:", "out of range", "strconv", "pool:"} {
+			assert.NotContains(t, body["error"], internal, "%s %s leaks internals", tc.method, tc.path)
+		}
+	}
+	// The extremes that are allowed work.
+	var got doubleResponse
+	require.Equal(t, http.StatusOK, getJSON(t, ts.URL+"/sources/sales/double?n=1073741823", &got))
+	assert.EqualValues(t, 2147483646, got.Doubled)
+	require.Equal(t, http.StatusOK, getJSON(t, ts.URL+"/sources/sales/double?n=-1073741824", &got))
+	assert.EqualValues(t, -2147483648, got.Doubled)
+}
+
+// A port already taken is reported as an error, and nothing says
+// "listening".
+func TestBindFailureIsReportedBeforeListening(t *testing.T) {
+	if os.Getenv("PG_DSN") == "" {
+		t.Skip("PG_DSN is not set; run `bash .ci/run`, or set PG_DSN=postgres://postgres@127.0.0.1:5432/test?sslmode=disable")
+	}
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer taken.Close()
+	cfgPath := filepath.Join(t.TempDir(), "c.json")
+	require.NoError(t, os.WriteFile(cfgPath, []byte(`{"addr": "`+taken.Addr().String()+`", "sources": [{"id": "a", "dsn": "${PG_DSN}"}]}`), 0o600))
+	var logged bytes.Buffer
+	old := slog.Default()
+	slog.SetDefault(slog.New(slog.NewTextHandler(&logged, nil)))
+	defer slog.SetDefault(old)
+	err = run(context.Background(), cfgPath)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "address already in use")
+	assert.NotContains(t, logged.String(), "listening")
 }
