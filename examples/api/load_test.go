@@ -107,7 +107,7 @@ func TestServiceUnderLoad(t *testing.T) {
 
 	type tally struct {
 		valid, invalid, wrong, validErrors, received, refused int64
-		latencies                                               []time.Duration
+		latencies                                             []time.Duration
 	}
 	var (
 		mu       sync.Mutex
