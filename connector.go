@@ -26,6 +26,14 @@ type Resetter interface {
 	Reset(ctx context.Context) error
 }
 
+// ResetChecker is implemented by Resetters that can tell, without I/O,
+// whether a connection needs a Reset at all. On release the pool calls
+// NeedsReset first and skips Reset, and the timer that bounds it, when it
+// reports false.
+type ResetChecker interface {
+	NeedsReset() bool
+}
+
 // Validator is implemented by connectors that can tell cheaply, without
 // I/O, that they are broken. The pool calls IsValid on acquire and on
 // release; false closes the connection.
@@ -61,6 +69,27 @@ func (p *Pool[C]) ping(ctx context.Context, e *entry[C], timeoutAt, now int64) e
 	err := e.conn.Ping(ctx)
 	returned = true
 	return err
+}
+
+// needsReset reports whether a released connection must be Reset: it has a
+// Resetter, and no ResetChecker says otherwise. A panic in NeedsReset
+// closes the connection and goes on.
+func (p *Pool[C]) needsReset(e *entry[C]) bool {
+	if e.resetter == nil {
+		return false
+	}
+	if e.resetChecker == nil {
+		return true
+	}
+	returned := false
+	defer func() {
+		if !returned {
+			p.closeAfterPanic(e, "NeedsReset", atRelease)
+		}
+	}()
+	needed := e.resetChecker.NeedsReset()
+	returned = true
+	return needed
 }
 
 // isValid calls IsValid; if it panics, the connection is closed and the

@@ -188,6 +188,7 @@ func (p *Pool[C]) dial() {
 	}
 	e.validator, _ = any(conn).(Validator)
 	e.resetter, _ = any(conn).(Resetter)
+	e.resetChecker, _ = any(conn).(ResetChecker)
 	p.mu.Lock()
 	p.numDialing--
 	if p.closed.Load() {

@@ -33,6 +33,8 @@ type fakeSource struct {
 	onReset func(ctx context.Context, c *fakeConn) error
 	onValid func(c *fakeConn) bool  // replaces the IsValid check
 	onClose func(c *fakeConn) error // runs first in Close
+	// onNeedsReset answers NeedsReset; unset, every release resets.
+	onNeedsReset func(c *fakeConn) bool
 
 	mu    sync.Mutex
 	conns []*fakeConn
@@ -148,6 +150,13 @@ func (c *fakeConn) IsValid() bool {
 		return c.src.onValid(c) && c.closed.Load() == 0
 	}
 	return c.closed.Load() == 0 && !c.invalid.Load()
+}
+
+func (c *fakeConn) NeedsReset() bool {
+	if c.src.onNeedsReset != nil {
+		return c.src.onNeedsReset(c)
+	}
+	return true
 }
 
 func (c *fakeConn) Reset(ctx context.Context) error {

@@ -435,7 +435,7 @@ func (p *Pool[C]) release(e *entry[C]) {
 	p.untrackLeak(e)
 	// Reset first, so that a connector that is invalid only because of
 	// state the borrower left (an open transaction, say) can clear it.
-	if (e.resetter != nil && p.reset(e) != nil) || (e.validator != nil && !p.isValid(e, atRelease)) {
+	if (p.needsReset(e) && p.reset(e) != nil) || (e.validator != nil && !p.isValid(e, atRelease)) {
 		reraise(p.closeLent(e, reasonBroken))
 		return
 	}

@@ -58,9 +58,10 @@ type entry[C Connector] struct {
 	conn C
 	// Optional interfaces, resolved once so that release does no type
 	// assertion.
-	validator Validator
-	resetter  Resetter
-	createdAt time.Time
+	validator    Validator
+	resetter     Resetter
+	resetChecker ResetChecker
+	createdAt    time.Time
 	// expiresAt is when MaxLifetime ends, on the pool's clock (Pool.nanos);
 	// math.MaxInt64 when there is no MaxLifetime.
 	expiresAt int64

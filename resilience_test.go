@@ -323,3 +323,29 @@ func TestHotPathsDoNotAllocate(t *testing.T) {
 	})
 	assert.Zero(t, allocs, "Acquire+Release allocates more than one slab per 128 loans")
 }
+
+// A connector that says it needs no reset is not Reset, so no timer is
+// started for it; one that needs it is; a panicking NeedsReset is
+// re-raised with the slot given back.
+func TestNeedsResetSkipsReset(t *testing.T) {
+	src := newFakeSource(t)
+	var needs atomic.Bool
+	src.onNeedsReset = func(*fakeConn) bool { return needs.Load() }
+	p := newTestPool(t, src, testConfig(1))
+	pc, err := p.Acquire(bg)
+	require.NoError(t, err)
+	pc.Release()
+	assert.Zero(t, src.resets.Load(), "Reset ran although NeedsReset said no")
+	needs.Store(true)
+	require.NoError(t, p.With(bg, func(*fakeConn) error { return nil }))
+	assert.EqualValues(t, 1, src.resets.Load())
+
+	src.onNeedsReset = func(*fakeConn) bool { panic("needs exploded") }
+	pc, err = p.Acquire(bg)
+	require.NoError(t, err)
+	assert.PanicsWithValue(t, "needs exploded", pc.Release)
+	s := p.Stats()
+	assert.Equal(t, 0, s.InUse)
+	assert.Equal(t, 0, s.Total)
+	require.NoError(t, p.CheckAccounting())
+}

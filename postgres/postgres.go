@@ -1,5 +1,5 @@
 // Package postgres connects pool to PostgreSQL through jackc/pgx v5: Conn
-// wraps one *pgx.Conn and implements pool.Connector, pool.Validator and
+// wraps one *pgx.Conn and implements pool.Connector, pool.Validator, pool.ResetChecker and
 // pool.Resetter, and Factory dials them.
 //
 // No error this package returns contains the password of the DSN or
@@ -132,6 +132,22 @@ func (c *Conn) Reset(ctx context.Context) error {
 	}
 	c.session.forget()
 	return nil
+}
+
+// NeedsReset implements pool.ResetChecker: it reports, without I/O,
+// whether Reset has anything to do, so that the pool skips Reset (and the
+// timer that bounds it) after plain queries.
+func (c *Conn) NeedsReset() bool {
+	pc := c.conn.PgConn()
+	switch {
+	case pc.IsClosed() || pc.IsBusy() || pc.TxStatus() != 'I':
+		return true
+	case c.opts.Reset == ResetAlways:
+		return true
+	case c.session == nil: // ResetTransaction
+		return false
+	}
+	return !c.session.clean()
 }
 
 // exec sends sql (one or more statements) in one round trip, outside
