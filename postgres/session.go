@@ -27,7 +27,15 @@ type session struct {
 	// prepared: a statement may have made a named prepared statement, or
 	// changed search_path, so pgx's statement cache must go too.
 	prepared bool
+
+	// kinds remembers the classification of the statements this
+	// connection has seen (up to maxKinds), so that a handler's repeated
+	// query is classified once. Only the connection's holder touches it.
+	kinds map[string]stmtKind
 }
+
+// maxKinds bounds a connection's classification cache.
+const maxKinds = 256
 
 func (s *session) clean() bool { return !s.dirty && !s.prepared }
 
@@ -38,7 +46,17 @@ func (s *session) note(sql string) {
 	if s.prepared {
 		return // nothing more to learn
 	}
-	switch classify(sql) {
+	kind, ok := s.kinds[sql]
+	if !ok {
+		kind = classify(sql)
+		if s.kinds == nil {
+			s.kinds = make(map[string]stmtKind)
+		}
+		if len(s.kinds) < maxKinds {
+			s.kinds[sql] = kind
+		}
+	}
+	switch kind {
 	case stmtClean:
 	case stmtDirty:
 		s.dirty = true
