@@ -21,6 +21,21 @@ import (
 
 // Defect 1: a handle kept after its own Release must not reach the next
 // loan of the same connection.
+// fillIdle dials n connections into p's idle stack: it acquires n at once,
+// then releases them.
+func fillIdle(t *testing.T, p *pool.Pool[*fakeConn], n int) {
+	t.Helper()
+	held := make([]*pool.PooledConn[*fakeConn], 0, n)
+	for range n {
+		pc, err := p.Acquire(bg)
+		require.NoError(t, err)
+		held = append(held, pc)
+	}
+	for _, pc := range held {
+		pc.Release()
+	}
+}
+
 func TestStaleHandleCannotTouchALaterLoan(t *testing.T) {
 	p := newTestPool(t, newFakeSource(t), testConfig(1))
 	stale, err := p.Acquire(bg)
@@ -164,15 +179,7 @@ func TestCanceledPingClosesAtMostOneConnection(t *testing.T) {
 		cfg := testConfig(10)
 		cfg.PingAfterIdle = time.Second
 		p := newTestPool(t, src, cfg)
-		var held []*pool.PooledConn[*fakeConn]
-		for range 10 {
-			pc, err := p.Acquire(bg)
-			require.NoError(t, err)
-			held = append(held, pc)
-		}
-		for _, pc := range held {
-			pc.Release()
-		}
+		fillIdle(t, p, 10)
 		time.Sleep(2 * time.Second) // idle past PingAfterIdle
 		pinging.Store(true)
 		ctx, cancel := context.WithTimeout(bg, time.Second)
@@ -205,15 +212,7 @@ func TestAcquireTimeoutBoundsHealthChecks(t *testing.T) {
 		cfg.PingTimeout = 5 * time.Second
 		cfg.AcquireTimeout = 100 * time.Millisecond
 		p := newTestPool(t, src, cfg)
-		var held []*pool.PooledConn[*fakeConn]
-		for range 5 {
-			pc, err := p.Acquire(bg)
-			require.NoError(t, err)
-			held = append(held, pc)
-		}
-		for _, pc := range held {
-			pc.Release()
-		}
+		fillIdle(t, p, 5)
 		time.Sleep(2 * time.Second) // idle past PingAfterIdle
 		pinging.Store(true)
 		start := time.Now()
@@ -382,15 +381,7 @@ func TestShutdownHonoursItsContextWhenClosesAreSlow(t *testing.T) {
 		src.onClose = func(*fakeConn) error { time.Sleep(5 * time.Second); return nil }
 		p, err := pool.New(src.factory(), testConfig(10))
 		require.NoError(t, err)
-		var held []*pool.PooledConn[*fakeConn]
-		for range 10 {
-			pc, err := p.Acquire(bg)
-			require.NoError(t, err)
-			held = append(held, pc)
-		}
-		for _, pc := range held {
-			pc.Release()
-		}
+		fillIdle(t, p, 10)
 		ctx, cancel := context.WithTimeout(bg, time.Second)
 		defer cancel()
 		start := time.Now()

@@ -314,19 +314,27 @@ func TestRoleConnectionLimitGivesClearErrorsAndNoLeak(t *testing.T) {
 	waitBackends(t, a, tag, 0)
 }
 
-// TestServerRestart stops and starts the shared PostgreSQL server, so it
-// runs only where PG_CTLCLUSTER says how (`.ci/run` sets it).
-func TestServerRestart(t *testing.T) {
-	base := dsn(t)
+// serverControl returns a function that runs pg_ctlcluster ACTION on the
+// test server, or skips the test where PG_CTLCLUSTER does not say how. The
+// server is started again when the test ends, whatever happened.
+func serverControl(t *testing.T) func(action string) {
+	t.Helper()
 	ctl := os.Getenv("PG_CTLCLUSTER")
 	if ctl == "" {
 		t.Skip("PG_CTLCLUSTER is not set; `.ci/run` sets it to the pg_ctlcluster command of the test server")
 	}
-	pgctl := func(action string) {
+	t.Cleanup(func() { _ = exec.Command("bash", "-c", ctl+" start").Run() })
+	return func(action string) {
 		out, err := exec.Command("bash", "-c", ctl+" "+action).CombinedOutput()
 		require.NoError(t, err, "%s %s: %s", ctl, action, out)
 	}
-	t.Cleanup(func() { _ = exec.Command("bash", "-c", ctl+" start").Run() })
+}
+
+// TestServerRestart stops and starts the shared PostgreSQL server, so it
+// runs only where PG_CTLCLUSTER says how (`.ci/run` sets it).
+func TestServerRestart(t *testing.T) {
+	base := dsn(t)
+	pgctl := serverControl(t)
 
 	cfg, _ := tagged(t, base)
 	pcfg := pool.DefaultConfig()
@@ -451,15 +459,7 @@ func TestErrorsNeverContainThePassword(t *testing.T) {
 // TestServerRestart it runs only where PG_CTLCLUSTER is set.
 func TestServerDownUnderLoadFailsFast(t *testing.T) {
 	base := dsn(t)
-	ctl := os.Getenv("PG_CTLCLUSTER")
-	if ctl == "" {
-		t.Skip("PG_CTLCLUSTER is not set; `.ci/run` sets it to the pg_ctlcluster command of the test server")
-	}
-	pgctl := func(action string) {
-		out, err := exec.Command("bash", "-c", ctl+" "+action).CombinedOutput()
-		require.NoError(t, err, "%s %s: %s", ctl, action, out)
-	}
-	t.Cleanup(func() { _ = exec.Command("bash", "-c", ctl+" start").Run() })
+	pgctl := serverControl(t)
 
 	cfg, _ := tagged(t, base)
 	var dialMu sync.Mutex
