@@ -322,6 +322,11 @@ func TestStress(t *testing.T) {
 					last = pc
 				}
 			})
+			if last == nil {
+				// Failed fast while the source was down: let fake time
+				// reach the end of the backoff.
+				time.Sleep(100 * time.Microsecond)
+			}
 		}
 		time.Sleep(time.Millisecond)
 		ctx, cancel := context.WithTimeout(bg, time.Second)
