@@ -31,7 +31,8 @@ type Config struct {
 	// MaxLifetime closes a connection this long after it was dialled (less
 	// a random jitter of up to a tenth, so a fleet does not reconnect at
 	// once). An expired connection is never lent: the reaper closes it when
-	// idle, and Acquire closes it instead of lending it. A loan in progress
+	// idle, and Acquire closes it instead of lending it (Acquire's clock may
+	// run up to 2 ms behind, so it errs by closing that much early). A loan in progress
 	// is not cut short. Default 1 hour. Zero means connections never expire
 	// by age.
 	MaxLifetime time.Duration

@@ -338,7 +338,7 @@ func (p *Pool[C]) checkOut(ctx context.Context, e *entry[C], a *acquisition[C], 
 	var cause error
 	reason := reasonBroken
 	switch {
-	case now >= e.expiresAt:
+	case now+int64(clockSlack) >= e.expiresAt: // the coarse clock may lag: err early
 		reason = reasonLifetime
 	case e.validator != nil && !p.isValid(e, atCheckout):
 		cause = errInvalid
