@@ -12,6 +12,8 @@ test:
 		echo "== go test -race $$m"; \
 		(cd $$m && $(GO) test -race -count=1 ./...); \
 	done
+	@echo "== go test (without -race, which allocates) -run TestHotPathsDoNotAllocate ."
+	@$(GO) test -count=1 -run '^TestHotPathsDoNotAllocate$$' .
 
 ## vet: go vet in every module
 vet:

@@ -164,15 +164,17 @@ func (p *Pool[C]) closeChecked(e *entry[C], reason closeReason, failedNew error,
 	p.mu.Lock()
 	p.numInUse--
 	p.numClosing++
+	var ev event
 	if failedNew != nil {
 		p.stats.dialErrors.Add(1)
-		p.dialFailedLocked(dialError(failedNew), p.nanos())
+		ev = p.dialFailedLocked(dialError(failedNew), p.nanos())
 	}
 	if a != nil && a.requeue != nil {
 		p.requeueLocked(a.requeue)
 		a.requeue = nil
 	}
 	p.mu.Unlock()
+	p.emit(ev)
 	return p.finishClose(e, reason)
 }
 

@@ -123,32 +123,38 @@ func (p *Pool[C]) failUncoveredLocked() {
 }
 
 // dialFailedLocked records a failed dial (err matches ErrDial) and, with
-// backoff on, marks the source down until retryAt. p.mu must be held.
-func (p *Pool[C]) dialFailedLocked(err error, now int64) {
+// backoff on, marks the source down until retryAt. It returns the event to
+// log once the caller has unlocked. p.mu must be held.
+func (p *Pool[C]) dialFailedLocked(err error, now int64) event {
 	d := &p.dialing
 	d.lastErr = err
 	for _, r := range p.ready {
 		r.failed = err
 	}
 	if p.cfg.DialBackoff == 0 {
-		return
+		return event{}
 	}
 	d.failures++
 	d.retryAt = now + int64(p.backoff(d.failures))
-	if d.failures == 1 {
-		p.logf(levelWarn, "source down: dial failed; failing fast and backing off", "error", err.Error())
-	} else {
-		p.logf(levelDebug, "dial failed again", "error", err.Error(), "failures", d.failures)
+	if p.cfg.Logger == nil {
+		return event{}
 	}
+	if d.failures == 1 {
+		return event{levelWarn, "source down: dial failed; failing fast and backing off", []any{"error", err.Error()}}
+	}
+	return event{levelDebug, "dial failed again", []any{"error", err.Error(), "failures", d.failures}}
 }
 
-// dialSucceededLocked ends a down state at once. p.mu must be held.
-func (p *Pool[C]) dialSucceededLocked() {
+// dialSucceededLocked ends a down state at once, and returns the event to
+// log once the caller has unlocked. p.mu must be held.
+func (p *Pool[C]) dialSucceededLocked() event {
 	d := &p.dialing
-	if d.failures > 0 {
-		p.logf(levelInfo, "source recovered: dial succeeded; fail fast off", "after_failures", d.failures)
+	var ev event
+	if d.failures > 0 && p.cfg.Logger != nil {
+		ev = event{levelInfo, "source recovered: dial succeeded; fail fast off", []any{"after_failures", d.failures}}
 	}
 	d.failures, d.retryAt, d.lastErr = 0, 0, nil
+	return ev
 }
 
 // backoff is the pause after the n-th failure in a row: DialBackoff
@@ -197,12 +203,13 @@ func (p *Pool[C]) dial() {
 		_ = p.finishClose(e, reasonPoolClosed)
 		return
 	}
-	p.dialSucceededLocked()
+	ev := p.dialSucceededLocked()
 	w := p.putLocked(e, now)
 	p.refillLocked(now) // dials held back by MaxConcurrentDials or backoff
 	p.notifyReadyLocked()
 	p.mu.Unlock()
 	handOff(w, e)
+	p.emit(ev)
 }
 
 // dialFailed uncounts a failed dial and hands its error to the longest
@@ -210,10 +217,9 @@ func (p *Pool[C]) dial() {
 func (p *Pool[C]) dialFailed(err error, now int64) {
 	p.stats.dialErrors.Add(1)
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	p.numDialing--
 	p.numOpen--
-	p.dialFailedLocked(err, now)
+	ev := p.dialFailedLocked(err, now)
 	if w := p.waiters.popFront(); w != nil {
 		w.ch <- result[C]{err: err}
 	}
@@ -225,6 +231,8 @@ func (p *Pool[C]) dialFailed(err error, now int64) {
 	p.failUncoveredLocked()
 	p.notifyReadyLocked()
 	p.signalDrainedLocked()
+	p.mu.Unlock()
+	p.emit(ev)
 }
 
 // callFactory runs the Factory. A panic becomes a *PanicError, and a nil

@@ -110,6 +110,22 @@ func (p *Pool[C]) logf(level slog.Level, msg string, args ...any) {
 	p.cfg.Logger.Log(context.Background(), level, "pool: "+msg, args...)
 }
 
+// event is a log record decided under the pool lock and logged after it
+// is released: the Logger is user code, and user code never runs under
+// the lock. The zero event logs nothing.
+type event struct {
+	level slog.Level
+	msg   string
+	args  []any
+}
+
+// emit logs ev, if it holds anything. p.mu must not be held.
+func (p *Pool[C]) emit(ev event) {
+	if ev.msg != "" {
+		p.logf(ev.level, ev.msg, ev.args...)
+	}
+}
+
 // logPanic counts and logs a panic recovered from a connector or Factory.
 func (p *Pool[C]) logPanic(pe *PanicError) {
 	p.stats.panicsRecovered.Add(1)

@@ -497,13 +497,3 @@ func (p *Pool[C]) putLocked(e *entry[C], idleSince int64) *waiter[C] {
 	p.idle = append(p.idle, e)
 	return nil
 }
-
-// handOff sends e to w, if putLocked returned a waiter. The send never
-// blocks: w's channel has a buffer of one and w, dequeued, has exactly one
-// sender. A waiter that gives up meanwhile finds itself dequeued and takes
-// the connection from its channel to put it back.
-func handOff[C Connector](w *waiter[C], e *entry[C]) {
-	if w != nil {
-		w.ch <- result[C]{e: e}
-	}
-}

@@ -160,6 +160,7 @@ type logRecorder struct {
 	mu    sync.Mutex
 	lines []string
 	seen  chan string // every message, if set
+	onLog func()      // runs in Handle, if set
 }
 
 func (r *logRecorder) Enabled(context.Context, slog.Level) bool { return true }
@@ -177,6 +178,9 @@ func (r *logRecorder) Handle(_ context.Context, rec slog.Record) error {
 	r.mu.Unlock()
 	if r.seen != nil {
 		r.seen <- rec.Message
+	}
+	if r.onLog != nil {
+		r.onLog()
 	}
 	return nil
 }
@@ -348,4 +352,48 @@ func TestNeedsResetSkipsReset(t *testing.T) {
 	assert.Equal(t, 0, s.InUse)
 	assert.Equal(t, 0, s.Total)
 	require.NoError(t, p.CheckAccounting())
+}
+
+// The Logger is user code, so it never runs under the pool lock: a
+// handler that calls back into the pool (here Stats, which takes the
+// lock) would otherwise deadlock on a source going down and coming back.
+func TestLoggerRunsOutsideThePoolLock(t *testing.T) {
+	src := newFakeSource(t)
+	rec := &logRecorder{}
+	cfg := testConfig(1)
+	cfg.DialBackoff = time.Millisecond
+	cfg.DialBackoffMax = time.Millisecond
+	cfg.Logger = slog.New(rec)
+	p := newTestPool(t, src, cfg)
+	rec.onLog = func() { _ = p.Stats() }
+	// Each phase runs in real time, bounded by waitOrFail; the loops only
+	// wait out the 1 ms backoff.
+	src.failDials(errors.New("connection refused"))
+	waitOrFail(t, "an Acquire whose dial failed", func() {
+		_, err := p.Acquire(bg)
+		assert.ErrorIs(t, err, pool.ErrDial)
+	})
+	src.failDials(nil)
+	src.onValid = func(*fakeConn) bool { return false } // new connections fail their check
+	waitOrFail(t, "an Acquire whose new connection failed its check", func() {
+		for {
+			_, err := p.Acquire(bg)
+			if err != nil && strings.Contains(err.Error(), "IsValid") {
+				return
+			}
+		}
+	})
+	src.onValid = nil
+	waitOrFail(t, "an Acquire whose dial recovered the source", func() {
+		for {
+			pc, err := p.Acquire(bg)
+			if err == nil {
+				pc.Release()
+				return
+			}
+		}
+	})
+	log := rec.text()
+	assert.Contains(t, log, "source down")
+	assert.Contains(t, log, "source recovered")
 }

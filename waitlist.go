@@ -235,3 +235,13 @@ func (a *acquisition[C]) begin(ctx context.Context, p *Pool[C], now int64) {
 	}
 	a.timeoutAt = t
 }
+
+// handOff sends e to w, if putLocked returned a waiter. The send never
+// blocks: w's channel has a buffer of one and w, dequeued, has exactly one
+// sender. A waiter that gives up meanwhile finds itself dequeued and takes
+// the connection from its channel to put it back.
+func handOff[C Connector](w *waiter[C], e *entry[C]) {
+	if w != nil {
+		w.ch <- result[C]{e: e}
+	}
+}
