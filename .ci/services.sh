@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Starts what the tests need, if it is not running: PostgreSQL (installed
 # and started on this kind of machine before a session, started here if it
-# stopped) and PgBouncer in transaction mode on 127.0.0.1:6432 (installed
-# from Debian's package if missing). Prints the environment to export.
+# stopped), PgBouncer in transaction mode on 127.0.0.1:6432 (installed
+# from Debian's package if missing) and Azurite's blob service on
+# 127.0.0.1:10000 (from npm). Prints the environment to export.
 set -euo pipefail
 
 if ! pg_isready -q -h 127.0.0.1 -p 5432; then
@@ -43,6 +44,31 @@ INI
   for _ in $(seq 50); do pg_isready -q -h 127.0.0.1 -p 6432 && break; sleep 0.2; done
 fi
 
+# Azurite, the Azure Storage emulator, from the npm registry: its blob
+# service over HTTPS on 127.0.0.1:10000, in memory, with a throwaway
+# certificate made here that the tests trust (AZURITE_CA_CERT).
+az=/tmp/pool-ci-azurite
+if [ ! -x "$az/node_modules/.bin/azurite-blob" ]; then
+  echo "installing azurite" >&2
+  mkdir -p "$az"
+  npm install --no-audit --no-fund --silent --prefix "$az" azurite@3.37.0 >&2
+fi
+if ! (exec 3<>/dev/tcp/127.0.0.1/10000) 2>/dev/null; then
+  openssl req -x509 -newkey rsa:2048 -nodes -keyout "$az/key.pem" -out "$az/cert.pem" -days 30 \
+    -subj /CN=127.0.0.1 -addext "subjectAltName=IP:127.0.0.1,DNS:localhost" 2>/dev/null
+  setsid nohup "$az/node_modules/.bin/azurite-blob" --blobHost 127.0.0.1 --blobPort 10000 \
+    --cert "$az/cert.pem" --key "$az/key.pem" --inMemoryPersistence --skipApiVersionCheck \
+    >"$az/azurite.log" 2>&1 </dev/null &
+  for _ in $(seq 100); do grep -q "successfully listens" "$az/azurite.log" 2>/dev/null && break; sleep 0.1; done
+  grep -q "successfully listens" "$az/azurite.log" || { cat "$az/azurite.log" >&2; echo "azurite did not start" >&2; exit 1; }
+fi
+# The well-known development account of the emulator (not a secret).
+dev_key='Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=='
+
 echo "export PG_DSN='postgres://postgres@127.0.0.1:5432/test?sslmode=disable'"
 echo "export PGBOUNCER_DSN='postgres://postgres@127.0.0.1:6432/test?sslmode=disable'"
 echo "export PG_CTLCLUSTER='pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main'"
+echo "export AZURITE_CONNECTION_STRING='DefaultEndpointsProtocol=https;AccountName=devstoreaccount1;AccountKey=$dev_key;BlobEndpoint=https://127.0.0.1:10000/devstoreaccount1;'"
+echo "export AZURITE_CA_CERT='$az/cert.pem'"
+echo "export AZURITE_CA_KEY='$az/key.pem'"
+echo "export AZURITE_BLOB='$az/node_modules/.bin/azurite-blob'"

@@ -1,0 +1,181 @@
+package azblob_test
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/container"
+	"github.com/stretchr/testify/require"
+
+	"github.com/deepanalyze/pool/azblob"
+)
+
+// azurite is the emulator the tests run against: .ci/services.sh starts it
+// and exports these variables.
+type azurite struct {
+	connStr string
+	tls     *tls.Config
+	port    int
+}
+
+const devKey = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+
+func needAzurite(t testing.TB) azurite {
+	t.Helper()
+	cs, ca := os.Getenv("AZURITE_CONNECTION_STRING"), os.Getenv("AZURITE_CA_CERT")
+	if cs == "" || ca == "" {
+		t.Skip(`AZURITE_CONNECTION_STRING and AZURITE_CA_CERT are unset; run eval "$(bash .ci/services.sh)" from the repository root first (it starts Azurite), or bash .ci/run`)
+	}
+	return azurite{connStr: cs, tls: trust(t, ca), port: endpointPort(t, cs)}
+}
+
+func trust(t testing.TB, caFile string) *tls.Config {
+	pem, err := os.ReadFile(caFile)
+	require.NoError(t, err)
+	roots := x509.NewCertPool()
+	require.True(t, roots.AppendCertsFromPEM(pem), "no certificate in %s", caFile)
+	return &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
+}
+
+func endpointPort(t testing.TB, connStr string) int {
+	for _, kv := range strings.Split(connStr, ";") {
+		if v, ok := strings.CutPrefix(kv, "BlobEndpoint="); ok {
+			hostport := strings.Split(strings.TrimPrefix(v, "https://"), "/")[0]
+			_, p, _ := strings.Cut(hostport, ":")
+			n, err := strconv.Atoi(p)
+			require.NoError(t, err, "port of %s", v)
+			return n
+		}
+	}
+	t.Fatalf("no BlobEndpoint in the connection string")
+	return 0
+}
+
+// endpoint is the emulator's blob endpoint, https://127.0.0.1:PORT/devstoreaccount1.
+func (a azurite) endpoint() string {
+	return fmt.Sprintf("https://127.0.0.1:%d/devstoreaccount1", a.port)
+}
+
+// options points the connector at container name.
+func (a azurite) options(name string) azblob.Options {
+	return azblob.Options{ConnectionString: a.connStr, Container: name, TLSConfig: a.tls}
+}
+
+// admin returns an SDK client of the container, outside any pool.
+func (a azurite) admin(t testing.TB, name string) *container.Client {
+	t.Helper()
+	c, err := container.NewClientFromConnectionString(a.connStr, name, &container.ClientOptions{
+		ClientOptions: azcore.ClientOptions{
+			Transport: &http.Client{Transport: &http.Transport{TLSClientConfig: a.tls}},
+			Retry:     policy.RetryOptions{MaxRetries: -1},
+		},
+	})
+	require.NoError(t, err)
+	return c
+}
+
+// newContainer creates a container of a unique name, deleted after the test.
+func (a azurite) newContainer(t testing.TB) string {
+	t.Helper()
+	name := fmt.Sprintf("t%d-%s", rand.Uint64()%1e9, strings.ToLower(strings.ReplaceAll(t.Name(), "/", "-")))
+	if len(name) > 63 {
+		name = strings.TrimRight(name[:63], "-")
+	}
+	name = strings.ReplaceAll(name, "_", "-")
+	c := a.admin(t, name)
+	_, err := c.Create(context.Background(), nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { _, _ = c.Delete(context.Background(), nil) })
+	return name
+}
+
+// tcpConnsTo counts this process's open TCP sockets whose remote port is
+// port, from the operating system: the socket inodes in /proc/self/fd,
+// looked up in /proc/net/tcp and tcp6.
+func tcpConnsTo(t testing.TB, port int) int {
+	t.Helper()
+	ours := map[string]bool{}
+	fds, err := os.ReadDir("/proc/self/fd")
+	require.NoError(t, err)
+	for _, fd := range fds {
+		target, err := os.Readlink(filepath.Join("/proc/self/fd", fd.Name()))
+		if err != nil {
+			continue // closed since ReadDir
+		}
+		if inode, ok := strings.CutPrefix(target, "socket:["); ok {
+			ours[strings.TrimSuffix(inode, "]")] = true
+		}
+	}
+	want := fmt.Sprintf(":%04X", port)
+	n := 0
+	for _, table := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		f, err := os.Open(table)
+		if err != nil {
+			continue
+		}
+		sc := bufio.NewScanner(f)
+		sc.Scan() // header
+		for sc.Scan() {
+			// sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+			fields := strings.Fields(sc.Text())
+			if len(fields) < 10 || fields[3] == "0A" { // 0A: LISTEN
+				continue
+			}
+			if strings.HasSuffix(fields[2], want) && ours[fields[9]] {
+				n++
+			}
+		}
+		f.Close()
+	}
+	return n
+}
+
+// logSink is a slog handler that keeps every record's text.
+type logSink struct {
+	mu    sync.Mutex
+	lines []string
+	match string
+	found chan struct{} // closed at the first record whose message contains match
+	once  sync.Once
+}
+
+func newLogSink(match string) *logSink { return &logSink{match: match, found: make(chan struct{})} }
+
+func (s *logSink) Enabled(context.Context, slog.Level) bool { return true }
+func (s *logSink) WithAttrs([]slog.Attr) slog.Handler       { return s }
+func (s *logSink) WithGroup(string) slog.Handler            { return s }
+func (s *logSink) Handle(_ context.Context, r slog.Record) error {
+	var b strings.Builder
+	b.WriteString(r.Message)
+	r.Attrs(func(a slog.Attr) bool {
+		fmt.Fprintf(&b, " %s=%v", a.Key, a.Value)
+		return true
+	})
+	s.mu.Lock()
+	s.lines = append(s.lines, b.String())
+	s.mu.Unlock()
+	if s.match != "" && strings.Contains(r.Message, s.match) {
+		s.once.Do(func() { close(s.found) })
+	}
+	return nil
+}
+
+func (s *logSink) text() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return strings.Join(s.lines, "\n")
+}
