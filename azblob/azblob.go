@@ -191,18 +191,9 @@ func (o Options) validate() error {
 // and makes the first request (the one Ping makes), so a wrong key or a
 // missing container fails the dial with ErrAuth or ErrContainerNotFound. Errors never contain the key or the SAS token.
 func Factory(opts Options) (pool.Factory[*Conn], error) {
-	scrub := newScrubber(opts.secrets())
-	if err := opts.validate(); err != nil {
-		return nil, fmt.Errorf("azblob: %s", scrub.Replace(err.Error()))
-	}
-	if opts.DialTimeout == 0 {
-		opts.DialTimeout = 5 * time.Second
-	}
-	retry := opts.Retry
-	if retry.MaxRetries == 0 && retry.RetryDelay == 0 && retry.MaxRetryDelay == 0 {
-		retry.MaxRetries = 3
-		retry.RetryDelay = 100 * time.Millisecond
-		retry.MaxRetryDelay = 2 * time.Second
+	opts, retry, scrub, err := opts.prepare()
+	if err != nil {
+		return nil, err
 	}
 	// A client built now reports a bad connection string or key at once.
 	if _, err := newConn(opts, retry, scrub); err != nil {
@@ -219,6 +210,24 @@ func Factory(opts Options) (pool.Factory[*Conn], error) {
 		}
 		return c, nil
 	}, nil
+}
+
+// prepare validates opts and fills in the defaults.
+func (opts Options) prepare() (Options, policy.RetryOptions, *strings.Replacer, error) {
+	scrub := newScrubber(opts.secrets())
+	if err := opts.validate(); err != nil {
+		return opts, policy.RetryOptions{}, scrub, fmt.Errorf("azblob: %s", scrub.Replace(err.Error()))
+	}
+	if opts.DialTimeout == 0 {
+		opts.DialTimeout = 5 * time.Second
+	}
+	retry := opts.Retry
+	if retry.MaxRetries == 0 && retry.RetryDelay == 0 && retry.MaxRetryDelay == 0 {
+		retry.MaxRetries = 3
+		retry.RetryDelay = 100 * time.Millisecond
+		retry.MaxRetryDelay = 2 * time.Second
+	}
+	return opts, retry, scrub, nil
 }
 
 func newConn(opts Options, retry policy.RetryOptions, scrub *strings.Replacer) (*Conn, error) {
@@ -312,4 +321,24 @@ func With[C pool.Connector](ctx context.Context, reg *pool.PooledRegistry[C], id
 
 func notBlob(id string, c any) error {
 	return fmt.Errorf("azblob: source %q is not a Blob source (its connections are %T)", id, c)
+}
+
+// CreateContainer creates the container opts names if it does not exist
+// yet. It is for development and tests (a fresh Azurite holds no
+// container); it needs a credential allowed to create containers.
+func CreateContainer(ctx context.Context, opts Options) error {
+	opts, retry, scrub, err := opts.prepare()
+	if err != nil {
+		return err
+	}
+	c, err := newConn(opts, retry, scrub)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_, err = c.client.Create(ctx, nil)
+	if re := (*azcore.ResponseError)(nil); errors.As(err, &re) && re.ErrorCode == "ContainerAlreadyExists" {
+		return nil
+	}
+	return c.wrap("create container", "", err)
 }

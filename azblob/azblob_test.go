@@ -412,3 +412,20 @@ func TestUnreachableKeepsSecrets(t *testing.T) {
 	assert.NotContains(t, logs.text(), sig)
 	assert.Contains(t, logs.text(), addr, "the failed dial is logged")
 }
+
+// CreateContainer creates a container once and accepts one that exists.
+func TestCreateContainer(t *testing.T) {
+	a := needAzurite(t)
+	name := fmt.Sprintf("created-%d", time.Now().UnixNano())
+	t.Cleanup(func() { _, _ = a.admin(t, name).Delete(context.Background(), nil) })
+	opts := a.options(name)
+	_, err := azblob.Factory(opts)
+	require.NoError(t, err)
+	reg := pool.NewRegistry[*azblob.Conn]()
+	defer reg.Close()
+	require.ErrorIs(t, azblob.Register(context.Background(), reg, "x", opts, pool.DefaultConfig(), pool.WithTestConnect()), azblob.ErrContainerNotFound)
+	require.NoError(t, azblob.CreateContainer(context.Background(), opts))
+	require.NoError(t, azblob.CreateContainer(context.Background(), opts), "a second call finds it there")
+	require.NoError(t, azblob.Register(context.Background(), reg, "y", opts, pool.DefaultConfig(), pool.WithTestConnect()))
+	require.ErrorIs(t, azblob.CreateContainer(context.Background(), azblob.Options{ConnectionString: strings.Replace(a.connStr, devKey, "AAAA"+devKey[4:], 1), Container: name, TLSConfig: a.tls}), azblob.ErrAuth)
+}

@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -18,6 +20,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/deepanalyze/pool"
+	"github.com/deepanalyze/pool/azblob"
 	"github.com/deepanalyze/pool/postgres"
 )
 
@@ -27,11 +30,22 @@ type Config struct {
 	Sources []SourceConfig `json:"sources"`
 }
 
-// SourceConfig registers one data source. DSN may name environment
-// variables as ${VAR}; each must be set and non-empty.
+// SourceConfig registers one data source. DSN, and CACert, may name
+// environment variables as ${VAR}; each must be set and non-empty.
 type SourceConfig struct {
-	ID  string `json:"id"`
+	ID string `json:"id"`
+	// Kind is "postgres" (the default) or "azblob".
+	Kind string `json:"kind"`
+	// DSN is a PostgreSQL URL or keyword/value string, or for azblob an
+	// Azure Storage connection string.
 	DSN string `json:"dsn"`
+	// Container is the Blob container (azblob only); CreateContainer
+	// creates it at start if it is missing (for development against
+	// Azurite); CACert is a PEM file of a certificate authority to trust
+	// besides the system's (Azurite's throwaway certificate).
+	Container       string `json:"container"`
+	CreateContainer bool   `json:"create_container"`
+	CACert          string `json:"ca_cert"`
 	// MinSize and MaxSize default to the pool's defaults when absent;
 	// "min_size": 0 keeps no warm connection.
 	MinSize        *int   `json:"min_size"`
@@ -55,6 +69,9 @@ func LoadConfig(path string) (Config, error) {
 		return c, fmt.Errorf("%s: no sources", path)
 	}
 	for _, s := range c.Sources {
+		if err := s.checkKind(); err != nil {
+			return c, fmt.Errorf("%s: source %q: %w", path, s.ID, err)
+		}
 		if _, err := s.dsn(); err != nil {
 			return c, fmt.Errorf("%s: source %q: %w", path, s.ID, err)
 		}
@@ -67,21 +84,80 @@ func LoadConfig(path string) (Config, error) {
 
 var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
 
+// The kinds of source.
+const (
+	kindPostgres = "postgres"
+	kindBlob     = "azblob"
+)
+
+func (s SourceConfig) kind() string {
+	if s.Kind == "" {
+		return kindPostgres
+	}
+	return s.Kind
+}
+
+func (s SourceConfig) checkKind() error {
+	switch s.kind() {
+	case kindPostgres:
+		if s.Container != "" || s.CreateContainer || s.CACert != "" {
+			return errors.New("container, create_container and ca_cert are for kind azblob")
+		}
+	case kindBlob:
+		if s.Container == "" {
+			return errors.New("kind azblob needs a container")
+		}
+		if _, err := expand("ca_cert", s.CACert); err != nil && s.CACert != "" {
+			return err
+		}
+	default:
+		return fmt.Errorf("kind %q: use %q or %q", s.Kind, kindPostgres, kindBlob)
+	}
+	return nil
+}
+
 // dsn expands the ${VAR} references of the source's DSN. A reference to a
 // variable that is unset or empty, or an empty DSN, is an error naming it.
-func (s SourceConfig) dsn() (string, error) {
-	for _, m := range envRef.FindAllStringSubmatch(s.DSN, -1) {
+func (s SourceConfig) dsn() (string, error) { return expand("dsn", s.DSN) }
+
+func expand(field, v string) (string, error) {
+	for _, m := range envRef.FindAllStringSubmatch(v, -1) {
 		if os.Getenv(m[1]) == "" {
-			return "", fmt.Errorf("dsn: environment variable %s is not set", m[1])
+			return "", fmt.Errorf("%s: environment variable %s is not set", field, m[1])
 		}
 	}
-	dsn := envRef.ReplaceAllStringFunc(s.DSN, func(ref string) string {
+	v = envRef.ReplaceAllStringFunc(v, func(ref string) string {
 		return os.Getenv(envRef.FindStringSubmatch(ref)[1])
 	})
-	if dsn == "" {
-		return "", errors.New("dsn is empty")
+	if v == "" {
+		return "", errors.New(field + " is empty")
 	}
-	return dsn, nil
+	return v, nil
+}
+
+// blobOptions turns an azblob source's settings into azblob.Options.
+func (s SourceConfig) blobOptions(connStr string) (azblob.Options, error) {
+	opts := azblob.Options{ConnectionString: connStr, Container: s.Container}
+	if s.CACert == "" {
+		return opts, nil
+	}
+	file, err := expand("ca_cert", s.CACert)
+	if err != nil {
+		return opts, err
+	}
+	pem, err := os.ReadFile(file)
+	if err != nil {
+		return opts, fmt.Errorf("ca_cert: %w", err)
+	}
+	roots, err := x509.SystemCertPool()
+	if err != nil {
+		roots = x509.NewCertPool()
+	}
+	if !roots.AppendCertsFromPEM(pem) {
+		return opts, fmt.Errorf("ca_cert: no certificate in %s", file)
+	}
+	opts.TLSConfig = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
+	return opts, nil
 }
 
 // poolConfig turns a source's settings into a pool.Config.
@@ -104,24 +180,20 @@ func (s SourceConfig) poolConfig() (pool.Config, error) {
 	return cfg, cfg.Validate()
 }
 
-// Service serves queries against the registered sources.
+// Service serves queries against the registered sources, of both kinds,
+// from one registry.
 type Service struct {
-	reg *pool.PooledRegistry[*postgres.Conn]
-	log *slog.Logger
+	reg   *pool.PooledRegistry[pool.Connector]
+	kinds map[string]string // source ID to kind; written only by NewService
+	log   *slog.Logger
 }
 
 // NewService registers every source, test-connecting each, and fails on
 // the first that cannot be reached.
 func NewService(ctx context.Context, c Config) (*Service, error) {
-	s := &Service{reg: pool.NewRegistry[*postgres.Conn](), log: slog.Default()}
+	s := &Service{reg: pool.NewRegistry[pool.Connector](), kinds: map[string]string{}, log: slog.Default()}
 	for _, src := range c.Sources {
-		cfg, err := src.poolConfig()
-		if err == nil {
-			var dsn string
-			if dsn, err = src.dsn(); err == nil {
-				err = postgres.Register(ctx, s.reg, src.ID, dsn, postgres.Options{}, cfg, pool.WithTestConnect())
-			}
-		}
+		err := s.register(ctx, src)
 		if err != nil {
 			_ = s.reg.Close()
 			return nil, fmt.Errorf("source %q: %w", src.ID, err)
@@ -130,15 +202,44 @@ func NewService(ctx context.Context, c Config) (*Service, error) {
 	return s, nil
 }
 
+func (s *Service) register(ctx context.Context, src SourceConfig) error {
+	cfg, err := src.poolConfig()
+	if err != nil {
+		return err
+	}
+	dsn, err := src.dsn()
+	if err != nil {
+		return err
+	}
+	s.kinds[src.ID] = src.kind()
+	if src.kind() == kindPostgres {
+		return postgres.Register(ctx, s.reg, src.ID, dsn, postgres.Options{}, cfg, pool.WithTestConnect())
+	}
+	opts, err := src.blobOptions(dsn)
+	if err != nil {
+		return err
+	}
+	if src.CreateContainer {
+		if err := azblob.CreateContainer(ctx, opts); err != nil {
+			return err
+		}
+	}
+	return azblob.Register(ctx, s.reg, src.ID, opts, cfg, pool.WithTestConnect())
+}
+
 // Handler routes:
 //
-//	GET /sources/{id}/double?n=21  runs a query on source id
-//	GET /stats                     every pool's statistics
+//	GET /sources/{id}/double?n=21         runs a query on PostgreSQL source id
+//	GET /sources/{id}/blobs?prefix=p      lists a page of blobs of Blob source id
+//	GET /sources/{id}/blobs/{name...}     reads one blob
+//	GET /stats                            every pool's statistics
 //
 // Every answer, errors included (400, 404, 405, 503, 500), is JSON.
 func (s *Service) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/sources/{id}/double", method(http.MethodGet, s.double))
+	mux.HandleFunc("/sources/{id}/blobs", method(http.MethodGet, s.listBlobs))
+	mux.HandleFunc("/sources/{id}/blobs/{name...}", method(http.MethodGet, s.readBlob))
 	mux.HandleFunc("/stats", method(http.MethodGet, s.stats))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no such endpoint: "+r.URL.Path)
@@ -193,14 +294,39 @@ func (s *Service) double(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("n must be an integer from %d to %d", -maxN-1, maxN))
 		return
 	}
+	if !s.isKind(w, id, kindPostgres) {
+		return
+	}
 	resp := doubleResponse{Source: id, N: n}
 	err = postgres.With(r.Context(), s.reg, id, func(c *pgx.Conn) error {
 		resp.Backend = c.PgConn().PID()
 		return c.QueryRow(r.Context(), "select $1::int * 2", n).Scan(&resp.Doubled)
 	})
-	switch {
-	case err == nil:
+	if err == nil {
 		writeJSON(w, http.StatusOK, resp)
+		return
+	}
+	s.writeSourceError(w, r, id, err)
+}
+
+// isKind answers 400 and returns false when source id is registered with
+// another kind than want; an unknown ID is left to the registry.
+func (s *Service) isKind(w http.ResponseWriter, id, want string) bool {
+	if k, ok := s.kinds[id]; ok && k != want {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("source %q is a %s source, not %s", id, k, want))
+		return false
+	}
+	return true
+}
+
+// writeSourceError answers a failed use of source id: its own words stay
+// in the log.
+func (s *Service) writeSourceError(w http.ResponseWriter, r *http.Request, id string, err error) {
+	switch {
+	case errors.Is(err, azblob.ErrBlobNotFound):
+		writeError(w, http.StatusNotFound, "no such blob")
+	case errors.Is(err, azblob.ErrThrottled):
+		writeError(w, http.StatusServiceUnavailable, fmt.Sprintf("source %q is busy; try again later", id))
 	case errors.Is(err, pool.ErrUnknownSource):
 		writeError(w, http.StatusNotFound, fmt.Sprintf("unknown source %q", id))
 	case errors.Is(err, pool.ErrAcquireTimeout), errors.Is(err, pool.ErrPoolClosed), errors.Is(err, pool.ErrDial):
