@@ -1,9 +1,10 @@
 // Command api is a small HTTP JSON service in the DeepAnalyze shape: data
-// sources registered by ID from a configuration file, a handler that runs a
-// query through the registry, /stats, and a graceful shutdown that stops
-// accepting, drains, and then closes the pools. See README.md.
+// sources (PostgreSQL and Azure Blob) registered by ID from a configuration
+// file, handlers that run a query and list and read blobs through one
+// registry, /stats, and a graceful shutdown that stops accepting, drains,
+// and then closes the pools. See README.md.
 //
-//	PG_DSN=postgres://postgres@127.0.0.1:5432/test go run . -config config.json
+//	eval "$(bash ../../.ci/services.sh)"; go run . -config config.json
 package main
 
 import (

@@ -22,10 +22,10 @@ import (
 
 func startService(t *testing.T) (*Service, *httptest.Server) {
 	t.Helper()
-	if os.Getenv("PG_DSN") == "" {
-		t.Skip("PG_DSN is not set; run `bash .ci/run`, or set PG_DSN=postgres://postgres@127.0.0.1:5432/test?sslmode=disable")
+	if os.Getenv("PG_DSN") == "" || os.Getenv("AZURITE_CONNECTION_STRING") == "" {
+		t.Skip(`PG_DSN or AZURITE_CONNECTION_STRING is not set; run bash .ci/run, or eval "$(bash .ci/services.sh)" from the repository root first`)
 	}
-	cfg, err := LoadConfig("config.json") // the shipped example, with ${PG_DSN}
+	cfg, err := LoadConfig("config.json") // the shipped example, with ${PG_DSN} and Azurite
 	require.NoError(t, err)
 	svc, err := NewService(context.Background(), cfg)
 	require.NoError(t, err)
