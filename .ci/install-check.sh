@@ -3,8 +3,8 @@
 # it and build the README's quick start, as a user would once the version
 # the nested go.mod files require is tagged: a file-system module proxy is
 # built from this tree at that version (.ci/modproxy), and a fresh module
-# resolves ours from it and everything else as usual. With PG_DSN set, the
-# quick start also runs against the server.
+# resolves ours from it and everything else as usual. With PG_DSN and
+# Azurite's variables set, the quick start also runs against both servers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 version=$(awk '$1 == "github.com/deepanalyze/pool" { print $2; exit }' postgres/go.mod)
@@ -34,10 +34,12 @@ import (
 	"log"
 	"log/slog"
 	"os"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/deepanalyze/pool"
+	"github.com/deepanalyze/pool/azblob"
 	"github.com/deepanalyze/pool/postgres"
 )
 
@@ -54,6 +56,22 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
+	blobOpts := azblob.Options{ConnectionString: os.Getenv("RAW_STORAGE"), Container: "raw"}
+	// Not in the README: a fresh Azurite has no container, nor a blob.
+	if err := azblob.CreateContainer(ctx, blobOpts); err != nil {
+		log.Fatal(err)
+	}
+	err = azblob.Register(ctx, reg, "blob-raw", blobOpts, cfg, pool.WithTestConnect())
+	if err != nil {
+		log.Fatal(err)
+	}
+	err = azblob.With(ctx, reg, "blob-raw", func(c *azblob.Conn) error {
+		return c.Upload(ctx, "2026/11/orders.csv", strings.NewReader("id,total\n1,42\n"), nil)
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+
 	var n int
 	err = postgres.With(ctx, reg, "pg-sales", func(c *pgx.Conn) error {
 		return c.QueryRow(ctx, "select count(*) from pg_class").Scan(&n)
@@ -61,10 +79,27 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	fmt.Println("quick start: ok,", n > 0)
+	body, err := azblob.Open(ctx, reg, "blob-raw", "2026/11/orders.csv")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer body.Close()
+	var total int64
+	err = azblob.With(ctx, reg, "blob-raw", func(c *azblob.Conn) error {
+		for b, err := range c.List(ctx, "2026/11/") {
+			if err != nil {
+				return err
+			}
+			total += b.Size
+		}
+		return nil
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("quick start: ok,", n > 0, total > 0)
 }
-GO
-# Our modules come from the file proxy only (no checksum database knows
+GO# Our modules come from the file proxy only (no checksum database knows
 # them yet); everything else from the module cache or the usual proxy.
 # The module index in GOCACHE remembers each module version's files: a
 # version republished from a newer tree needs it off.
@@ -72,7 +107,7 @@ export GOWORK=off GOFLAGS="-mod=mod" GONOSUMDB=github.com/deepanalyze GODEBUG=go
 # '|' moves on to the next proxy on any error (a file proxy reports a
 # missing file, or the checksum database it does not serve, as an error).
 export GOPROXY="file://$work/proxy|file://$modcache/cache/download|$(GOWORK=off go env GOPROXY)"
-for m in pool pool/postgres pool/examples/api pool/cmd/poolbench pool/bench; do
+for m in pool pool/postgres pool/azblob pool/examples/api pool/cmd/poolbench pool/bench; do
   echo "== go get github.com/deepanalyze/$m@$version"
   go get -x "github.com/deepanalyze/$m@$version" 2>"$work/get.log" || { cat "$work/get.log"; exit 1; }
 done
@@ -80,9 +115,11 @@ go get github.com/jackc/pgx/v5
 go build -o quickstart .
 go build -o /dev/null github.com/deepanalyze/pool/examples/api github.com/deepanalyze/pool/cmd/poolbench
 go vet github.com/deepanalyze/pool/bench
-if [ -n "${PG_DSN:-}" ]; then
-  SALES_DSN=$PG_DSN ./quickstart
+if [ -n "${PG_DSN:-}" ] && [ -n "${AZURITE_CONNECTION_STRING:-}" ]; then
+  # Azurite's throwaway certificate is trusted the way a user would trust
+  # a private authority: through SSL_CERT_FILE.
+  SALES_DSN=$PG_DSN RAW_STORAGE=$AZURITE_CONNECTION_STRING SSL_CERT_FILE=$AZURITE_CA_CERT ./quickstart
 else
-  echo "PG_DSN is not set: the quick start was built but not run (bash .ci/run sets it)"
+  echo "PG_DSN or AZURITE_CONNECTION_STRING is not set: the quick start was built but not run (bash .ci/run sets them)"
 fi
 echo "== install check passed: every module resolves at $version from outside the repository"
