@@ -99,7 +99,8 @@ func main() {
 	}
 	fmt.Println("quick start: ok,", n > 0, total > 0)
 }
-GO# Our modules come from the file proxy only (no checksum database knows
+GO
+# Our modules come from the file proxy only (no checksum database knows
 # them yet); everything else from the module cache or the usual proxy.
 # The module index in GOCACHE remembers each module version's files: a
 # version republished from a newer tree needs it off.
