@@ -47,6 +47,10 @@ type Options struct {
 	TLSConfig *tls.Config
 	// DialTimeout bounds the TCP connect of each connection. Default 5 s.
 	DialTimeout time.Duration
+	// DialContext, if set, opens the TCP connections instead of a
+	// net.Dialer with DialTimeout (to go through a tunnel, or to count
+	// them). It must honour ctx.
+	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
 	// Retry is the SDK's retry policy. The zero value uses this package's
 	// defaults (3 retries, 100 ms doubling to at most 2 s, unless the
 	// service's Retry-After says otherwise), which fail a request to an
@@ -231,9 +235,13 @@ func (opts Options) prepare() (Options, policy.RetryOptions, *strings.Replacer, 
 }
 
 func newConn(opts Options, retry policy.RetryOptions, scrub *strings.Replacer) (*Conn, error) {
+	dial := opts.DialContext
+	if dial == nil {
+		dial = (&net.Dialer{Timeout: opts.DialTimeout, KeepAlive: 30 * time.Second}).DialContext
+	}
 	tr := &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,
-		DialContext:           (&net.Dialer{Timeout: opts.DialTimeout, KeepAlive: 30 * time.Second}).DialContext,
+		DialContext:           dial,
 		TLSClientConfig:       opts.TLSConfig.Clone(),
 		TLSHandshakeTimeout:   opts.DialTimeout,
 		MaxConnsPerHost:       1, // the pooled connection

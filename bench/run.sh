@@ -3,7 +3,9 @@
 # runs every workload for every pool, in an order rotated between passes,
 # from one compiled test binary. Then benchstat summarises the raw results
 # and ratio prints the table of ratios to puddle. With PG_DSN set it also
-# runs the PostgreSQL benchmark (pool, pgxpool, database/sql, no pool).
+# runs the PostgreSQL benchmark (pool, pgxpool, database/sql, no pool), and
+# with AZURITE_CONNECTION_STRING set the Blob one (pooled connector, shared
+# SDK client, client per request).
 # Writes RESULTS.md.
 #
 #   PASSES=6 BENCHTIME=1s ./run.sh
@@ -35,6 +37,16 @@ for pass in $(seq 1 "$PASSES"); do
     k=$(( (pass - 1) % ${#pg[@]} ))
     for n in "${pg[@]:$k}" "${pg[@]:0:$k}"; do
       PG_CONTENDER=$n "$out/bench.test" -test.run '^$' -test.bench '^BenchmarkPG$' -test.benchtime "$BENCHTIME" | grep '^Benchmark' >>"$raw"
+    done
+  fi
+  if [ -n "${AZURITE_CONNECTION_STRING:-}" ]; then # Azurite, contenders interleaved
+    blob=(pool shared per-request)
+    k=$(( (pass - 1) % ${#blob[@]} ))
+    for n in "${blob[@]:$k}" "${blob[@]:0:$k}"; do
+      # A fixed number of requests per run (each run warms a new client
+      # first, which a time-based -benchtime would repeat at every b.N).
+      BLOB_CONTENDER=$n "$out/bench.test" -test.run '^$' -test.bench '^BenchmarkBlob$/^read$' -test.benchtime "${BLOB_READS:-1000}x" | grep '^Benchmark' >>"$raw"
+      BLOB_CONTENDER=$n "$out/bench.test" -test.run '^$' -test.bench '^BenchmarkBlob$/^list$' -test.benchtime "${BLOB_LISTS:-200}x" | grep '^Benchmark' >>"$raw"
     done
   fi
 done

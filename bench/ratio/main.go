@@ -148,6 +148,41 @@ func main() {
 		}
 	}
 
+	if _, ok := med("BenchmarkBlob/read/c=1/pool", "rps"); ok {
+		blob := []string{"pool", "shared", "per-request"}
+		fmt.Fprintln(out)
+		fmt.Fprintln(out, "### Azure Blob (Azurite over HTTPS on loopback; pool MaxSize 8)")
+		fmt.Fprintln(out)
+		fmt.Fprintln(out, "requests per second, p50 / p99 latency, peak of TCP connections open at once. `read`: a 1 KiB blob; `list`: a 100-blob prefix. `pool`: the pooled connector; `shared`: one SDK client with the SDK's default transport settings; `per-request`: a new SDK client and transport per request.")
+		fmt.Fprintln(out)
+		fmt.Fprintf(out, "| workload | clients | %s | pool / shared: req/s, p99 | pool / per-request req/s |\n", strings.Join(blob, " | "))
+		fmt.Fprintf(out, "|---|---|%s---|---|\n", strings.Repeat("---|", len(blob)))
+		for _, w := range []string{"read", "list"} {
+			for _, c := range []string{"1", "16", "64"} {
+				fmt.Fprintf(out, "| %s | %s |", w, c)
+				for _, n := range blob {
+					b := "BenchmarkBlob/" + w + "/c=" + c + "/" + n
+					rps, ok := med(b, "rps")
+					if !ok {
+						fmt.Fprint(out, " – |")
+						continue
+					}
+					p50, _ := med(b, "p50-ns")
+					p99, _ := med(b, "p99-ns")
+					conns, _ := med(b, "peak-conns")
+					fmt.Fprintf(out, " %.0f req/s, %s / %s, %.0f conns |", rps, dur(p50), dur(p99), conns)
+				}
+				b := "BenchmarkBlob/" + w + "/c=" + c + "/"
+				a, _ := med(b+"pool", "rps")
+				sh, _ := med(b+"shared", "rps")
+				pr, _ := med(b+"per-request", "rps")
+				ap, _ := med(b+"pool", "p99-ns")
+				sp, _ := med(b+"shared", "p99-ns")
+				fmt.Fprintf(out, " %.2f×, %.2f× | %.2f× |\n", a/sh, ap/sp, a/pr)
+			}
+		}
+	}
+
 	fmt.Fprintln(out)
 	fmt.Fprintln(out, "### Targets")
 	fmt.Fprintln(out)
@@ -186,6 +221,33 @@ func main() {
 			xp, _ := med(b+"pgxpool", "p99-ns")
 			check(out, fmt.Sprintf("PostgreSQL, %s, %s clients: pool (default reset) ≥ 0.9× pgxpool q/s, p99 ≤ 1.1×", q, c),
 				fmt.Sprintf("%.2f×, p99 %s vs %s (%.2f×)", a/x, dur(ap), dur(xp), ap/xp), a/x >= 0.9 && ap <= 1.1*xp)
+		}
+	}
+	blobChecks(out, med)
+}
+
+// blobChecks adds the targets of the Blob benchmark, if it ran.
+func blobChecks(out io.Writer, med func(bench, unit string) (float64, bool)) {
+	for _, w := range []string{"read", "list"} {
+		for _, c := range []string{"1", "16", "64"} {
+			b := "BenchmarkBlob/" + w + "/c=" + c + "/"
+			a, ok := med(b+"pool", "rps")
+			if !ok {
+				continue
+			}
+			sh, _ := med(b+"shared", "rps")
+			pr, _ := med(b+"per-request", "rps")
+			conns, _ := med(b+"pool", "peak-conns")
+			check(out, fmt.Sprintf("Blob, %s, %s clients: pool ≥ 0.95× shared client req/s, ≤ 8 connections", w, c),
+				fmt.Sprintf("%.2f×, %.0f conns", a/sh, conns), a >= 0.95*sh && conns <= 8)
+			check(out, fmt.Sprintf("Blob, %s, %s clients: pool ≥ 5× client per request", w, c),
+				fmt.Sprintf("%.2f×", a/pr), a >= 5*pr)
+			if c == "64" {
+				ap, _ := med(b+"pool", "p99-ns")
+				sp, _ := med(b+"shared", "p99-ns")
+				check(out, fmt.Sprintf("Blob, %s, 64 clients: pool p99 ≤ shared client's", w),
+					fmt.Sprintf("%s vs %s", dur(ap), dur(sp)), ap <= sp)
+			}
 		}
 	}
 }

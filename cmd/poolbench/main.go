@@ -9,6 +9,7 @@
 //
 //	go run ./cmd/poolbench                     # about a minute
 //	go run ./cmd/poolbench -duration 2s -c 1,16 -out chart.png
+//	go run ./cmd/poolbench -blob -c 1,16,64   # Azure Blob on Azurite
 package main
 
 import (
@@ -32,6 +33,7 @@ type options struct {
 	poolSize int
 	out      string
 	dsn      string
+	blob     bool
 	progress bool
 }
 
@@ -46,6 +48,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.poolSize, "pool-size", 8, "MaxSize of each source's pool")
 	fs.StringVar(&o.out, "out", "poolbench.svg", "chart file to write (.svg or .png); empty for none")
 	fs.StringVar(&o.dsn, "dsn", "", "run against PostgreSQL at this DSN instead of the embedded server (see the postgres module)")
+	fs.BoolVar(&o.blob, "blob", false, "benchmark Azure Blob Storage (Azurite, from AZURITE_CONNECTION_STRING) instead: pooled connector, shared SDK client, client per request")
 	fs.BoolVar(&o.progress, "progress", true, "show a progress bar on stderr")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: poolbench [flags]\n\nRuns the same load without a pool and with pool, and compares them.\n\n")
@@ -77,6 +80,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	if o.poolSize < 1 {
 		errs = append(errs, fmt.Errorf("-pool-size must be at least 1, got %d", o.poolSize))
 	}
+	if o.blob && o.dsn != "" {
+		errs = append(errs, errors.New("-blob and -dsn are different benchmarks; give one"))
+	}
 	if o.out != "" && !strings.HasSuffix(o.out, ".svg") && !strings.HasSuffix(o.out, ".png") {
 		errs = append(errs, fmt.Errorf("-out must end in .svg or .png, got %q", o.out))
 	}
@@ -94,7 +100,11 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	if err := run(ctx, o, os.Stdout, os.Stderr); err != nil {
+	runner := run
+	if o.blob {
+		runner = runBlob
+	}
+	if err := runner(ctx, o, os.Stdout, os.Stderr); err != nil {
 		fmt.Fprintf(os.Stderr, "poolbench: %v\n", err)
 		os.Exit(1)
 	}

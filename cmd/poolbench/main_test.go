@@ -114,3 +114,39 @@ func atoi(t *testing.T, s string) int {
 	}
 	return n
 }
+
+// -blob runs every client kind on both workloads against Azurite and
+// prints one row each; the pooled one stays within -pool-size connections.
+func TestRunBlob(t *testing.T) {
+	if os.Getenv("AZURITE_CONNECTION_STRING") == "" {
+		t.Skip(`AZURITE_CONNECTION_STRING is not set; run bash .ci/run, or eval "$(bash .ci/services.sh)" from the repository root first`)
+	}
+	o, err := parseFlags([]string{"-blob", "-c", "1,4", "-duration", "200ms", "-pool-size", "2"}, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	if err := runBlob(context.Background(), o, &stdout, &stderr); err != nil {
+		t.Fatalf("%v\n%s", err, stderr.String())
+	}
+	rows := 0
+	for _, line := range strings.Split(stdout.String(), "\n") {
+		f := strings.Fields(line)
+		if len(f) != 7 || (f[0] != "read" && f[0] != "list") {
+			continue
+		}
+		rows++
+		if f[3] == "0" {
+			t.Errorf("no requests served: %s", line)
+		}
+		if f[2] == "pool" && f[6] != "1" && f[6] != "2" {
+			t.Errorf("pooled client opened more than -pool-size connections: %s", line)
+		}
+	}
+	if rows != 2*2*3 {
+		t.Errorf("%d rows, want 12:\n%s", rows, stdout.String())
+	}
+	if _, err := parseFlags([]string{"-blob", "-dsn", "postgres://x"}, &bytes.Buffer{}); err == nil || !strings.Contains(err.Error(), "different benchmarks") {
+		t.Errorf("-blob with -dsn: %v", err)
+	}
+}
