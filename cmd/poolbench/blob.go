@@ -50,7 +50,7 @@ func runBlob(ctx context.Context, o options, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("prepare container %q: %w", t.Container, err)
 	}
-	fmt.Fprintf(stdout, "Blob Storage at %s, container %q; pool MaxSize %d, %v per run\n\n", "AZURITE_CONNECTION_STRING", t.Container, o.poolSize, o.duration)
+	fmt.Fprintf(stdout, "Blob Storage from $AZURITE_CONNECTION_STRING, container %q; pool MaxSize %d, %v per run\n\n", t.Container, o.poolSize, o.duration)
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "workload\tclients\tclient\treq/s\tp50\tp99\tpeak conns\t")
 	for _, w := range []blobload.Workload{blobload.Read, blobload.List} {
