@@ -111,6 +111,10 @@ type Config struct {
 	// pool never logs a connection string or a password, but it does log
 	// the text of errors that the Factory and the connector return.
 	Logger *slog.Logger
+
+	// Hooks receive the pool's events (acquire waits, loan times, dials,
+	// closes) for metrics. Unset (the default), they cost nothing.
+	Hooks Hooks
 }
 
 // DefaultConfig returns the defaults documented on each Config field.

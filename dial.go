@@ -246,6 +246,10 @@ func (p *Pool[C]) callFactory(ctx context.Context) (conn C, err error) {
 			err = pe
 		}
 	}()
+	if h := p.cfg.Hooks.Dial; h != nil {
+		start := p.nanos()
+		defer func() { h(time.Duration(p.nanos()-start), err) }()
+	}
 	conn, err = p.factory(ctx)
 	switch {
 	case err != nil && !isNil(conn):

@@ -64,6 +64,7 @@ func (p *Pool[C]) reclaim(a abandoned[C]) {
 	if !a.e.endLoan(a.loan) {
 		return // released in time
 	}
+	p.loanEnded(a.e)
 	p.untrackLeak(a.e)
 	_ = p.closeLent(a.e, reasonAbandoned)
 	p.logf(levelError, "connection handle dropped without Release; connection closed and slot reclaimed",

@@ -148,7 +148,9 @@ func (p *Pool[C]) Config() Config { return p.cfg }
 // whom no connection is coming fail fast the same way (see
 // Config.DialBackoff). On a closed pool Acquire returns ErrPoolClosed.
 func (p *Pool[C]) Acquire(ctx context.Context) (*PooledConn[C], error) {
+	start := p.acquireStart()
 	e, err := p.acquire(ctx)
+	p.acquireDone(start, err)
 	if err != nil {
 		return nil, err
 	}
@@ -161,7 +163,9 @@ func (p *Pool[C]) Acquire(ctx context.Context) (*PooledConn[C], error) {
 // is closed and the panic goes on. With returns the acquire error, or fn's
 // error unchanged. It allocates nothing.
 func (p *Pool[C]) With(ctx context.Context, fn func(C) error) error {
+	start := p.acquireStart()
 	e, err := p.acquire(ctx)
+	p.acquireDone(start, err)
 	if err != nil {
 		return err
 	}
@@ -174,7 +178,11 @@ func (p *Pool[C]) With(ctx context.Context, fn func(C) error) error {
 // off) so that a later call may succeed. ctx bounds only the health-check
 // Ping, and AcquireTimeout does not apply. On a closed pool it returns
 // ErrPoolClosed.
-func (p *Pool[C]) TryAcquire(ctx context.Context) (*PooledConn[C], error) {
+func (p *Pool[C]) TryAcquire(ctx context.Context) (pc *PooledConn[C], err error) {
+	if p.cfg.Hooks.Acquire != nil {
+		start := p.nanos()
+		defer func() { p.acquireDone(start, err) }()
+	}
 	if err := ctx.Err(); err != nil {
 		p.stats.canceled.Add(1)
 		return nil, err
@@ -390,6 +398,7 @@ func (p *Pool[C]) checkOut(ctx context.Context, e *entry[C], a *acquisition[C], 
 func (p *Pool[C]) startLoan(e *entry[C]) uint64 {
 	e.fresh = false
 	loan := e.ended.Load() + 1 // the owner's own last write: no other writer now
+	p.loanStarted(e)
 	if p.cfg.LeakThreshold > 0 {
 		p.trackLeak(e, loan)
 	}
@@ -411,6 +420,7 @@ func (p *Pool[C]) runWith(e *entry[C], loan uint64, fn func(C) error) error {
 	returned := false
 	defer func() {
 		if !returned && e.endLoan(loan) { // fn panicked
+			p.loanEnded(e)
 			p.untrackLeak(e)
 			_ = p.closeLent(e, reasonBroken) // fn's panic goes on, not Close's
 		}
@@ -418,6 +428,7 @@ func (p *Pool[C]) runWith(e *entry[C], loan uint64, fn func(C) error) error {
 	err := fn(e.conn)
 	returned = true
 	if e.endLoan(loan) {
+		p.loanEnded(e)
 		if errors.Is(err, ErrBadConn) {
 			p.discard(e)
 		} else {

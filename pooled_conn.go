@@ -38,6 +38,9 @@ type entry[C Connector] struct {
 	idleSince int64
 	// acquiredAt is when the current or last loan began. Owner.
 	acquiredAt int64
+	// loanStart is when the current loan began, on the real clock, set
+	// only for the Release hook. Owner.
+	loanStart int64
 	// slab holds the handles of loans slabBase to slabBase+127, written
 	// when it is allocated and never again. Owner.
 	slab     *[handlesPerSlab]PooledConn[C]
@@ -68,7 +71,7 @@ type entry[C Connector] struct {
 
 	// An entry fills whole cache lines (192 bytes with a pointer-sized C),
 	// so that two connections in use on two cores share none.
-	_ [48]byte
+	_ [40]byte
 }
 
 // endLoan ends loan n if it is in progress, and reports whether it did.
@@ -121,6 +124,7 @@ func (pc *PooledConn[C]) Release() {
 	if !pc.e.endLoan(pc.loan) {
 		panic("pool: Release called on a loan that has ended (released twice?)")
 	}
+	pc.e.pool.loanEnded(pc.e)
 	pc.e.pool.release(pc.e)
 }
 
@@ -132,5 +136,6 @@ func (pc *PooledConn[C]) Discard() {
 	if !pc.e.endLoan(pc.loan) {
 		panic("pool: Discard called on a loan that has ended (released twice?)")
 	}
+	pc.e.pool.loanEnded(pc.e)
 	pc.e.pool.discard(pc.e)
 }

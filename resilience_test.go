@@ -326,6 +326,29 @@ func TestHotPathsDoNotAllocate(t *testing.T) {
 		}
 	})
 	assert.Zero(t, allocs, "Acquire+Release allocates more than one slab per 128 loans")
+
+	// With every hook set, calling them allocates nothing either.
+	var events atomic.Int64
+	cfg := pool.DefaultConfig()
+	cfg.Hooks = pool.Hooks{
+		Acquire: func(time.Duration, error) { events.Add(1) },
+		Release: func(time.Duration) { events.Add(1) },
+		Dial:    func(time.Duration, error) { events.Add(1) },
+		Close:   func(pool.CloseReason) { events.Add(1) },
+	}
+	hooked, err := pool.New(func(context.Context) (plainConn, error) { return plainConn{}, nil }, cfg)
+	require.NoError(t, err)
+	defer hooked.Close()
+	require.NoError(t, hooked.With(bg, fn))
+	assert.Zero(t, testing.AllocsPerRun(1000, func() { _ = hooked.With(bg, fn) }), "With allocates with hooks set")
+	allocs = testing.AllocsPerRun(1280, func() {
+		pc, err := hooked.Acquire(bg)
+		if err == nil {
+			pc.Release()
+		}
+	})
+	assert.Zero(t, allocs, "Acquire+Release allocates with hooks set")
+	assert.Greater(t, events.Load(), int64(2*(1000+1280)), "the hooks ran")
 }
 
 // A connector that says it needs no reset is not Reset, so no timer is

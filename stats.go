@@ -6,14 +6,14 @@ import (
 )
 
 // closeReason is why a connection was closed; each has its counter.
-type closeReason int
+type closeReason = CloseReason
 
 const (
-	reasonIdle closeReason = iota
-	reasonLifetime
-	reasonBroken
-	reasonPoolClosed
-	reasonAbandoned
+	reasonIdle       = CloseIdle
+	reasonLifetime   = CloseLifetime
+	reasonBroken     = CloseBroken
+	reasonPoolClosed = ClosePoolClosed
+	reasonAbandoned  = CloseAbandoned
 )
 
 // counters are the pool's event counters: atomics, so that counting never

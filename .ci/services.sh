@@ -3,7 +3,8 @@
 # and started on this kind of machine before a session, started here if it
 # stopped), PgBouncer in transaction mode on 127.0.0.1:6432 (installed
 # from Debian's package if missing) and Azurite's blob service on
-# 127.0.0.1:10000 (from npm). Prints the environment to export.
+# 127.0.0.1:10000 (from npm); installs Prometheus (from Debian) for the
+# metrics tests. Prints the environment to export.
 set -euo pipefail
 
 if ! pg_isready -q -h 127.0.0.1 -p 5432; then
@@ -62,6 +63,13 @@ if ! (exec 3<>/dev/tcp/127.0.0.1/10000) 2>/dev/null; then
   for _ in $(seq 100); do grep -q "successfully listens" "$az/azurite.log" 2>/dev/null && break; sleep 0.1; done
   grep -q "successfully listens" "$az/azurite.log" || { cat "$az/azurite.log" >&2; echo "azurite did not start" >&2; exit 1; }
 fi
+# Prometheus and promtool, from Debian's package, for the metrics tests
+# (each test starts its own server on a port of its own).
+if ! command -v promtool >/dev/null 2>&1; then
+  echo "installing prometheus" >&2
+  apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >&2
+fi
+
 # The well-known development account of the emulator (not a secret).
 dev_key='Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=='
 
@@ -72,3 +80,5 @@ echo "export AZURITE_CONNECTION_STRING='DefaultEndpointsProtocol=https;AccountNa
 echo "export AZURITE_CA_CERT='$az/cert.pem'"
 echo "export AZURITE_CA_KEY='$az/key.pem'"
 echo "export AZURITE_BLOB='$az/node_modules/.bin/azurite-blob'"
+echo "export PROMETHEUS='$(command -v prometheus)'"
+echo "export PROMTOOL='$(command -v promtool)'"

@@ -1,0 +1,89 @@
+package pool
+
+import "time"
+
+// Hooks receive a pool's events as they happen, for metrics: the otel and
+// prometheus modules of this repository fill them in. Any field may be nil.
+//
+// The pool calls each hook on the goroutine where the event happens, never
+// while holding its lock, so a hook may call Stats; it must be quick, must
+// not block, and must not acquire from the same pool. The pool allocates
+// nothing to call a hook, and reads the clock for one only when it is set:
+// with every hook nil, an event costs one nil check.
+type Hooks struct {
+	// Acquire is called when Acquire, With or TryAcquire returns, with how
+	// long the call took (health checks, dials waited for and time in the
+	// queue included) and its error: nil when a connection was lent.
+	Acquire func(wait time.Duration, err error)
+	// Release is called when a loan ends (Release, Discard, the return of
+	// With's fn, or a dropped handle reclaimed), with how long it lasted,
+	// before the connection's release-time checks run.
+	Release func(use time.Duration)
+	// Dial is called after each call of the Factory, with how long it took
+	// and its error (nil for a new connection).
+	Dial func(took time.Duration, err error)
+	// Close is called after each connection is closed, with why.
+	Close func(reason CloseReason)
+}
+
+// CloseReason is why the pool closed a connection.
+type CloseReason int
+
+// The reasons for closing a connection, each counted in Stats.
+const (
+	CloseIdle       CloseReason = iota // idle past MaxIdleTime (Stats.ClosedIdle)
+	CloseLifetime                      // past MaxLifetime (Stats.ClosedLifetime)
+	CloseBroken                        // failed a check or Reset, or was discarded (Stats.ClosedBroken)
+	ClosePoolClosed                    // the pool was closed (Stats.ClosedPool)
+	CloseAbandoned                     // its handle was dropped without Release (Stats.AbandonedLoans)
+)
+
+// String returns the reason as a short lower-case word, such as "idle",
+// fit for a metric label.
+func (r CloseReason) String() string {
+	switch r {
+	case CloseIdle:
+		return "idle"
+	case CloseLifetime:
+		return "lifetime"
+	case CloseBroken:
+		return "broken"
+	case ClosePoolClosed:
+		return "pool_closed"
+	case CloseAbandoned:
+		return "abandoned"
+	}
+	return "unknown"
+}
+
+// loanStarted stamps the start of a loan for the Release hook. The caller
+// owns e.
+func (p *Pool[C]) loanStarted(e *entry[C]) {
+	if p.cfg.Hooks.Release != nil {
+		e.loanStart = p.nanos()
+	}
+}
+
+// loanEnded reports the end of a loan to the Release hook. The caller has
+// just ended the loan and still owns e.
+func (p *Pool[C]) loanEnded(e *entry[C]) {
+	if h := p.cfg.Hooks.Release; h != nil {
+		h(time.Duration(p.nanos() - e.loanStart))
+	}
+}
+
+// acquireStart returns the time an Acquire began, read only when the
+// Acquire hook is set.
+func (p *Pool[C]) acquireStart() int64 {
+	if p.cfg.Hooks.Acquire == nil {
+		return 0
+	}
+	return p.nanos()
+}
+
+// acquireDone reports an Acquire that began at start to the Acquire hook.
+func (p *Pool[C]) acquireDone(start int64, err error) {
+	if h := p.cfg.Hooks.Acquire; h != nil {
+		h(time.Duration(p.nanos()-start), err)
+	}
+}

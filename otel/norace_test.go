@@ -1,0 +1,5 @@
+//go:build !race
+
+package poolotel_test
+
+const raceEnabled = false

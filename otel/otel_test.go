@@ -1,0 +1,195 @@
+package poolotel_test
+
+import (
+	"context"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/otel/attribute"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+
+	"github.com/deepanalyze/pool"
+	poolotel "github.com/deepanalyze/pool/otel"
+)
+
+type conn struct{}
+
+func (conn) Ping(context.Context) error { return nil }
+func (conn) Close() error               { return nil }
+
+// collect reads every metric of the scope, by name.
+func collect(t *testing.T, r *sdkmetric.ManualReader) map[string]metricdata.Metrics {
+	t.Helper()
+	var rm metricdata.ResourceMetrics
+	require.NoError(t, r.Collect(context.Background(), &rm))
+	out := map[string]metricdata.Metrics{}
+	for _, sm := range rm.ScopeMetrics {
+		require.Equal(t, poolotel.ScopeName, sm.Scope.Name)
+		for _, m := range sm.Metrics {
+			out[m.Name] = m
+		}
+	}
+	return out
+}
+
+// gaugeValue returns the value of a non-monotonic or monotonic int64 sum
+// at the point with exactly these attributes.
+func sumValue(t *testing.T, m metricdata.Metrics, attrs ...attribute.KeyValue) int64 {
+	t.Helper()
+	want := attribute.NewSet(attrs...)
+	sum, ok := m.Data.(metricdata.Sum[int64])
+	require.True(t, ok, "%s is %T, want an int64 sum", m.Name, m.Data)
+	for _, dp := range sum.DataPoints {
+		if dp.Attributes.Equals(&want) {
+			return dp.Value
+		}
+	}
+	t.Fatalf("%s has no point with %v", m.Name, attrs)
+	return 0
+}
+
+func histogram(t *testing.T, m metricdata.Metrics, name string) metricdata.HistogramDataPoint[float64] {
+	t.Helper()
+	h, ok := m.Data.(metricdata.Histogram[float64])
+	require.True(t, ok, "%s is %T, want a float64 histogram", m.Name, m.Data)
+	want := attribute.NewSet(poolotel.PoolNameKey.String(name))
+	for _, dp := range h.DataPoints {
+		if dp.Attributes.Equals(&want) {
+			return dp
+		}
+	}
+	t.Fatalf("%s has no point for pool %q", m.Name, name)
+	return metricdata.HistogramDataPoint[float64]{}
+}
+
+// A pool driven to a known state, in fake time, reads back through the
+// SDK's ManualReader with the conventions' names, units, attributes and
+// the exact values.
+func TestMetricsOfAPoolInAKnownState(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		reader := sdkmetric.NewManualReader()
+		m, err := poolotel.New(sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)))
+		require.NoError(t, err)
+
+		cfg := pool.DefaultConfig()
+		cfg.MinSize, cfg.MaxSize = 0, 2
+		cfg.ReapInterval, cfg.PingAfterIdle = 0, 0
+		cfg.AcquireTimeout = time.Second
+		cfg.Hooks = m.Hooks("pg-sales")
+		p, err := pool.New(func(context.Context) (conn, error) {
+			time.Sleep(100 * time.Millisecond) // each dial
+			return conn{}, nil
+		}, cfg)
+		require.NoError(t, err)
+		defer p.Close()
+		reg, err := m.ObservePool("pg-sales", p)
+		require.NoError(t, err)
+		defer reg.Unregister()
+
+		bg := context.Background()
+		a, err := p.Acquire(bg) // 100 ms: a dial
+		require.NoError(t, err)
+		b, err := p.Acquire(bg) // 100 ms
+		require.NoError(t, err)
+		_, err = p.Acquire(bg) // waits 1 s, times out
+		require.ErrorIs(t, err, pool.ErrAcquireTimeout)
+		waited := make(chan error)
+		go func() {
+			c, err := p.Acquire(bg) // waits for a
+			if err == nil {
+				c.Release()
+			}
+			waited <- err
+		}()
+		synctest.Wait() // the goroutine is queued
+
+		got := collect(t, reader)
+		pn := poolotel.PoolNameKey.String("pg-sales")
+		count := got["db.client.connection.count"]
+		assert.False(t, count.Data.(metricdata.Sum[int64]).IsMonotonic, "count is an UpDownCounter")
+		assert.EqualValues(t, 0, sumValue(t, count, pn, poolotel.StateKey.String("idle")))
+		assert.EqualValues(t, 2, sumValue(t, count, pn, poolotel.StateKey.String("used")))
+		assert.EqualValues(t, 2, sumValue(t, got["db.client.connection.max"], pn))
+		assert.EqualValues(t, 2, sumValue(t, got["db.client.connection.idle.max"], pn))
+		assert.EqualValues(t, 0, sumValue(t, got["db.client.connection.idle.min"], pn))
+		assert.EqualValues(t, 1, sumValue(t, got["db.client.connection.pending_requests"], pn))
+		assert.EqualValues(t, 1, sumValue(t, got["db.client.connection.timeouts"], pn))
+		assert.True(t, got["db.client.connection.timeouts"].Data.(metricdata.Sum[int64]).IsMonotonic)
+
+		create := histogram(t, got["db.client.connection.create_time"], "pg-sales")
+		assert.EqualValues(t, 2, create.Count)
+		assert.InDelta(t, 0.2, create.Sum, 1e-9)
+		wait := histogram(t, got["db.client.connection.wait_time"], "pg-sales")
+		assert.EqualValues(t, 3, wait.Count, "two acquires and one timeout")
+		assert.InDelta(t, 1.2, wait.Sum, 1e-9)
+
+		time.Sleep(250 * time.Millisecond)
+		a.Release() // handed to the waiter, which releases at once
+		require.NoError(t, <-waited)
+		b.Release()
+		got = collect(t, reader)
+		for name, unit := range map[string]string{
+			"db.client.connection.count": "{connection}", "db.client.connection.idle.max": "{connection}",
+			"db.client.connection.idle.min": "{connection}", "db.client.connection.max": "{connection}",
+			"db.client.connection.pending_requests": "{request}", "db.client.connection.timeouts": "{timeout}",
+			"db.client.connection.create_time": "s", "db.client.connection.wait_time": "s", "db.client.connection.use_time": "s",
+		} {
+			require.Contains(t, got, name)
+			assert.Equal(t, unit, got[name].Unit, name)
+		}
+		use := histogram(t, got["db.client.connection.use_time"], "pg-sales")
+		assert.EqualValues(t, 3, use.Count)
+		assert.InDelta(t, 1.35+1.25+0, use.Sum, 1e-9, "a held from 0.1 s to 1.45 s, b from 0.2 s, the waiter no time")
+		wait = histogram(t, got["db.client.connection.wait_time"], "pg-sales")
+		assert.EqualValues(t, 4, wait.Count)
+		assert.InDelta(t, 1.2+0.25, wait.Sum, 1e-9)
+		assert.EqualValues(t, 2, sumValue(t, got["db.client.connection.count"], pn, poolotel.StateKey.String("idle")))
+		assert.EqualValues(t, 0, sumValue(t, got["db.client.connection.pending_requests"], pn))
+	})
+}
+
+// A registry's sources are observed under their IDs.
+func TestObserveRegistry(t *testing.T) {
+	reader := sdkmetric.NewManualReader()
+	m, err := poolotel.New(sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)))
+	require.NoError(t, err)
+	reg := pool.NewRegistry[conn]()
+	defer reg.Close()
+	for _, id := range []string{"a", "b"} {
+		cfg := pool.DefaultConfig()
+		cfg.Hooks = m.Hooks(id)
+		require.NoError(t, reg.Register(context.Background(), id, func(context.Context) (conn, error) { return conn{}, nil }, cfg))
+		require.NoError(t, reg.With(context.Background(), id, func(conn) error { return nil }))
+	}
+	r, err := m.ObserveRegistry(reg)
+	require.NoError(t, err)
+	defer r.Unregister()
+	got := collect(t, reader)
+	for _, id := range []string{"a", "b"} {
+		assert.EqualValues(t, 10, sumValue(t, got["db.client.connection.max"], poolotel.PoolNameKey.String(id)))
+		assert.EqualValues(t, 1, histogram(t, got["db.client.connection.use_time"], id).Count)
+	}
+}
+
+// With the hooks set, an acquire and release through a real SDK pipeline
+// allocates nothing.
+func TestHooksDoNotAllocate(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates")
+	}
+	reader := sdkmetric.NewManualReader()
+	m, err := poolotel.New(sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)))
+	require.NoError(t, err)
+	cfg := pool.DefaultConfig()
+	cfg.Hooks = m.Hooks("x")
+	p, err := pool.New(func(context.Context) (conn, error) { return conn{}, nil }, cfg)
+	require.NoError(t, err)
+	defer p.Close()
+	fn := func(conn) error { return nil }
+	require.NoError(t, p.With(context.Background(), fn))
+	assert.Zero(t, testing.AllocsPerRun(1000, func() { _ = p.With(context.Background(), fn) }))
+}

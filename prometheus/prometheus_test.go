@@ -1,0 +1,192 @@
+package poolprom_test
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/prometheus/common/expfmt"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/deepanalyze/pool"
+	poolprom "github.com/deepanalyze/pool/prometheus"
+)
+
+type conn struct{}
+
+func (conn) Ping(context.Context) error { return nil }
+func (conn) Close() error               { return nil }
+
+// A pool driven to a known state, in fake time, scrapes as exactly these
+// gauges and counters, and histograms with the exact counts and sums.
+func TestCollectorReportsAPoolInAKnownState(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c := poolprom.New("")
+		cfg := pool.DefaultConfig()
+		cfg.MinSize, cfg.MaxSize = 1, 2
+		cfg.ReapInterval, cfg.PingAfterIdle = 0, 0
+		cfg.AcquireTimeout = time.Second
+		cfg.Hooks = c.Hooks("pg-sales")
+		p, err := pool.New(func(context.Context) (conn, error) {
+			time.Sleep(100 * time.Millisecond)
+			return conn{}, nil
+		}, cfg)
+		require.NoError(t, err)
+		defer p.Close()
+		c.AddPool("pg-sales", p)
+		require.NoError(t, p.WaitReady(context.Background())) // MinSize: one dial
+
+		bg := context.Background()
+		a, err := p.Acquire(bg) // the warm one: no wait
+		require.NoError(t, err)
+		b, err := p.Acquire(bg) // a dial: 100 ms
+		require.NoError(t, err)
+		_, err = p.Acquire(bg) // 1 s, then AcquireTimeout
+		require.ErrorIs(t, err, pool.ErrAcquireTimeout)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			if c, err := p.Acquire(bg); err == nil { // waits for a
+				c.Discard()
+			}
+		}()
+		synctest.Wait()
+
+		const gauges = `
+# HELP pool_connections Open connections: idle, in use, being dialled and being closed.
+# TYPE pool_connections gauge
+pool_connections{source="pg-sales"} 2
+# HELP pool_connections_active Connections lent to callers, or being checked for one.
+# TYPE pool_connections_active gauge
+pool_connections_active{source="pg-sales"} 2
+# HELP pool_connections_idle Idle connections.
+# TYPE pool_connections_idle gauge
+pool_connections_idle{source="pg-sales"} 0
+# HELP pool_connections_pending Callers waiting for a connection.
+# TYPE pool_connections_pending gauge
+pool_connections_pending{source="pg-sales"} 1
+# HELP pool_connections_max The pool's MaxSize.
+# TYPE pool_connections_max gauge
+pool_connections_max{source="pg-sales"} 2
+# HELP pool_connections_min The pool's MinSize.
+# TYPE pool_connections_min gauge
+pool_connections_min{source="pg-sales"} 1
+# HELP pool_connection_timeouts_total Acquires that ended at AcquireTimeout.
+# TYPE pool_connection_timeouts_total counter
+pool_connection_timeouts_total{source="pg-sales"} 1
+# HELP pool_connections_created_total Connections dialled successfully.
+# TYPE pool_connections_created_total counter
+pool_connections_created_total{source="pg-sales"} 2
+`
+		require.NoError(t, testutil.CollectAndCompare(c, strings.NewReader(gauges),
+			"pool_connections", "pool_connections_active", "pool_connections_idle", "pool_connections_pending",
+			"pool_connections_max", "pool_connections_min", "pool_connection_timeouts_total", "pool_connections_created_total"))
+
+		time.Sleep(400 * time.Millisecond)
+		a.Release() // to the waiter, which discards it
+		<-done
+		b.Release()
+		synctest.Wait()
+		const after = `
+# HELP pool_connections_closed_total Connections closed, by reason.
+# TYPE pool_connections_closed_total counter
+pool_connections_closed_total{reason="abandoned",source="pg-sales"} 0
+pool_connections_closed_total{reason="broken",source="pg-sales"} 1
+pool_connections_closed_total{reason="idle",source="pg-sales"} 0
+pool_connections_closed_total{reason="lifetime",source="pg-sales"} 0
+pool_connections_closed_total{reason="pool_closed",source="pg-sales"} 0
+# HELP pool_acquires_total Acquires that lent a connection.
+# TYPE pool_acquires_total counter
+pool_acquires_total{source="pg-sales"} 3
+`
+		require.NoError(t, testutil.CollectAndCompare(c, strings.NewReader(after), "pool_connections_closed_total", "pool_acquires_total"))
+
+		// Histograms: counts and sums in seconds, from fake time.
+		reg := prometheus.NewPedanticRegistry()
+		require.NoError(t, reg.Register(c))
+		families, err := reg.Gather()
+		require.NoError(t, err)
+		hist := map[string][2]float64{}
+		for _, f := range families {
+			for _, m := range f.GetMetric() {
+				if h := m.GetHistogram(); h != nil {
+					hist[f.GetName()] = [2]float64{float64(h.GetSampleCount()), h.GetSampleSum()}
+				}
+			}
+		}
+		assert.Equal(t, [2]float64{2, 0.2}, round(hist["pool_connection_creation_seconds"]), "two dials of 100 ms")
+		assert.Equal(t, [2]float64{4, 1.5}, round(hist["pool_connection_acquire_seconds"]), "0 + 0.1 + 1 (timeout) + 0.4 s")
+		assert.Equal(t, [2]float64{3, 2.9}, round(hist["pool_connection_usage_seconds"]), "a held from 0.1 s to 1.6 s, b from 0.2 s, the waiter 0")
+	})
+}
+
+func round(v [2]float64) [2]float64 {
+	return [2]float64{v[0], float64(int64(v[1]*1e6+0.5)) / 1e6}
+}
+
+// A registry's sources are reported under their IDs, and what the
+// collector exposes passes promtool's lint.
+func TestRegistryMetricsPassPromtool(t *testing.T) {
+	c := poolprom.New("")
+	reg := pool.NewRegistry[conn]()
+	defer reg.Close()
+	for _, id := range []string{"pg-sales", "blob-raw"} {
+		cfg := pool.DefaultConfig()
+		cfg.Hooks = c.Hooks(id)
+		require.NoError(t, reg.Register(context.Background(), id, func(context.Context) (conn, error) { return conn{}, nil }, cfg))
+		require.NoError(t, reg.With(context.Background(), id, func(conn) error { return nil }))
+	}
+	c.AddRegistry(reg)
+	pr := prometheus.NewPedanticRegistry()
+	require.NoError(t, pr.Register(c))
+	n, err := testutil.GatherAndCount(pr, "pool_connection_usage_seconds")
+	require.NoError(t, err)
+	assert.Equal(t, 2, n, "one usage histogram per source")
+	require.NoError(t, testutil.GatherAndCompare(pr, strings.NewReader(`
+# HELP pool_connections_max The pool's MaxSize.
+# TYPE pool_connections_max gauge
+pool_connections_max{source="blob-raw"} 10
+pool_connections_max{source="pg-sales"} 10
+`), "pool_connections_max"))
+
+	families, err := pr.Gather()
+	require.NoError(t, err)
+	var text bytes.Buffer
+	enc := expfmt.NewEncoder(&text, expfmt.NewFormat(expfmt.TypeTextPlain))
+	for _, f := range families {
+		require.NoError(t, enc.Encode(f))
+	}
+	promtool := os.Getenv("PROMTOOL")
+	if promtool == "" {
+		t.Skip(`PROMTOOL is not set; run bash .ci/run, or eval "$(bash .ci/services.sh)" from the repository root first (it installs Debian's prometheus package)`)
+	}
+	cmd := exec.Command(promtool, "check", "metrics")
+	cmd.Stdin = &text
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "promtool check metrics:\n%s\n%s", out, text.String())
+	assert.Empty(t, strings.TrimSpace(string(out)), "promtool has remarks")
+}
+
+// With the hooks set, an acquire and release allocates nothing.
+func TestHooksDoNotAllocate(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates")
+	}
+	c := poolprom.New("")
+	cfg := pool.DefaultConfig()
+	cfg.Hooks = c.Hooks("x")
+	p, err := pool.New(func(context.Context) (conn, error) { return conn{}, nil }, cfg)
+	require.NoError(t, err)
+	defer p.Close()
+	fn := func(conn) error { return nil }
+	require.NoError(t, p.With(context.Background(), fn))
+	assert.Zero(t, testing.AllocsPerRun(1000, func() { _ = p.With(context.Background(), fn) }))
+}
