@@ -155,3 +155,32 @@ func TestHooksSeeCloseReasons(t *testing.T) {
 		assert.Equal(t, want, r.String())
 	}
 }
+
+// The registry's paths report to the hooks as the pool's do: With, and
+// Get with PooledRegistry.Release.
+func TestHooksSeeTheRegistryPaths(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		log := &hookLog{}
+		cfg := pool.DefaultConfig()
+		cfg.MinSize = 0
+		cfg.Hooks = pool.Hooks{
+			Acquire: func(wait time.Duration, err error) { log.add("acquire %v %s", wait, errText(err)) },
+			Release: func(use time.Duration) { log.add("release %v", use) },
+		}
+		reg := pool.NewRegistry[plainConn]()
+		defer reg.Close()
+		require.NoError(t, reg.Register(bg, "a", func(context.Context) (plainConn, error) {
+			time.Sleep(20 * time.Millisecond)
+			return plainConn{}, nil
+		}, cfg))
+		require.NoError(t, reg.With(bg, "a", func(plainConn) error {
+			time.Sleep(30 * time.Millisecond)
+			return nil
+		}))
+		pc, err := reg.Get(bg, "a")
+		require.NoError(t, err)
+		time.Sleep(40 * time.Millisecond)
+		require.NoError(t, reg.Release("a", pc))
+		assert.Equal(t, []string{"acquire 20ms ok", "release 30ms", "acquire 0s ok", "release 40ms"}, log.take())
+	})
+}

@@ -181,6 +181,7 @@ func (r *PooledRegistry[C]) Release(id string, pc *PooledConn[C]) error {
 		return sourceError(id, ErrNotHeld)
 	}
 	own := pc.e.pool
+	own.loanEnded(pc.e)
 	own.release(pc.e)
 	p, ok := r.manager.Lookup(id)
 	switch {
@@ -200,7 +201,9 @@ func (r *PooledRegistry[C]) With(ctx context.Context, id string, fn func(C) erro
 	if err != nil {
 		return err
 	}
+	start := p.acquireStart()
 	e, err := p.acquire(ctx)
+	p.acquireDone(start, err)
 	if err != nil {
 		return sourceError(id, err)
 	}
