@@ -1,6 +1,7 @@
 # Every module in the tree: the core at the root and the nested ones
-# (bench, cmd/poolbench, postgres, examples/api). `go test ./...` at the
-# root does not enter nested modules, so each target loops over them.
+# (azblob, bench, cmd/poolbench, examples/api, otel, postgres,
+# prometheus). `go test ./...` at the root does not enter nested modules,
+# so each target loops over them.
 MODULES := $(sort $(patsubst %/go.mod,%,$(shell find . -name go.mod -not -path './.git/*')))
 GO ?= go
 
@@ -12,8 +13,10 @@ test:
 		echo "== go test -race $$m"; \
 		(cd $$m && $(GO) test -race -count=1 ./...); \
 	done
-	@echo "== go test (without -race, which allocates) -run TestHotPathsDoNotAllocate ."
+	@echo "== go test (without -race, which allocates) the zero-allocation tests"
 	@$(GO) test -count=1 -run '^TestHotPathsDoNotAllocate$$' .
+	@(cd otel && $(GO) test -count=1 -run '^TestHooksDoNotAllocate$$' .)
+	@(cd prometheus && $(GO) test -count=1 -run '^TestHooksDoNotAllocate$$' .)
 
 ## vet: go vet in every module
 vet:

@@ -108,7 +108,7 @@ export GOWORK=off GOFLAGS="-mod=mod" GONOSUMDB=github.com/deepanalyze GODEBUG=go
 # '|' moves on to the next proxy on any error (a file proxy reports a
 # missing file, or the checksum database it does not serve, as an error).
 export GOPROXY="file://$work/proxy|file://$modcache/cache/download|$(GOWORK=off go env GOPROXY)"
-for m in pool pool/postgres pool/azblob pool/examples/api pool/cmd/poolbench pool/bench; do
+for m in pool pool/postgres pool/azblob pool/otel pool/prometheus pool/examples/api pool/cmd/poolbench pool/bench; do
   echo "== go get github.com/deepanalyze/$m@$version"
   go get -x "github.com/deepanalyze/$m@$version" 2>"$work/get.log" || { cat "$work/get.log"; exit 1; }
 done

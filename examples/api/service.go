@@ -18,10 +18,14 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/deepanalyze/pool"
 	"github.com/deepanalyze/pool/azblob"
 	"github.com/deepanalyze/pool/postgres"
+	poolprom "github.com/deepanalyze/pool/prometheus"
 )
 
 // Config is the service's configuration file.
@@ -183,15 +187,22 @@ func (s SourceConfig) poolConfig() (pool.Config, error) {
 // Service serves queries against the registered sources, of both kinds,
 // from one registry.
 type Service struct {
-	reg   *pool.PooledRegistry[pool.Connector]
-	kinds map[string]string // source ID to kind; written only by NewService
-	log   *slog.Logger
+	reg     *pool.PooledRegistry[pool.Connector]
+	kinds   map[string]string // source ID to kind; written only by NewService
+	metrics *prometheus.Registry
+	hooks   func(id string) pool.Hooks // the pool metrics of source id
+	log     *slog.Logger
 }
 
 // NewService registers every source, test-connecting each, and fails on
 // the first that cannot be reached.
 func NewService(ctx context.Context, c Config) (*Service, error) {
 	s := &Service{reg: pool.NewRegistry[pool.Connector](), kinds: map[string]string{}, log: slog.Default()}
+	collector := poolprom.New("")
+	collector.AddRegistry(s.reg)
+	s.metrics = prometheus.NewRegistry()
+	s.metrics.MustRegister(collector, collectors.NewGoCollector())
+	s.hooks = collector.Hooks
 	for _, src := range c.Sources {
 		err := s.register(ctx, src)
 		if err != nil {
@@ -207,6 +218,7 @@ func (s *Service) register(ctx context.Context, src SourceConfig) error {
 	if err != nil {
 		return err
 	}
+	cfg.Hooks = s.hooks(src.ID)
 	dsn, err := src.dsn()
 	if err != nil {
 		return err
@@ -233,14 +245,17 @@ func (s *Service) register(ctx context.Context, src SourceConfig) error {
 //	GET /sources/{id}/blobs?prefix=p      lists a page of blobs of Blob source id
 //	GET /sources/{id}/blobs/{name...}     reads one blob
 //	GET /stats                            every pool's statistics
+//	GET /metrics                          the pools' metrics, for Prometheus
 //
-// Every answer, errors included (400, 404, 405, 503, 500), is JSON.
+// Every answer but /metrics, errors included (400, 404, 405, 503, 500), is
+// JSON.
 func (s *Service) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/sources/{id}/double", method(http.MethodGet, s.double))
 	mux.HandleFunc("/sources/{id}/blobs", method(http.MethodGet, s.listBlobs))
 	mux.HandleFunc("/sources/{id}/blobs/{name...}", method(http.MethodGet, s.readBlob))
 	mux.HandleFunc("/stats", method(http.MethodGet, s.stats))
+	mux.Handle("/metrics", method(http.MethodGet, promhttp.HandlerFor(s.metrics, promhttp.HandlerOpts{}).ServeHTTP))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no such endpoint: "+r.URL.Path)
 	})
