@@ -32,6 +32,7 @@ for pass in $(seq 1 "$PASSES"); do
       -test.benchtime "$BENCHTIME" -test.benchmem "${cpuflag[@]}" | grep '^Benchmark' >>"$raw"
   done
   "$out/bench.test" -test.run '^$' -test.bench '^BenchmarkRegistryWith$' -test.benchtime "$BENCHTIME" -test.benchmem "${cpuflag[@]}" | grep '^Benchmark' >>"$raw"
+  "$out/bench.test" -test.run '^$' -test.bench '^BenchmarkHooks$' -test.benchtime "$BENCHTIME" -test.benchmem "${cpuflag[@]}" | grep '^Benchmark' >>"$raw"
   if [ -n "${PG_DSN:-}" ]; then # the real server, contenders interleaved too
     pg=(pool pgxpool pool-txreset pool-always sql nopool)
     k=$(( (pass - 1) % ${#pg[@]} ))

@@ -148,6 +148,22 @@ func main() {
 		}
 	}
 
+	if _, ok := med("BenchmarkHooks/acquire-release/none", "ns/op"); ok {
+		fmt.Fprintln(out)
+		fmt.Fprintln(out, "### What metrics cost (uncontended, ns per operation, median)")
+		fmt.Fprintln(out)
+		fmt.Fprintln(out, "| operation | no hook | OpenTelemetry hooks (SDK, ManualReader) | Prometheus collector hooks |")
+		fmt.Fprintln(out, "|---|---|---|---|")
+		for _, op := range []string{"acquire-release", "with"} {
+			none, _ := med("BenchmarkHooks/"+op+"/none", "ns/op")
+			ot, _ := med("BenchmarkHooks/"+op+"/otel", "ns/op")
+			pr, _ := med("BenchmarkHooks/"+op+"/prometheus", "ns/op")
+			oa, _ := med("BenchmarkHooks/"+op+"/otel", "allocs/op")
+			pa, _ := med("BenchmarkHooks/"+op+"/prometheus", "allocs/op")
+			fmt.Fprintf(out, "| %s | %.0f | %.0f (%+.0f, %.0f allocs) | %.0f (%+.0f, %.0f allocs) |\n", op, none, ot, ot-none, oa, pr, pr-none, pa)
+		}
+	}
+
 	if _, ok := med("BenchmarkBlob/read/c=1/pool", "rps"); ok {
 		blob := []string{"pool", "shared", "per-request"}
 		fmt.Fprintln(out)
