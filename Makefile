@@ -27,9 +27,11 @@ fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 
-## demo: the main job, poolbench against its embedded TLS data source
+## demo: the main job, poolbench against its embedded TLS data source; it
+## writes docs/poolbench.png and docs/poolbench-wait.png (run from here, so
+## that the paths it prints are relative to this directory)
 demo:
-	cd cmd/poolbench && $(GO) run . -out ../../poolbench.svg $(ARGS)
+	$(GO) run ./cmd/poolbench -out docs/poolbench.png $(ARGS)
 
 ## bench: the side-by-side comparison, written to bench/RESULTS.md
 bench:

@@ -46,10 +46,10 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&levels, "c", "1,8,32,64", "comma-separated concurrency levels (number of concurrent clients)")
 	fs.IntVar(&o.sources, "sources", 4, "number of data-source IDs registered")
 	fs.IntVar(&o.poolSize, "pool-size", 8, "MaxSize of each source's pool")
-	fs.StringVar(&o.out, "out", "poolbench.svg", "chart file to write (.svg or .png); empty for none")
+	fs.StringVar(&o.out, "out", "poolbench.png", "chart to write (.png or .svg); the wait-time chart goes beside it with -wait before the extension; empty for none")
 	fs.StringVar(&o.dsn, "dsn", "", "run against PostgreSQL at this DSN instead of the embedded server (see the postgres module)")
 	fs.BoolVar(&o.blob, "blob", false, "benchmark Azure Blob Storage (Azurite, from AZURITE_CONNECTION_STRING) instead: pooled connector, shared SDK client, client per request")
-	fs.BoolVar(&o.progress, "progress", true, "show a progress bar on stderr")
+	fs.BoolVar(&o.progress, "progress", true, "show a progress bar when stderr is a terminal (otherwise one line per finished run)")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: poolbench [flags]\n\nRuns the same load without a pool and with pool, and compares them.\n\n")
 		fs.PrintDefaults()

@@ -21,6 +21,7 @@ func TestParseFlagsRejectsBadInput(t *testing.T) {
 		{[]string{"-sources", "0"}, "-sources must be at least 1"},
 		{[]string{"-pool-size", "-3"}, "-pool-size must be at least 1"},
 		{[]string{"-out", "chart.jpg"}, "-out must end in .svg or .png"},
+		{[]string{"-blob", "-dsn", "postgres://x"}, "different benchmarks"},
 		{[]string{"extra"}, `unexpected argument "extra"`},
 	}
 	for _, tt := range tests {
@@ -63,9 +64,13 @@ func testRun(t *testing.T, dsn string) {
 		poolSize: 2,
 		out:      filepath.Join(dir, "chart.svg"),
 	}
-	var out bytes.Buffer
-	if err := run(context.Background(), o, &out, &bytes.Buffer{}); err != nil {
+	var out, stderr bytes.Buffer
+	if err := run(context.Background(), o, &out, &stderr); err != nil {
 		t.Fatal(err)
+	}
+	// Not a terminal: no progress bar, one line per finished run.
+	if got := strings.Count(stderr.String(), "\n"); got != 4 || strings.Contains(stderr.String(), "\r") {
+		t.Errorf("stderr is not one line per run:\n%q", stderr.String())
 	}
 	text := out.String()
 	var pooledOpened, unpooledOpened, rows int
@@ -94,12 +99,20 @@ func testRun(t *testing.T, dsn string) {
 	if unpooledOpened <= pooledOpened {
 		t.Errorf("unpooled opened %d connections, pooled %d: connect-per-request should open more", unpooledOpened, pooledOpened)
 	}
-	svg, err := os.ReadFile(o.out)
-	if err != nil {
-		t.Fatal(err)
+	main, wait := chartPaths(o.out)
+	for path, says := range map[string]string{main: "Throughput", wait: "Time to get a connection, 8 concurrent clients"} {
+		svg, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, want := range []string{"<svg", says, "unpooled", "pool"} {
+			if !bytes.Contains(svg, []byte(want)) {
+				t.Errorf("%s: no %q in the SVG", path, want)
+			}
+		}
 	}
-	if !bytes.Contains(svg, []byte("<svg")) || !bytes.Contains(svg, []byte("pool req/s")) {
-		t.Errorf("chart is not an SVG with the pool series")
+	if !strings.Contains(text, "charts written to "+main) || !strings.Contains(text, wait) {
+		t.Errorf("the output does not say where the charts went:\n%s", text)
 	}
 }
 
@@ -148,5 +161,34 @@ func TestRunBlob(t *testing.T) {
 	}
 	if _, err := parseFlags([]string{"-blob", "-dsn", "postgres://x"}, &bytes.Buffer{}); err == nil || !strings.Contains(err.Error(), "different benchmarks") {
 		t.Errorf("-blob with -dsn: %v", err)
+	}
+}
+
+// The axes' labels read like "2k" and "1 ms", and the charts' paths are
+// given relative to the working directory.
+func TestLabelsAndPaths(t *testing.T) {
+	for v, want := range map[float64]string{500: "500", 2000: "2k", 60000: "60k", 1.5e6: "1.5M"} {
+		if got := siCount(v); got != want {
+			t.Errorf("siCount(%v) = %q, want %q", v, got, want)
+		}
+	}
+	for v, want := range map[float64]string{1e-3: "1 ms", 5e-4: "500 µs", 2: "2 s", 1e-7: "100 ns"} {
+		if got := durationLabel(v); got != want {
+			t.Errorf("durationLabel(%v) = %q, want %q", v, got, want)
+		}
+	}
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := relative(filepath.Join(wd, "docs", "x.png")); got != filepath.Join("docs", "x.png") {
+		t.Errorf("relative = %q", got)
+	}
+	if got := relative("/elsewhere/x.png"); got != "/elsewhere/x.png" {
+		t.Errorf("relative outside the working directory = %q", got)
+	}
+	m, w := chartPaths("docs/poolbench.png")
+	if m != "docs/poolbench.png" || w != "docs/poolbench-wait.png" {
+		t.Errorf("chartPaths = %q, %q", m, w)
 	}
 }

@@ -4,6 +4,9 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
+	"strings"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -19,8 +22,10 @@ import (
 // mode is one way of serving requests: through the pool, or connecting
 // per request.
 type mode struct {
-	name   string
-	do     func(ctx context.Context, id string, n int) error
+	name string
+	// do serves one request and returns how long it waited for its
+	// connection (the dial, or the pool's acquire).
+	do     func(ctx context.Context, id string, n int) (time.Duration, error)
 	opened func() int64 // connections opened so far
 }
 
@@ -43,6 +48,7 @@ type result struct {
 	max      time.Duration
 	opened   int64
 	firstErr error
+	waits    []time.Duration // each request's wait for its connection, sorted
 }
 
 func (r result) rps() float64 { return float64(r.requests) / r.elapsed.Seconds() }
@@ -65,7 +71,7 @@ func embeddedBackend(ctx context.Context, o options) (*backend, error) {
 	}
 	var opened atomic.Int64
 	reg := pool.NewRegistry[querier]()
-	b := &backend{describe: fmt.Sprintf("embedded TLS server on %s", srv.Addr())}
+	b := &backend{describe: "an embedded TLS server on loopback, with an authentication round trip per connection"}
 	dialers := map[string]*dialer{}
 	for i := range o.sources {
 		id := fmt.Sprintf("source-%d", i+1)
@@ -95,20 +101,28 @@ func bothModes(reg *pool.PooledRegistry[querier], dial func(ctx context.Context,
 	return []mode{
 		{
 			name: "unpooled",
-			do: func(ctx context.Context, id string, n int) error {
+			do: func(ctx context.Context, id string, n int) (time.Duration, error) {
+				t0 := time.Now()
 				c, err := dial(ctx, id)
+				wait := time.Since(t0)
 				if err != nil {
-					return err
+					return wait, err
 				}
 				defer c.Close()
-				return check(c.Query(ctx, n))(n)
+				return wait, check(c.Query(ctx, n))(n)
 			},
 			opened: opened,
 		},
 		{
 			name: "pool",
-			do: func(ctx context.Context, id string, n int) error {
-				return reg.With(ctx, id, func(c querier) error { return check(c.Query(ctx, n))(n) })
+			do: func(ctx context.Context, id string, n int) (time.Duration, error) {
+				t0 := time.Now()
+				var wait time.Duration
+				err := reg.With(ctx, id, func(c querier) error {
+					wait = time.Since(t0)
+					return check(c.Query(ctx, n))(n)
+				})
+				return wait, err
 			},
 			opened: opened,
 		},
@@ -147,7 +161,7 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) error {
 
 	steps := int64(len(o.levels) * len(b.modes) * int(o.duration/(100*time.Millisecond)))
 	var bar *progressbar.ProgressBar
-	if o.progress {
+	if o.progress && isTerminal(stderr) {
 		bar = progressbar.NewOptions64(steps,
 			progressbar.OptionSetWriter(stderr),
 			progressbar.OptionSetWidth(30),
@@ -164,6 +178,9 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) error {
 			}
 			r := load(ctx, m, b.ids, c, o.duration, bar)
 			results = append(results, r)
+			if bar == nil { // in a log: one line per finished run
+				fmt.Fprintf(stderr, "poolbench: %s, %d clients: %.0f req/s, p99 %s\n", m.name, c, r.rps(), round(r.p99))
+			}
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
@@ -174,10 +191,11 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) error {
 	}
 	printTable(stdout, results)
 	if o.out != "" {
-		if err := writeChart(o.out, results); err != nil {
-			return fmt.Errorf("write chart: %w", err)
+		if err := writeCharts(o.out, b.describe, results); err != nil {
+			return fmt.Errorf("write charts: %w", err)
 		}
-		fmt.Fprintf(stdout, "\nchart written to %s\n", o.out)
+		main, wait := chartPaths(o.out)
+		fmt.Fprintf(stdout, "\ncharts written to %s (throughput and latency) and %s (wait for a connection)\n", relative(main), relative(wait))
 	}
 	for _, r := range results {
 		if r.errors > 0 {
@@ -196,6 +214,7 @@ func load(ctx context.Context, m mode, ids []string, clients int, d time.Duratio
 	var (
 		mu       sync.Mutex
 		lat      []time.Duration
+		waits    []time.Duration
 		errs     atomic.Int64
 		firstErr atomic.Pointer[error]
 		wg       sync.WaitGroup
@@ -204,6 +223,7 @@ func load(ctx context.Context, m mode, ids []string, clients int, d time.Duratio
 	for range clients {
 		wg.Go(func() {
 			local := make([]time.Duration, 0, 4096)
+			localWaits := make([]time.Duration, 0, 4096)
 			for ctx.Err() == nil {
 				id := ids[rand.IntN(len(ids))]
 				n := rand.IntN(1 << 20)
@@ -211,7 +231,7 @@ func load(ctx context.Context, m mode, ids []string, clients int, d time.Duratio
 				// A request has its own deadline; the run's end does not
 				// cut it short, so that every counted request is whole.
 				rctx, rcancel := context.WithTimeout(context.Background(), 10*time.Second)
-				err := m.do(rctx, id, n)
+				wait, err := m.do(rctx, id, n)
 				rcancel()
 				if err != nil {
 					errs.Add(1)
@@ -219,9 +239,11 @@ func load(ctx context.Context, m mode, ids []string, clients int, d time.Duratio
 					continue
 				}
 				local = append(local, time.Since(t0))
+				localWaits = append(localWaits, wait)
 			}
 			mu.Lock()
 			lat = append(lat, local...)
+			waits = append(waits, localWaits...)
 			mu.Unlock()
 		})
 	}
@@ -240,8 +262,9 @@ func load(ctx context.Context, m mode, ids []string, clients int, d time.Duratio
 	wg.Wait()
 	elapsed := time.Since(start)
 	slices.Sort(lat)
+	slices.Sort(waits)
 	r := result{mode: m.name, clients: clients, requests: int64(len(lat)), errors: errs.Load(),
-		elapsed: elapsed, opened: m.opened() - opened0}
+		elapsed: elapsed, opened: m.opened() - opened0, waits: waits}
 	if p := firstErr.Load(); p != nil {
 		r.firstErr = *p
 	}
@@ -268,6 +291,33 @@ func printTable(w io.Writer, results []result) {
 				u.clients, p.rps()/u.rps(), float64(u.p50)/float64(p.p50))
 		}
 	}
+}
+
+// isTerminal reports whether w is a terminal (a character device).
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
+// relative returns path relative to the working directory, where the
+// command was run, when it lies below it.
+func relative(path string) string {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return path
+	}
+	wd, err := os.Getwd()
+	if err != nil {
+		return path
+	}
+	if rel, err := filepath.Rel(wd, abs); err == nil && !strings.HasPrefix(rel, "..") {
+		return rel
+	}
+	return abs
 }
 
 func round(d time.Duration) time.Duration {
