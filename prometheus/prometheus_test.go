@@ -190,3 +190,29 @@ func TestHooksDoNotAllocate(t *testing.T) {
 	require.NoError(t, p.With(context.Background(), fn))
 	assert.Zero(t, testing.AllocsPerRun(1000, func() { _ = p.With(context.Background(), fn) }))
 }
+
+// A Manager is reported like a registry, one source label per pool.
+func TestManagerMetrics(t *testing.T) {
+	c := poolprom.New("db")
+	m, err := pool.NewManager(func(_ context.Context, id string) (pool.Factory[conn], pool.Config, error) {
+		cfg := pool.DefaultConfig()
+		cfg.MaxSize = len(id)
+		cfg.Hooks = c.Hooks(id)
+		return func(context.Context) (conn, error) { return conn{}, nil }, cfg, nil
+	})
+	require.NoError(t, err)
+	defer m.Close()
+	for _, id := range []string{"ab", "abc"} {
+		p, err := m.Pool(context.Background(), id)
+		require.NoError(t, err)
+		require.NoError(t, p.With(context.Background(), func(conn) error { return nil }))
+	}
+	c.AddRegistry(m)
+	require.NoError(t, testutil.CollectAndCompare(c, strings.NewReader(`
+# HELP db_connections_max The pool's MaxSize.
+# TYPE db_connections_max gauge
+db_connections_max{source="ab"} 2
+db_connections_max{source="abc"} 3
+`), "db_connections_max"))
+	assert.Equal(t, 2, testutil.CollectAndCount(c, "db_connection_acquire_seconds"))
+}
