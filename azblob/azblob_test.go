@@ -231,7 +231,7 @@ func TestAuthErrorsKeepSecrets(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.opts.TLSConfig = a.tls
-			logs := newLogSink("")
+			logs := newLogSink("source down")
 			cfg := pool.DefaultConfig()
 			cfg.Logger = slog.New(logs)
 			cfg.MinSize = 0
@@ -248,7 +248,7 @@ func TestAuthErrorsKeepSecrets(t *testing.T) {
 			for e := err; e != nil; e = errors.Unwrap(e) {
 				assertNoSecret(t, e.Error())
 			}
-			require.NotEmpty(t, logs.text(), "the failed dial is logged")
+			waitLogged(t, logs) // logged after the caller got its error
 			assertNoSecret(t, logs.text())
 			assertNoSecret(t, fmt.Sprintf("%+v", reg.Stats()))
 		})
@@ -272,6 +272,16 @@ func TestAuthErrorsKeepSecrets(t *testing.T) {
 	var re *azcore.ResponseError
 	require.ErrorAs(t, err, &re)
 	assertNoSecret(t, re.Error())
+}
+
+// waitLogged waits until the pool has logged the failed dial.
+func waitLogged(t *testing.T, logs *logSink) {
+	t.Helper()
+	select {
+	case <-logs.found:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("the failed dial was not logged; the log holds:\n%s", logs.text())
+	}
 }
 
 // Options that cannot work are refused with an error that says why and
@@ -389,7 +399,7 @@ func TestUnreachableKeepsSecrets(t *testing.T) {
 	addr := ln.Addr().String()
 	require.NoError(t, ln.Close()) // nothing listens there now
 	const sig = "dW5yZWFjaGFibGUtc2lnbmF0dXJl"
-	logs := newLogSink("")
+	logs := newLogSink("source down")
 	cfg := pool.DefaultConfig()
 	cfg.MinSize = 0
 	cfg.Logger = slog.New(logs)
@@ -409,6 +419,7 @@ func TestUnreachableKeepsSecrets(t *testing.T) {
 		assert.NotContains(t, e.Error(), sig)
 	}
 	assert.NotContains(t, err.Error(), sig)
+	waitLogged(t, logs) // logged after the caller got its error
 	assert.NotContains(t, logs.text(), sig)
 	assert.Contains(t, logs.text(), addr, "the failed dial is logged")
 }
