@@ -71,7 +71,7 @@ type entry[C Connector] struct {
 
 	// An entry fills whole cache lines (192 bytes with a pointer-sized C),
 	// so that two connections in use on two cores share none.
-	_ [40]byte
+	_ [32]byte
 }
 
 // endLoan ends loan n if it is in progress, and reports whether it did.
