@@ -141,9 +141,7 @@ func (p *Pool[C]) closeLent(e *entry[C], reason closeReason) error {
 func (p *Pool[C]) finishClose(e *entry[C], reason closeReason) error {
 	err := p.closeConn(e)
 	p.stats.countClose(reason)
-	if h := p.cfg.Hooks.Close; h != nil {
-		h(reason)
-	}
+	p.reportClose(reason)
 	p.mu.Lock()
 	p.numClosing--
 	p.numOpen--

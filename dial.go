@@ -239,6 +239,12 @@ func (p *Pool[C]) dialFailed(err error, now int64) {
 // connection with no error becomes an error; a connection returned with
 // an error is closed.
 func (p *Pool[C]) callFactory(ctx context.Context) (conn C, err error) {
+	if p.cfg.Hooks.Dial != nil {
+		start := p.nanos()
+		// Deferred first, so it runs last: it sees the error a panic
+		// became.
+		defer func() { p.reportDial(start, err) }()
+	}
 	defer func() {
 		if v := recover(); v != nil {
 			pe := newPanicError("Factory", v)
@@ -246,10 +252,6 @@ func (p *Pool[C]) callFactory(ctx context.Context) (conn C, err error) {
 			err = pe
 		}
 	}()
-	if h := p.cfg.Hooks.Dial; h != nil {
-		start := p.nanos()
-		defer func() { h(time.Duration(p.nanos()-start), err) }()
-	}
 	conn, err = p.factory(ctx)
 	switch {
 	case err != nil && !isNil(conn):

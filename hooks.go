@@ -7,7 +7,9 @@ import "time"
 //
 // The pool calls each hook on the goroutine where the event happens, never
 // while holding its lock, so a hook may call Stats; it must be quick, must
-// not block, and must not acquire from the same pool. The pool allocates
+// not block, and must not acquire from the same pool. A hook that panics
+// is recovered: the panic is counted in Stats.PanicsRecovered and logged,
+// and the event goes on as if the hook had returned. The pool allocates
 // nothing to call a hook, and reads the clock for one only when it is set:
 // with every hook nil, an event costs one nil check.
 type Hooks struct {
@@ -74,6 +76,7 @@ func (p *Pool[C]) loanEnded(e *entry[C]) {
 }
 
 func (p *Pool[C]) reportLoan(e *entry[C]) {
+	defer p.recoverHook("Hooks.Release")
 	p.cfg.Hooks.Release(time.Duration(p.nanos() - e.loanStart))
 }
 
@@ -95,5 +98,30 @@ func (p *Pool[C]) acquireDone(start int64, err error) {
 }
 
 func (p *Pool[C]) reportAcquire(start int64, err error) {
+	defer p.recoverHook("Hooks.Acquire")
 	p.cfg.Hooks.Acquire(time.Duration(p.nanos()-start), err)
+}
+
+// reportDial reports a call of the Factory that began at start.
+func (p *Pool[C]) reportDial(start int64, err error) {
+	defer p.recoverHook("Hooks.Dial")
+	p.cfg.Hooks.Dial(time.Duration(p.nanos()-start), err)
+}
+
+// reportClose reports a closed connection.
+func (p *Pool[C]) reportClose(reason CloseReason) {
+	if p.cfg.Hooks.Close == nil {
+		return
+	}
+	defer p.recoverHook("Hooks.Close")
+	p.cfg.Hooks.Close(reason)
+}
+
+// recoverHook, deferred around a hook call, turns the hook's panic into a
+// logged and counted *PanicError, so that a faulty metrics hook cannot
+// leave the pool's books wrong or a connection unreturned.
+func (p *Pool[C]) recoverHook(op string) {
+	if v := recover(); v != nil {
+		p.logPanic(newPanicError(op, v))
+	}
 }

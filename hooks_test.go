@@ -184,3 +184,58 @@ func TestHooksSeeTheRegistryPaths(t *testing.T) {
 		assert.Equal(t, []string{"acquire 20ms ok", "release 30ms", "acquire 0s ok", "release 40ms"}, log.take())
 	})
 }
+
+// Hooks that panic are recovered and counted; the pool's books stay
+// right and every connection still comes back.
+func TestPanickingHooksLeakNothing(t *testing.T) {
+	cfg := pool.DefaultConfig()
+	cfg.MinSize, cfg.MaxSize = 0, 1
+	cfg.Hooks = pool.Hooks{
+		Acquire: func(time.Duration, error) { panic("acquire hook") },
+		Release: func(time.Duration) { panic("release hook") },
+		Dial:    func(time.Duration, error) { panic("dial hook") },
+		Close:   func(pool.CloseReason) { panic("close hook") },
+	}
+	p, err := pool.New(func(context.Context) (plainConn, error) { return plainConn{}, nil }, cfg)
+	require.NoError(t, err)
+	for range 3 {
+		require.NoError(t, p.With(bg, func(plainConn) error { return nil }))
+		pc, err := p.Acquire(bg)
+		require.NoError(t, err)
+		pc.Release()
+		pc, err = p.Acquire(bg)
+		require.NoError(t, err)
+		pc.Discard() // closed: the close hook panics too
+	}
+	s := p.Stats()
+	assert.Zero(t, s.InUse)
+	assert.LessOrEqual(t, s.Total, 1)
+	assert.EqualValues(t, 3, s.ClosedBroken)
+	// Per round: 3 acquires, 3 loan ends, 1 dial (the first round's or
+	// after each Discard), 1 close.
+	assert.EqualValues(t, 3*(3+3+1+1), s.PanicsRecovered)
+	require.NoError(t, p.Close())
+}
+
+// The Dial hook sees a panicking Factory's panic as the dial's error.
+func TestDialHookSeesAPanickingFactory(t *testing.T) {
+	var mu sync.Mutex
+	var got []error
+	cfg := pool.DefaultConfig()
+	cfg.MinSize = 0
+	cfg.Hooks.Dial = func(_ time.Duration, err error) {
+		mu.Lock()
+		got = append(got, err)
+		mu.Unlock()
+	}
+	p, err := pool.New(func(context.Context) (plainConn, error) { panic("factory") }, cfg)
+	require.NoError(t, err)
+	defer p.Close()
+	_, err = p.Acquire(bg)
+	require.ErrorIs(t, err, pool.ErrDial)
+	mu.Lock()
+	defer mu.Unlock()
+	require.NotEmpty(t, got)
+	var pe *pool.PanicError
+	assert.ErrorAs(t, got[0], &pe)
+}

@@ -8,7 +8,6 @@ package pool
 
 import (
 	"context"
-	"errors"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -398,51 +397,6 @@ func (p *Pool[C]) checkOut(ctx context.Context, e *entry[C], a *acquisition[C], 
 	}
 	reraise(p.closeChecked(e, reason, failedNew, a))
 	return errCheckFailed
-}
-
-// startLoan begins a loan of a connection that passed its checks and
-// returns the loan's number.
-func (p *Pool[C]) startLoan(e *entry[C]) uint64 {
-	e.fresh = false
-	loan := e.ended.Load() + 1 // the owner's own last write: no other writer now
-	p.loanStarted(e)
-	if p.cfg.LeakThreshold > 0 {
-		p.trackLeak(e, loan)
-	}
-	return loan
-}
-
-// lend begins a loan and returns its handle, cut from the connection's
-// slab (or, with leak detection on, allocated on its own so that the
-// garbage collector can tell when it is dropped).
-func (p *Pool[C]) lend(e *entry[C]) *PooledConn[C] {
-	loan := p.startLoan(e)
-	if e.leak != nil {
-		return p.trackedHandle(e, loan)
-	}
-	return e.handleFor(loan)
-}
-
-func (p *Pool[C]) runWith(e *entry[C], loan uint64, fn func(C) error) error {
-	returned := false
-	defer func() {
-		if !returned && e.endLoan(loan) { // fn panicked
-			p.loanEnded(e)
-			p.untrackLeak(e)
-			_ = p.closeLent(e, reasonBroken) // fn's panic goes on, not Close's
-		}
-	}()
-	err := fn(e.conn)
-	returned = true
-	if e.endLoan(loan) {
-		p.loanEnded(e)
-		if errors.Is(err, ErrBadConn) {
-			p.discard(e)
-		} else {
-			p.release(e)
-		}
-	}
-	return err
 }
 
 // release runs the release-time checks outside the lock, then hands the

@@ -328,3 +328,36 @@ func TestAzuriteKilledMidLoad(t *testing.T) {
 	t.Logf("down: %d reads failed, slowest in %v (first error: %v); back: restart took %v to set up, first read served %v after that",
 		len(down), slowest, down[0].err, ready.Sub(back), served.Sub(ready))
 }
+
+// A reader whose context ends mid-body fails with the context's error,
+// still gives its connection back on Close, and the connection serves
+// the next reader.
+func TestReaderContextEndsMidBody(t *testing.T) {
+	a := needAzurite(t)
+	name := a.newContainer(t)
+	big := randomBytes(t, 8<<20)
+	upload(t, a, name, map[string][]byte{"big": big})
+	cfg := pool.DefaultConfig()
+	cfg.MaxSize = 1
+	reg := newRegistry(t, a, name, cfg)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	rc, err := azblob.Open(ctx, reg, "blob", "big")
+	require.NoError(t, err)
+	head := make([]byte, 4096)
+	_, err = io.ReadFull(rc, head)
+	require.NoError(t, err)
+	cancel()
+	_, err = io.Copy(io.Discard, rc)
+	require.ErrorIs(t, err, context.Canceled)
+	assert.Equal(t, 1, reg.Stats()["blob"].InUse, "held until Close")
+	require.NoError(t, rc.Close())
+	assert.Zero(t, reg.Stats()["blob"].InUse)
+
+	rc, err = azblob.Open(context.Background(), reg, "blob", "big")
+	require.NoError(t, err)
+	got, err := io.ReadAll(rc)
+	require.NoError(t, err)
+	require.NoError(t, rc.Close())
+	require.True(t, bytes.Equal(big, got))
+}
