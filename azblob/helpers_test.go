@@ -64,11 +64,6 @@ func endpointPort(t testing.TB, connStr string) int {
 	return 0
 }
 
-// endpoint is the emulator's blob endpoint, https://127.0.0.1:PORT/devstoreaccount1.
-func (a azurite) endpoint() string {
-	return fmt.Sprintf("https://127.0.0.1:%d/devstoreaccount1", a.port)
-}
-
 // options points the connector at container name.
 func (a azurite) options(name string) azblob.Options {
 	return azblob.Options{ConnectionString: a.connStr, Container: name, TLSConfig: a.tls}

@@ -293,7 +293,7 @@ func TestAzuriteKilledMidLoad(t *testing.T) {
 	phase.Store(1)
 	wait("30 failed reads while Azurite is down")
 
-	az = ownAzurite(t, port)
+	ownAzurite(t, port) // killed by its cleanup
 	back := time.Now()
 	setUp() // in-memory: the container went with the process
 	ready := time.Now()
