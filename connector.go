@@ -2,6 +2,9 @@ package pool
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"reflect"
 	"time"
 )
 
@@ -47,6 +50,26 @@ type Validator interface {
 // A Factory that returns a nil connection with a nil error, or panics,
 // counts as a failed dial.
 type Factory[C Connector] func(ctx context.Context) (C, error)
+
+// Adapt turns a Factory of one connection type, T, into a Factory for
+// pools and registries of another, C, that a T can be held as: most often
+// a PooledRegistry[Connector] that holds sources of several kinds. It
+// fails, naming both types, if T does not implement C (Go's type
+// parameters cannot say so at compile time), or if f is nil.
+func Adapt[C, T Connector](f Factory[T]) (Factory[C], error) {
+	from, to := reflect.TypeFor[T](), reflect.TypeFor[C]()
+	switch {
+	case f == nil:
+		return nil, errors.New("pool: Adapt: nil Factory")
+	case !from.AssignableTo(to):
+		return nil, fmt.Errorf("pool: Adapt: a %v cannot be held as a %v", from, to)
+	}
+	return func(ctx context.Context) (C, error) {
+		t, err := f(ctx)
+		c, _ := any(t).(C) // a nil T (interface) gives a nil C: a failed dial, as for f itself
+		return c, err
+	}, nil
+}
 
 // ping runs the acquire-time Ping, bounded by PingTimeout and by the
 // Acquire's own timeout (pool clock, 0 if none), whichever ends first.

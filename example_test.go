@@ -157,3 +157,34 @@ func ExamplePooledRegistry() {
 	// true pool: source "pg-missing": unknown source
 	// [blob-logs pg-sales]
 }
+
+// Adapt puts a Factory written for one connection type into a registry
+// that holds several kinds.
+func ExampleAdapt() {
+	ctx := context.Background()
+	dialSales := func(context.Context) (*pgConn, error) { return &pgConn{db: "sales"}, nil }
+
+	reg := pool.NewRegistry[pool.Connector]()
+	defer reg.Close()
+	f, err := pool.Adapt[pool.Connector](dialSales)
+	if err != nil {
+		panic(err)
+	}
+	cfg := pool.DefaultConfig()
+	cfg.MinSize = 0
+	if err := reg.Register(ctx, "pg-sales", f, cfg); err != nil {
+		panic(err)
+	}
+	err = reg.With(ctx, "pg-sales", func(c pool.Connector) error {
+		fmt.Println(c.(*pgConn).Query("select 1"))
+		return nil
+	})
+	fmt.Println(err)
+
+	_, err = pool.Adapt[*blobConn](dialSales)
+	fmt.Println(err)
+	// Output:
+	// sales: SELECT 1
+	// <nil>
+	// pool: Adapt: a *pool_test.pgConn cannot be held as a *pool_test.blobConn
+}

@@ -1,8 +1,10 @@
 package pool_test
 
 import (
+	"context"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -142,4 +144,64 @@ func TestRegistryReplacesAPoolClosedDirectly(t *testing.T) {
 	p2, err := reg.Pool(bg, "db1")
 	require.NoError(t, err)
 	assert.NotSame(t, p1, p2)
+}
+
+// resettable is a connection type narrower than Connector, for Adapt.
+type resettable interface {
+	pool.Connector
+	Reset(context.Context) error
+}
+
+// Adapt lets a registry of Connector hold a typed Factory's connections,
+// which keep their Resetter and Validator behind the interface; dial
+// errors and nil connections pass through as failed dials; a type that
+// cannot be held, or a nil Factory, is refused before anything is dialled.
+func TestAdapt(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	src := newFakeSource(t)
+	f, err := pool.Adapt[pool.Connector](src.factory())
+	require.NoError(t, err)
+	reg := pool.NewRegistry[pool.Connector]()
+	cfg := pool.DefaultConfig()
+	cfg.MinSize, cfg.MaxSize = 0, 1
+	require.NoError(t, reg.Register(ctx, "fake", f, cfg, pool.WithTestConnect()))
+	var got *fakeConn
+	require.NoError(t, reg.With(ctx, "fake", func(c pool.Connector) error {
+		got = c.(*fakeConn)
+		return nil
+	}))
+	require.NotNil(t, got)
+	assert.Equal(t, int64(1), src.dials.Load(), "one connection, reused")
+	assert.Equal(t, int64(2), src.resets.Load(), "Reset ran on both releases (test connect, With)")
+	assert.Positive(t, src.checks.Load(), "IsValid ran")
+	require.NoError(t, reg.Close())
+	src.checkAllClosedOnce(t)
+
+	boom := errors.New("boom")
+	failing := newFakeSource(t)
+	failing.failDials(boom)
+	f, err = pool.Adapt[pool.Connector](failing.factory())
+	require.NoError(t, err)
+	_, err = f(ctx)
+	require.ErrorIs(t, err, boom)
+
+	f, err = pool.Adapt[pool.Connector](pool.Factory[*fakeConn](func(context.Context) (*fakeConn, error) { return nil, nil }))
+	require.NoError(t, err)
+	p, err := pool.New(f, cfg)
+	require.NoError(t, err)
+	_, err = p.Acquire(ctx)
+	require.ErrorContains(t, err, "nil connection")
+	require.NoError(t, p.Close())
+
+	narrow, err := pool.Adapt[resettable](src.factory())
+	require.NoError(t, err, "a *fakeConn has Reset")
+	require.NotNil(t, narrow)
+
+	_, err = pool.Adapt[*fakeConn](pool.Factory[pool.Connector](func(context.Context) (pool.Connector, error) { return &fakeConn{}, nil }))
+	require.ErrorContains(t, err, "a pool.Connector cannot be held as a *pool_test.fakeConn")
+	_, err = pool.Adapt[resettable](pool.Factory[plainConn](func(context.Context) (plainConn, error) { return plainConn{}, nil }))
+	require.ErrorContains(t, err, "a pool_test.plainConn cannot be held as a pool_test.resettable")
+	_, err = pool.Adapt[pool.Connector, *fakeConn](nil)
+	require.ErrorContains(t, err, "nil Factory")
 }

@@ -294,22 +294,15 @@ func newConn(opts Options, retry policy.RetryOptions, scrub *strings.Replacer) (
 // pool.WithTestConnect() checks the source now. Errors name the ID and
 // never contain the key or the SAS token.
 func Register[C pool.Connector](ctx context.Context, reg *pool.PooledRegistry[C], id string, opts Options, cfg pool.Config, ropts ...pool.RegisterOption) error {
-	if _, ok := any((*Conn)(nil)).(C); !ok {
-		var zero C
-		return fmt.Errorf("azblob: source %q: a registry of %T cannot hold Blob connections", id, zero)
-	}
 	dial, err := Factory(opts)
 	if err != nil {
 		return fmt.Errorf("azblob: source %q: %w", id, err)
 	}
-	return reg.Register(ctx, id, func(ctx context.Context) (C, error) {
-		c, err := dial(ctx)
-		if err != nil {
-			var zero C
-			return zero, err
-		}
-		return any(c).(C), nil // checked above
-	}, cfg, ropts...)
+	f, err := pool.Adapt[C](dial)
+	if err != nil {
+		return fmt.Errorf("azblob: source %q: this registry cannot hold Blob connections (%w)", id, err)
+	}
+	return reg.Register(ctx, id, f, cfg, ropts...)
 }
 
 // With runs fn with a connection of Blob source id, borrowed from reg for

@@ -13,26 +13,19 @@ import (
 // or keyword/value) dialled with opts, pooled with cfg. reg may hold only
 // PostgreSQL sources (PooledRegistry[*Conn]) or sources of mixed kinds
 // (PooledRegistry[pool.Connector]); a registry whose connection type
-// cannot hold a *Conn is refused. ropts are passed on, so
+// cannot hold a *Conn is refused (see pool.Adapt). ropts are passed on, so
 // pool.WithTestConnect() checks the source now. Errors name the ID and
 // never contain the password.
 func Register[C pool.Connector](ctx context.Context, reg *pool.PooledRegistry[C], id, dsn string, opts Options, cfg pool.Config, ropts ...pool.RegisterOption) error {
-	if _, ok := any((*Conn)(nil)).(C); !ok {
-		var zero C
-		return fmt.Errorf("postgres: source %q: a registry of %T cannot hold PostgreSQL connections", id, zero)
-	}
 	dial, err := FactoryFromDSN(dsn, opts)
 	if err != nil {
 		return fmt.Errorf("postgres: source %q: %w", id, err)
 	}
-	return reg.Register(ctx, id, func(ctx context.Context) (C, error) {
-		c, err := dial(ctx)
-		if err != nil {
-			var zero C
-			return zero, err
-		}
-		return any(c).(C), nil // checked above
-	}, cfg, ropts...)
+	f, err := pool.Adapt[C](dial)
+	if err != nil {
+		return fmt.Errorf("postgres: source %q: this registry cannot hold PostgreSQL connections (%w)", id, err)
+	}
+	return reg.Register(ctx, id, f, cfg, ropts...)
 }
 
 // With runs fn with the pgx connection of source id, borrowed from reg
