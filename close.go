@@ -70,7 +70,7 @@ func (p *Pool[C]) stop() (idle []*entry[C], first bool) {
 func (p *Pool[C]) closeStopped(idle []*entry[C]) error {
 	var errs []error
 	for _, e := range idle {
-		if err := p.finishClose(e, reasonPoolClosed); err != nil {
+		if err := p.finishClose(e, ClosePoolClosed); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -127,7 +127,7 @@ func (p *Pool[C]) signalDrainedLocked() {
 // closeLent takes a connection that was lent or checked out (and whose
 // loan, if any, has ended) out of service and closes it outside the lock.
 // It returns Close's error.
-func (p *Pool[C]) closeLent(e *entry[C], reason closeReason) error {
+func (p *Pool[C]) closeLent(e *entry[C], reason CloseReason) error {
 	p.mu.Lock()
 	p.numInUse--
 	p.numClosing++
@@ -138,7 +138,7 @@ func (p *Pool[C]) closeLent(e *entry[C], reason closeReason) error {
 // finishClose closes a connection already counted in numClosing, outside
 // the lock, then uncounts it and dials replacements if needed. A panic in
 // Close becomes the returned *PanicError.
-func (p *Pool[C]) finishClose(e *entry[C], reason closeReason) error {
+func (p *Pool[C]) finishClose(e *entry[C], reason CloseReason) error {
 	err := p.closeConn(e)
 	p.stats.countClose(reason)
 	p.reportClose(reason)
@@ -160,7 +160,7 @@ func (p *Pool[C]) finishClose(e *entry[C], reason closeReason) error {
 // failedNew is not nil, the connection was new and its failure counts
 // against the source as a failed dial. If a has a waiter to requeue, it
 // goes back to the head of the queue under the lock that frees the slot.
-func (p *Pool[C]) closeChecked(e *entry[C], reason closeReason, failedNew error, a *acquisition[C]) error {
+func (p *Pool[C]) closeChecked(e *entry[C], reason CloseReason, failedNew error, a *acquisition[C]) error {
 	p.stats.notLent.Add(1)
 	p.mu.Lock()
 	p.numInUse--

@@ -172,9 +172,9 @@ func (p *Pool[C]) closeAfterPanic(e *entry[C], op string, at stage) {
 	p.logf(levelError, "connector panicked; connection closed, panic re-raised", "op", op)
 	p.untrackLeak(e)
 	if at == atCheckout {
-		_ = p.closeChecked(e, reasonBroken, nil, nil)
+		_ = p.closeChecked(e, CloseBroken, nil, nil)
 	} else {
-		_ = p.closeLent(e, reasonBroken)
+		_ = p.closeLent(e, CloseBroken)
 	}
 }
 

@@ -200,7 +200,7 @@ func (p *Pool[C]) dial() {
 	if p.closed.Load() {
 		p.numClosing++
 		p.mu.Unlock()
-		_ = p.finishClose(e, reasonPoolClosed)
+		_ = p.finishClose(e, ClosePoolClosed)
 		return
 	}
 	ev := p.dialSucceededLocked()

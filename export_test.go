@@ -12,7 +12,7 @@ func (p *Pool[C]) ReapStep(now time.Time) (idle, lifetime int) {
 	closing := p.reapLocked(int64(now.Sub(p.epoch)))
 	p.mu.Unlock()
 	for _, c := range closing {
-		if c.reason == reasonIdle {
+		if c.reason == CloseIdle {
 			idle++
 		} else {
 			lifetime++

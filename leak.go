@@ -66,7 +66,7 @@ func (p *Pool[C]) reclaim(a abandoned[C]) {
 	}
 	p.loanEnded(a.e)
 	p.untrackLeak(a.e)
-	_ = p.closeLent(a.e, reasonAbandoned)
+	_ = p.closeLent(a.e, CloseAbandoned)
 	p.logf(levelError, "connection handle dropped without Release; connection closed and slot reclaimed",
 		"acquired_at", formatStack(a.stack))
 }

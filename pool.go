@@ -350,10 +350,10 @@ func (p *Pool[C]) checkOut(ctx context.Context, e *entry[C], a *acquisition[C], 
 		return p.timedOut(a)
 	}
 	var cause error
-	reason := reasonBroken
+	reason := CloseBroken
 	switch {
 	case now+int64(clockSlack) >= e.expiresAt: // the coarse clock may lag: err early
-		reason = reasonLifetime
+		reason = CloseLifetime
 	case e.validator != nil && !p.isValid(e, atCheckout):
 		cause = errInvalid
 	case p.cfg.PingAfterIdle > 0 && time.Duration(now+int64(clockSlack)-e.idleSince) >= p.cfg.PingAfterIdle:
@@ -380,10 +380,10 @@ func (p *Pool[C]) checkOut(ctx context.Context, e *entry[C], a *acquisition[C], 
 			final = p.timedOut(a)
 		}
 		if final != nil {
-			reraise(p.closeChecked(e, reasonBroken, nil, nil))
+			reraise(p.closeChecked(e, CloseBroken, nil, nil))
 			return final
 		}
-		reraise(p.closeChecked(e, reasonBroken, nil, a))
+		reraise(p.closeChecked(e, CloseBroken, nil, a))
 		return errCheckFailed
 	default:
 		return nil
@@ -408,7 +408,7 @@ func (p *Pool[C]) release(e *entry[C]) {
 	// Reset first, so that a connector that is invalid only because of
 	// state the borrower left (an open transaction, say) can clear it.
 	if (p.needsReset(e) && p.reset(e) != nil) || (e.validator != nil && !p.isValid(e, atRelease)) {
-		reraise(p.closeLent(e, reasonBroken))
+		reraise(p.closeLent(e, CloseBroken))
 		return
 	}
 	reraise(p.returnReleased(e))
@@ -417,7 +417,7 @@ func (p *Pool[C]) release(e *entry[C]) {
 // discard closes a connection whose loan has ended.
 func (p *Pool[C]) discard(e *entry[C]) {
 	p.untrackLeak(e)
-	reraise(p.closeLent(e, reasonBroken))
+	reraise(p.closeLent(e, CloseBroken))
 }
 
 // returnReleased gives back a connection whose loan has ended, stamped
@@ -445,7 +445,7 @@ func (p *Pool[C]) returnLocked(e *entry[C], idleSince int64) error {
 	if p.closed.Load() {
 		p.numClosing++
 		p.mu.Unlock()
-		return p.finishClose(e, reasonPoolClosed)
+		return p.finishClose(e, ClosePoolClosed)
 	}
 	w := p.putLocked(e, idleSince)
 	p.mu.Unlock()

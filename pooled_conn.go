@@ -170,7 +170,7 @@ func (p *Pool[C]) runWith(e *entry[C], loan uint64, fn func(C) error) error {
 		if !returned && e.endLoan(loan) { // fn panicked
 			p.loanEnded(e)
 			p.untrackLeak(e)
-			_ = p.closeLent(e, reasonBroken) // fn's panic goes on, not Close's
+			_ = p.closeLent(e, CloseBroken) // fn's panic goes on, not Close's
 		}
 	}()
 	err := fn(e.conn)

@@ -28,7 +28,7 @@ func (p *Pool[C]) reap() {
 
 type reaped[C Connector] struct {
 	e      *entry[C]
-	reason closeReason
+	reason CloseReason
 }
 
 // reapLocked is one step of the reaper, at time now: it takes off the idle
@@ -43,10 +43,10 @@ func (p *Pool[C]) reapLocked(now int64) []reaped[C] {
 	for _, e := range p.idle { // oldest first
 		switch {
 		case now >= e.expiresAt:
-			closing = append(closing, reaped[C]{e, reasonLifetime})
+			closing = append(closing, reaped[C]{e, CloseLifetime})
 			open--
 		case p.cfg.MaxIdleTime > 0 && time.Duration(now-e.idleSince) >= p.cfg.MaxIdleTime && open > p.cfg.MinSize:
-			closing = append(closing, reaped[C]{e, reasonIdle})
+			closing = append(closing, reaped[C]{e, CloseIdle})
 			open--
 		default:
 			kept = append(kept, e)

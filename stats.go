@@ -5,17 +5,6 @@ import (
 	"time"
 )
 
-// closeReason is why a connection was closed; each has its counter.
-type closeReason = CloseReason
-
-const (
-	reasonIdle       = CloseIdle
-	reasonLifetime   = CloseLifetime
-	reasonBroken     = CloseBroken
-	reasonPoolClosed = ClosePoolClosed
-	reasonAbandoned  = CloseAbandoned
-)
-
 // counters are the pool's event counters: atomics, so that counting never
 // takes the lock.
 type counters struct {
@@ -36,17 +25,17 @@ type counters struct {
 	panicsRecovered atomic.Int64
 }
 
-func (c *counters) countClose(reason closeReason) {
+func (c *counters) countClose(reason CloseReason) {
 	switch reason {
-	case reasonIdle:
+	case CloseIdle:
 		c.closedIdle.Add(1)
-	case reasonLifetime:
+	case CloseLifetime:
 		c.closedLifetime.Add(1)
-	case reasonBroken:
+	case CloseBroken:
 		c.closedBroken.Add(1)
-	case reasonPoolClosed:
+	case ClosePoolClosed:
 		c.closedPool.Add(1)
-	case reasonAbandoned:
+	case CloseAbandoned:
 		c.abandonedLoans.Add(1)
 	}
 }
