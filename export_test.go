@@ -50,3 +50,8 @@ func (p *Pool[C]) CheckAccounting() error {
 // SetGaveUpHook sets a function that runs when a waiter has given up and
 // before it leaves the queue. Set it before the pool is shared.
 func (p *Pool[C]) SetGaveUpHook(fn func()) { p.testHookGaveUp = fn }
+
+// ExpiresAt returns when the loan's connection passes its MaxLifetime.
+func (pc *PooledConn[C]) ExpiresAt() time.Time {
+	return pc.e.pool.epoch.Add(time.Duration(pc.e.expiresAt))
+}

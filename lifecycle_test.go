@@ -289,3 +289,76 @@ func TestDiscardDialsReplacementForWaiter(t *testing.T) {
 		assert.EqualValues(t, 2, src.dials.Load())
 	})
 }
+
+func TestExpiredConnectionIsNeverLent(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		src := newFakeSource(t)
+		cfg := testConfig(2)
+		cfg.MaxLifetime = time.Hour
+		p := newTestPool(t, src, cfg) // no reaper: Acquire must notice
+		pc, _ := p.Acquire(bg)
+		old := pc.Conn()
+		time.Sleep(2 * time.Hour) // expires while in use: the loan is not cut short
+		assert.EqualValues(t, 0, old.closed.Load())
+		pc.Release()
+		pc, err := p.Acquire(bg)
+		require.NoError(t, err)
+		assert.NotSame(t, old, pc.Conn(), "expired connection lent")
+		assert.EqualValues(t, 1, old.closed.Load())
+		other := pc.Conn()
+		pc.Release()
+		time.Sleep(2 * time.Hour) // expires while idle
+		pc, err = p.Acquire(bg)
+		require.NoError(t, err)
+		assert.NotSame(t, other, pc.Conn(), "expired connection lent")
+		assert.EqualValues(t, 1, other.closed.Load())
+		pc.Release()
+		s := p.Stats()
+		assert.EqualValues(t, 2, s.ClosedLifetime)
+		assert.EqualValues(t, 3, s.AcquireCount, "a connection closed at checkout is not an acquire")
+	})
+}
+
+// Acquire's clock may lag the real one by up to a refresh tick; it must
+// still never lend a connection whose MaxLifetime has passed on the real
+// clock. Acquires of a second connection keep the clock refreshing, once a
+// millisecond, up to just before the first one expires; it is then
+// acquired just after, before the next refresh.
+func TestExpiredConnectionIsNeverLentWhileTheClockLags(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		src := newFakeSource(t)
+		cfg := testConfig(2)
+		cfg.MaxLifetime = time.Hour
+		p := newTestPool(t, src, cfg)
+		pc, err := p.Acquire(bg)
+		require.NoError(t, err)
+		old, expires := pc.Conn(), pc.ExpiresAt()
+		pc.Release()
+
+		// The clock stops when nobody reads it. Restart it 3.5 ms before
+		// expiry, holding old; it then refreshes at -2.5, -1.5 and -0.5
+		// ms, each time read in between through the other connection.
+		time.Sleep(time.Until(expires) - 3500*time.Microsecond)
+		held, err := p.Acquire(bg)
+		require.NoError(t, err)
+		require.Same(t, old, held.Conn(), "not expired yet")
+		for range 3 {
+			time.Sleep(500 * time.Microsecond)
+			other, err := p.Acquire(bg)
+			require.NoError(t, err)
+			require.NotSame(t, old, other.Conn())
+			other.Release()
+			time.Sleep(500 * time.Microsecond)
+		}
+		held.Release()                     // on top of the idle stack: the next Acquire checks it first
+		time.Sleep(800 * time.Microsecond) // 0.3 ms past expiry; the last refresh was at -0.5 ms
+		require.True(t, time.Now().After(expires))
+
+		pc, err = p.Acquire(bg)
+		require.NoError(t, err)
+		assert.NotSame(t, old, pc.Conn(), "a connection past its MaxLifetime was lent")
+		assert.EqualValues(t, 1, old.closed.Load())
+		assert.EqualValues(t, 1, p.Stats().ClosedLifetime)
+		pc.Release()
+	})
+}

@@ -383,35 +383,6 @@ func TestLifetimeJitterSpreadsExpiry(t *testing.T) {
 	})
 }
 
-func TestExpiredConnectionIsNeverLent(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		src := newFakeSource(t)
-		cfg := testConfig(2)
-		cfg.MaxLifetime = time.Hour
-		p := newTestPool(t, src, cfg) // no reaper: Acquire must notice
-		pc, _ := p.Acquire(bg)
-		old := pc.Conn()
-		time.Sleep(2 * time.Hour) // expires while in use: the loan is not cut short
-		assert.EqualValues(t, 0, old.closed.Load())
-		pc.Release()
-		pc, err := p.Acquire(bg)
-		require.NoError(t, err)
-		assert.NotSame(t, old, pc.Conn(), "expired connection lent")
-		assert.EqualValues(t, 1, old.closed.Load())
-		other := pc.Conn()
-		pc.Release()
-		time.Sleep(2 * time.Hour) // expires while idle
-		pc, err = p.Acquire(bg)
-		require.NoError(t, err)
-		assert.NotSame(t, other, pc.Conn(), "expired connection lent")
-		assert.EqualValues(t, 1, other.closed.Load())
-		pc.Release()
-		s := p.Stats()
-		assert.EqualValues(t, 2, s.ClosedLifetime)
-		assert.EqualValues(t, 3, s.AcquireCount, "a connection closed at checkout is not an acquire")
-	})
-}
-
 // Idle time is stamped without a clock read on release, so it may be
 // over-estimated by the previous loan, never under-estimated: a connection
 // held for longer than PingAfterIdle is pinged on its next acquire.
