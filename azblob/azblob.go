@@ -3,11 +3,13 @@ package azblob
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"path"
 	"strings"
 	"time"
@@ -43,7 +45,8 @@ type Options struct {
 	SASToken string
 
 	// TLSConfig is used for the HTTPS connection; nil uses the system's
-	// roots. Tests point RootCAs at a throwaway certificate.
+	// roots. TrustCA makes one that also trusts a private CA, such as
+	// Azurite's certificate.
 	TLSConfig *tls.Config
 	// DialTimeout bounds the TCP connect of each connection. Default 5 s.
 	DialTimeout time.Duration
@@ -286,6 +289,26 @@ func newConn(opts Options, retry policy.RetryOptions, scrub *strings.Replacer) (
 		c.name = path.Base(u.Path)
 	}
 	return c, nil
+}
+
+// TrustCA returns a TLS configuration (TLS 1.2 or later) that trusts the
+// system's roots and the PEM certificates in file, for Options.TLSConfig
+// when the service's certificate comes from a private CA: Azurite's
+// self-signed one, or a proxy's. It fails, naming file, if the file cannot
+// be read or holds no certificate.
+func TrustCA(file string) (*tls.Config, error) {
+	pem, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("azblob: CA certificate: %w", err)
+	}
+	roots, err := x509.SystemCertPool()
+	if err != nil {
+		roots = x509.NewCertPool()
+	}
+	if !roots.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("azblob: CA certificate: no PEM certificate in %s", file)
+	}
+	return &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}, nil
 }
 
 // Register registers a Blob container under id in reg, pooled with cfg.

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +14,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -308,6 +312,40 @@ func TestOptionsValidated(t *testing.T) {
 		assert.Contains(t, err.Error(), tc.want)
 		assert.NotContains(t, err.Error(), key)
 	}
+}
+
+// TrustCA trusts the certificate in its file, and only with it: a TLS
+// service with a private certificate is refused by the system's roots and
+// accepted with TrustCA's. A missing file or one with no certificate is an
+// error naming the file.
+func TestTrustCA(t *testing.T) {
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	defer srv.Close()
+	dir := t.TempDir()
+	caFile := filepath.Join(dir, "ca.pem")
+	require.NoError(t, os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600))
+
+	get := func(cfg *tls.Config) error {
+		c := &http.Client{Transport: &http.Transport{TLSClientConfig: cfg}}
+		resp, err := c.Get(srv.URL)
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err
+	}
+	require.Error(t, get(nil), "the system's roots must not trust the test certificate")
+	cfg, err := azblob.TrustCA(caFile)
+	require.NoError(t, err)
+	assert.Equal(t, uint16(tls.VersionTLS12), cfg.MinVersion)
+	require.NoError(t, get(cfg))
+
+	missing := filepath.Join(dir, "missing.pem")
+	_, err = azblob.TrustCA(missing)
+	require.ErrorContains(t, err, missing)
+	empty := filepath.Join(dir, "empty.pem")
+	require.NoError(t, os.WriteFile(empty, []byte("not a certificate\n"), 0o600))
+	_, err = azblob.TrustCA(empty)
+	require.ErrorContains(t, err, "no PEM certificate in "+empty)
 }
 
 // A 503 is retried by the SDK after the Retry-After the service asked

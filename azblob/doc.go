@@ -31,6 +31,10 @@
 // scrubbed of both, and of any sig= parameter, before it leaves the
 // package. Stats hold numbers only.
 //
+// A service whose certificate comes from a private CA (Azurite's, a
+// proxy's) is trusted through Options.TLSConfig; TrustCA builds one from a
+// PEM file, on top of the system's roots.
+//
 // # Errors
 //
 // Every error from an operation is an *Error, which names the operation,

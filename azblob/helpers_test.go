@@ -3,7 +3,6 @@ package azblob_test
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -43,11 +42,9 @@ func needAzurite(t testing.TB) azurite {
 }
 
 func trust(t testing.TB, caFile string) *tls.Config {
-	pem, err := os.ReadFile(caFile)
+	cfg, err := azblob.TrustCA(caFile)
 	require.NoError(t, err)
-	roots := x509.NewCertPool()
-	require.True(t, roots.AppendCertsFromPEM(pem), "no certificate in %s", caFile)
-	return &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
+	return cfg
 }
 
 func endpointPort(t testing.TB, connStr string) int {

@@ -2,12 +2,11 @@ package bench
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"os"
 	"testing"
 
+	"github.com/deepanalyze/pool/azblob"
 	"github.com/deepanalyze/pool/azblob/blobload"
 )
 
@@ -26,15 +25,11 @@ func BenchmarkBlob(b *testing.B) {
 	if cs == "" || ca == "" {
 		b.Skip(`AZURITE_CONNECTION_STRING and AZURITE_CA_CERT are unset; run eval "$(bash .ci/services.sh)" from the repository root first, or bash .ci/run`)
 	}
-	pem, err := os.ReadFile(ca)
+	tlsCfg, err := azblob.TrustCA(ca)
 	if err != nil {
 		b.Fatal(err)
 	}
-	roots := x509.NewCertPool()
-	if !roots.AppendCertsFromPEM(pem) {
-		b.Fatalf("no certificate in %s", ca)
-	}
-	target := blobload.Target{ConnectionString: cs, Container: "bench", TLS: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}}
+	target := blobload.Target{ConnectionString: cs, Container: "bench", TLS: tlsCfg}
 	want, err := blobload.Prepare(context.Background(), target)
 	if err != nil {
 		b.Fatal(err)

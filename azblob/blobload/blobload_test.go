@@ -2,14 +2,13 @@ package blobload_test
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"os"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/deepanalyze/pool/azblob"
 	"github.com/deepanalyze/pool/azblob/blobload"
 )
 
@@ -21,11 +20,9 @@ func TestEveryContenderRuns(t *testing.T) {
 	if cs == "" || ca == "" {
 		t.Skip(`AZURITE_CONNECTION_STRING and AZURITE_CA_CERT are unset; run eval "$(bash .ci/services.sh)" from the repository root first, or bash .ci/run`)
 	}
-	pem, err := os.ReadFile(ca)
+	tlsCfg, err := azblob.TrustCA(ca)
 	require.NoError(t, err)
-	roots := x509.NewCertPool()
-	require.True(t, roots.AppendCertsFromPEM(pem))
-	target := blobload.Target{ConnectionString: cs, Container: "blobload-test", TLS: &tls.Config{RootCAs: roots}}
+	target := blobload.Target{ConnectionString: cs, Container: "blobload-test", TLS: tlsCfg}
 	want, err := blobload.Prepare(context.Background(), target)
 	require.NoError(t, err)
 	require.Len(t, want, 1<<10)

@@ -2,14 +2,13 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"text/tabwriter"
 
+	"github.com/deepanalyze/pool/azblob"
 	"github.com/deepanalyze/pool/azblob/blobload"
 )
 
@@ -22,18 +21,11 @@ func blobTarget() (blobload.Target, error) {
 	}
 	t := blobload.Target{ConnectionString: cs, Container: "poolbench"}
 	if ca := os.Getenv("AZURITE_CA_CERT"); ca != "" {
-		pem, err := os.ReadFile(ca)
+		cfg, err := azblob.TrustCA(ca)
 		if err != nil {
 			return t, fmt.Errorf("AZURITE_CA_CERT: %w", err)
 		}
-		roots, err := x509.SystemCertPool()
-		if err != nil {
-			roots = x509.NewCertPool()
-		}
-		if !roots.AppendCertsFromPEM(pem) {
-			return t, fmt.Errorf("AZURITE_CA_CERT: no certificate in %s", ca)
-		}
-		t.TLS = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
+		t.TLS = cfg
 	}
 	return t, nil
 }

@@ -3,8 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -149,18 +147,9 @@ func (s SourceConfig) blobOptions(connStr string) (azblob.Options, error) {
 	if err != nil {
 		return opts, err
 	}
-	pem, err := os.ReadFile(file)
-	if err != nil {
+	if opts.TLSConfig, err = azblob.TrustCA(file); err != nil {
 		return opts, fmt.Errorf("ca_cert: %w", err)
 	}
-	roots, err := x509.SystemCertPool()
-	if err != nil {
-		roots = x509.NewCertPool()
-	}
-	if !roots.AppendCertsFromPEM(pem) {
-		return opts, fmt.Errorf("ca_cert: no certificate in %s", file)
-	}
-	opts.TLSConfig = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
 	return opts, nil
 }
 
