@@ -111,7 +111,9 @@ func (c *Collector) Hooks(source string) pool.Hooks {
 }
 
 // AddRegistry reports every pool of src, labelled with its ID, at each
-// scrape.
+// scrape. An ID is reported once per scrape, from the first source added
+// that has it: a second registry, Manager or pool with the same ID (or the
+// same one added twice) is skipped rather than failing the scrape.
 func (c *Collector) AddRegistry(src StatsSource) { c.add(src.Stats) }
 
 // AddPool reports one pool, labelled source.
@@ -140,8 +142,13 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	c.mu.Lock()
 	sources := c.sources
 	c.mu.Unlock()
+	seen := make(map[string]bool)
 	for _, f := range sources {
 		for id, s := range f() {
+			if seen[id] { // the same ID added twice would fail the whole scrape
+				continue
+			}
+			seen[id] = true
 			gauge := func(d *prometheus.Desc, v int) {
 				ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, float64(v), id)
 			}

@@ -216,3 +216,35 @@ db_connections_max{source="abc"} 3
 `), "db_connections_max"))
 	assert.Equal(t, 2, testutil.CollectAndCount(c, "db_connection_acquire_seconds"))
 }
+
+// The same ID added twice (one Manager added twice, and a pool added under
+// an ID the Manager has) is reported once, from the first source added,
+// and the scrape still succeeds: a duplicate series would fail all of it.
+func TestDuplicateSourcesDoNotFailTheScrape(t *testing.T) {
+	c := poolprom.New("db")
+	m, err := pool.NewManager(func(_ context.Context, id string) (pool.Factory[conn], pool.Config, error) {
+		cfg := pool.DefaultConfig()
+		cfg.MaxSize = 4
+		return func(context.Context) (conn, error) { return conn{}, nil }, cfg, nil
+	})
+	require.NoError(t, err)
+	defer m.Close()
+	_, err = m.Pool(context.Background(), "ab")
+	require.NoError(t, err)
+	cfg := pool.DefaultConfig()
+	cfg.MaxSize = 9
+	other, err := pool.New(func(context.Context) (conn, error) { return conn{}, nil }, cfg)
+	require.NoError(t, err)
+	defer other.Close()
+	c.AddRegistry(m)
+	c.AddRegistry(m)
+	c.AddPool("ab", other)
+
+	pr := prometheus.NewPedanticRegistry()
+	require.NoError(t, pr.Register(c))
+	require.NoError(t, testutil.GatherAndCompare(pr, strings.NewReader(`
+# HELP db_connections_max The pool's MaxSize.
+# TYPE db_connections_max gauge
+db_connections_max{source="ab"} 4
+`), "db_connections_max"))
+}
