@@ -117,35 +117,20 @@ func main() {
 	}
 
 	if _, ok := med("BenchmarkPG/select1/c=16/pgxpool", "qps"); ok {
-		pg := []string{"pool", "pool-txreset", "pool-always", "pgxpool", "sql", "nopool"}
 		fmt.Fprintln(out)
 		fmt.Fprintln(out, "### PostgreSQL (loopback server; max 8 connections per pool)")
 		fmt.Fprintln(out)
 		fmt.Fprintln(out, "queries per second, p50 / p99 latency. `pool` is the default `ResetSession`: it resets only what a borrower may have changed (nothing after these queries); `pool-txreset` only rolls back an open transaction, as pgxpool does; `pool-always` resets the whole session on every release (DEALLOCATE ALL, DISCARD ALL).")
 		fmt.Fprintln(out)
-		fmt.Fprintf(out, "| query | clients | %s | pool / pgxpool: q/s, p99 |\n", strings.Join(pg, " | "))
-		fmt.Fprintf(out, "|---|---|%s---|\n", strings.Repeat("---|", len(pg)))
-		for _, q := range []string{"select1", "indexed"} {
-			for _, c := range []string{"1", "16", "64"} {
-				fmt.Fprintf(out, "| %s | %s |", q, c)
-				for _, n := range pg {
-					b := "BenchmarkPG/" + q + "/c=" + c + "/" + n
-					qps, ok := med(b, "qps")
-					if !ok {
-						fmt.Fprint(out, " – |")
-						continue
-					}
-					p50, _ := med(b, "p50-ns")
-					p99, _ := med(b, "p99-ns")
-					fmt.Fprintf(out, " %.0f q/s, %s / %s |", qps, dur(p50), dur(p99))
-				}
-				a, _ := med("BenchmarkPG/"+q+"/c="+c+"/pool", "qps")
-				x, _ := med("BenchmarkPG/"+q+"/c="+c+"/pgxpool", "qps")
-				ap, _ := med("BenchmarkPG/"+q+"/c="+c+"/pool", "p99-ns")
-				xp, _ := med("BenchmarkPG/"+q+"/c="+c+"/pgxpool", "p99-ns")
-				fmt.Fprintf(out, " %.2f×, %.2f× |\n", a/x, ap/xp)
-			}
-		}
+		latencyTable(out, med, latencyRun{
+			bench: "BenchmarkPG", workloads: []string{"select1", "indexed"}, firstColumn: "query",
+			contenders: []string{"pool", "pool-txreset", "pool-always", "pgxpool", "sql", "nopool"},
+			rate:       "qps", rateUnit: "q/s",
+			ratios: []string{"pool / pgxpool: q/s, p99"},
+			ratioCells: func(b string) string {
+				return fmt.Sprintf(" %.2f×, %.2f× |", ratioOf(med, b, "pool", "pgxpool", "qps"), ratioOf(med, b, "pool", "pgxpool", "p99-ns"))
+			},
+		})
 	}
 
 	if _, ok := med("BenchmarkHooks/acquire-release/none", "ns/op"); ok {
@@ -165,38 +150,21 @@ func main() {
 	}
 
 	if _, ok := med("BenchmarkBlob/read/c=1/pool", "rps"); ok {
-		blob := []string{"pool", "shared", "per-request"}
 		fmt.Fprintln(out)
 		fmt.Fprintln(out, "### Azure Blob (Azurite over HTTPS on loopback; pool MaxSize 8)")
 		fmt.Fprintln(out)
 		fmt.Fprintln(out, "requests per second, p50 / p99 latency, peak of TCP connections open at once. `read`: a 1 KiB blob; `list`: a 100-blob prefix. `pool`: the pooled connector; `shared`: one SDK client with the SDK's default transport settings; `per-request`: a new SDK client and transport per request.")
 		fmt.Fprintln(out)
-		fmt.Fprintf(out, "| workload | clients | %s | pool / shared: req/s, p99 | pool / per-request req/s |\n", strings.Join(blob, " | "))
-		fmt.Fprintf(out, "|---|---|%s---|---|\n", strings.Repeat("---|", len(blob)))
-		for _, w := range []string{"read", "list"} {
-			for _, c := range []string{"1", "16", "64"} {
-				fmt.Fprintf(out, "| %s | %s |", w, c)
-				for _, n := range blob {
-					b := "BenchmarkBlob/" + w + "/c=" + c + "/" + n
-					rps, ok := med(b, "rps")
-					if !ok {
-						fmt.Fprint(out, " – |")
-						continue
-					}
-					p50, _ := med(b, "p50-ns")
-					p99, _ := med(b, "p99-ns")
-					conns, _ := med(b, "peak-conns")
-					fmt.Fprintf(out, " %.0f req/s, %s / %s, %.0f conns |", rps, dur(p50), dur(p99), conns)
-				}
-				b := "BenchmarkBlob/" + w + "/c=" + c + "/"
-				a, _ := med(b+"pool", "rps")
-				sh, _ := med(b+"shared", "rps")
-				pr, _ := med(b+"per-request", "rps")
-				ap, _ := med(b+"pool", "p99-ns")
-				sp, _ := med(b+"shared", "p99-ns")
-				fmt.Fprintf(out, " %.2f×, %.2f× | %.2f× |\n", a/sh, ap/sp, a/pr)
-			}
-		}
+		latencyTable(out, med, latencyRun{
+			bench: "BenchmarkBlob", workloads: []string{"read", "list"}, firstColumn: "workload",
+			contenders: []string{"pool", "shared", "per-request"},
+			rate:       "rps", rateUnit: "req/s", conns: true,
+			ratios: []string{"pool / shared: req/s, p99", "pool / per-request req/s"},
+			ratioCells: func(b string) string {
+				return fmt.Sprintf(" %.2f×, %.2f× | %.2f× |", ratioOf(med, b, "pool", "shared", "rps"),
+					ratioOf(med, b, "pool", "shared", "p99-ns"), ratioOf(med, b, "pool", "per-request", "rps"))
+			},
+		})
 	}
 
 	fmt.Fprintln(out)
@@ -240,6 +208,53 @@ func main() {
 		}
 	}
 	blobChecks(out, med)
+}
+
+// latencyRun describes a table of a load benchmark named
+// bench/<workload>/c=<clients>/<contender>: per contender the rate, p50
+// and p99 (and the peak of connections, if conns), then ratio columns.
+type latencyRun struct {
+	bench, firstColumn string
+	workloads          []string
+	contenders         []string
+	rate, rateUnit     string
+	conns              bool
+	ratios             []string              // the ratio columns' headers
+	ratioCells         func(b string) string // the ratio cells, given "bench/workload/c=N/"
+}
+
+func latencyTable(out io.Writer, med func(bench, unit string) (float64, bool), r latencyRun) {
+	fmt.Fprintf(out, "| %s | clients | %s | %s |\n", r.firstColumn, strings.Join(r.contenders, " | "), strings.Join(r.ratios, " | "))
+	fmt.Fprintf(out, "|---|---|%s\n", strings.Repeat("---|", len(r.contenders)+len(r.ratios)))
+	for _, w := range r.workloads {
+		for _, c := range []string{"1", "16", "64"} {
+			prefix := r.bench + "/" + w + "/c=" + c + "/"
+			fmt.Fprintf(out, "| %s | %s |", w, c)
+			for _, n := range r.contenders {
+				rate, ok := med(prefix+n, r.rate)
+				if !ok {
+					fmt.Fprint(out, " – |")
+					continue
+				}
+				p50, _ := med(prefix+n, "p50-ns")
+				p99, _ := med(prefix+n, "p99-ns")
+				fmt.Fprintf(out, " %.0f %s, %s / %s", rate, r.rateUnit, dur(p50), dur(p99))
+				if r.conns {
+					conns, _ := med(prefix+n, "peak-conns")
+					fmt.Fprintf(out, ", %.0f conns", conns)
+				}
+				fmt.Fprint(out, " |")
+			}
+			fmt.Fprintln(out, r.ratioCells(prefix))
+		}
+	}
+}
+
+// ratioOf is a's median of unit over b's, both under prefix.
+func ratioOf(med func(bench, unit string) (float64, bool), prefix, a, b, unit string) float64 {
+	x, _ := med(prefix+a, unit)
+	y, _ := med(prefix+b, unit)
+	return x / y
 }
 
 // blobChecks adds the targets of the Blob benchmark, if it ran.
