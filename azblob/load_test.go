@@ -109,12 +109,7 @@ func TestConnectionsBoundedByMaxSize(t *testing.T) {
 // before its end, and Close may be called twice.
 func TestReaderHoldsConnectionUntilClosed(t *testing.T) {
 	a := needAzurite(t)
-	name := a.newContainer(t)
-	big := randomBytes(t, 8<<20)
-	upload(t, a, name, map[string][]byte{"big": big})
-	cfg := pool.DefaultConfig()
-	cfg.MaxSize = 1
-	reg := newRegistry(t, a, name, cfg)
+	reg, big := oneBigBlob(t, a)
 	p, err := reg.Pool(context.Background(), "blob")
 	require.NoError(t, err)
 	ctx := context.Background()
@@ -333,13 +328,7 @@ func TestAzuriteKilledMidLoad(t *testing.T) {
 // still gives its connection back on Close, and the connection serves
 // the next reader.
 func TestReaderContextEndsMidBody(t *testing.T) {
-	a := needAzurite(t)
-	name := a.newContainer(t)
-	big := randomBytes(t, 8<<20)
-	upload(t, a, name, map[string][]byte{"big": big})
-	cfg := pool.DefaultConfig()
-	cfg.MaxSize = 1
-	reg := newRegistry(t, a, name, cfg)
+	reg, big := oneBigBlob(t, needAzurite(t))
 
 	ctx, cancel := context.WithCancel(context.Background())
 	rc, err := azblob.Open(ctx, reg, "blob", "big")
@@ -360,4 +349,15 @@ func TestReaderContextEndsMidBody(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, rc.Close())
 	require.True(t, bytes.Equal(big, got))
+}
+
+// oneBigBlob makes a container holding "big", 8 MiB of random bytes, and a
+// registry whose source "blob" reads it through a pool of one connection.
+func oneBigBlob(t *testing.T, a azurite) (*pool.PooledRegistry[*azblob.Conn], []byte) {
+	name := a.newContainer(t)
+	big := randomBytes(t, 8<<20)
+	upload(t, a, name, map[string][]byte{"big": big})
+	cfg := pool.DefaultConfig()
+	cfg.MaxSize = 1
+	return newRegistry(t, a, name, cfg), big
 }
