@@ -111,9 +111,13 @@ func serve(ctx context.Context, ln net.Listener, h http.Handler, svc *Service, d
 	case <-ctx.Done():
 	}
 	slog.Info("shutting down: draining")
-	draining.Store(true)
-	_ = ln.Close() // stop accepting; Serve returns
+	// Stop accepting before answering with "Connection: close": a client
+	// told to close dials again, and a connection that reaches the
+	// listener's backlog just before it closes is reset by the kernel
+	// without ever being accepted.
+	_ = ln.Close() // Serve returns
 	<-errc
+	draining.Store(true)
 	mu.Lock()
 	closedAll()
 	mu.Unlock()
