@@ -10,49 +10,73 @@ import (
 // in use.
 const clockTick = time.Millisecond
 
-// clockSlack bounds how far the coarse clock may lag the real one: a
-// tick, and a tick more for a refresh that runs late. Checks that must
-// never be late (PingAfterIdle) add it.
-const clockSlack = 2 * clockTick
+// clockDoubt is how far from a boundary (MaxLifetime, PingAfterIdle,
+// MaxIdleTime) the coarse clock is trusted. Nearer than that, the real
+// clock decides. The coarse clock lags by a tick or two when its refresh
+// runs; it lags more only when its refresh goroutine cannot run at all,
+// for example with GOMAXPROCS=1 and another goroutine computing without
+// a pause, and Go's scheduler preempts such a goroutine after 10 ms.
+const clockDoubt = 50 * time.Millisecond
 
-// coarseClock is the clock of the acquire fast path: reading it is an
-// atomic load, where reading the real clock costs 20 to 30 ns on the
-// machines we measure on, a third of an Acquire-Release cycle. While the
-// pool is in use, a timer refreshes it every clockTick; a tick that finds
-// it unread since the last one stops the timer, and the next read reads
-// the real clock and starts it again. An idle pool has no timer running.
-type coarseClock struct {
-	now     atomic.Int64 // the pool clock at the last refresh
+// clock is a pool's clock: monotonic nanoseconds since epoch, which costs
+// one clock read where time.Now costs two. Under testing/synctest it
+// follows the bubble's fake time.
+//
+// The coarse reading is the acquire fast path's clock: an atomic load,
+// where a real reading costs 20 to 40 ns on the machines we measure on,
+// half of an Acquire-Release cycle. While the pool is in use, a timer
+// refreshes it every clockTick; a tick that finds it unread since the last
+// one stops the timer, and the next read reads the real clock and starts
+// it again. An idle pool has no timer running. Only decisions far from
+// their boundary (see clockDoubt) and wait statistics use it; every time
+// the pool stores in an entry or compares with a waiter's deadline near
+// its end comes from the real clock.
+type clock struct {
+	epoch time.Time
+
+	cached  atomic.Int64 // the real clock at the last refresh
 	running atomic.Bool  // the refresh timer is armed
 	read    atomic.Bool  // read since the last refresh
 
-	mu    sync.Mutex // serialises refreshes and protects timer
-	timer *time.Timer
+	mu      sync.Mutex // serialises refreshes; protects the fields below
+	timer   *time.Timer
+	stopped bool
+	frozen  bool // tests only: refreshes keep the cached reading
 }
 
-// coarseNanos returns the pool clock, up to clockSlack behind.
-func (p *Pool[C]) coarseNanos() int64 {
-	c := &p.clock
+func newClock() clock { return clock{epoch: time.Now()} }
+
+// now reads the real clock.
+func (c *clock) now() int64 { return int64(time.Since(c.epoch)) }
+
+// time converts a reading to a time.Time.
+func (c *clock) time(n int64) time.Time { return c.epoch.Add(time.Duration(n)) }
+
+// coarse returns the clock as of its last refresh: behind the real clock,
+// by a tick or two while the refresh goroutine runs.
+func (c *clock) coarse() int64 {
 	if !c.running.Load() {
-		return p.startClock()
+		return c.start()
 	}
 	if !c.read.Load() {
 		c.read.Store(true)
 	}
-	return c.now.Load()
+	return c.cached.Load()
 }
 
-// startClock reads the real clock and starts the refresh timer.
-func (p *Pool[C]) startClock() int64 {
-	c := &p.clock
+// start reads the real clock and starts the refresh timer.
+func (c *clock) start() int64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	now := p.nanos()
-	c.now.Store(now)
-	if !c.running.Load() && !p.closed.Load() {
+	now := c.now()
+	if c.frozen {
+		now = c.cached.Load()
+	}
+	c.cached.Store(now)
+	if !c.running.Load() && !c.stopped {
 		c.read.Store(true)
 		if c.timer == nil {
-			c.timer = time.AfterFunc(clockTick, p.refreshClock)
+			c.timer = time.AfterFunc(clockTick, c.refresh)
 		} else {
 			c.timer.Reset(clockTick)
 		}
@@ -61,26 +85,43 @@ func (p *Pool[C]) startClock() int64 {
 	return now
 }
 
-// refreshClock is the refresh timer's callback.
-func (p *Pool[C]) refreshClock() {
-	c := &p.clock
+// refresh is the refresh timer's callback.
+func (c *clock) refresh() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.now.Store(p.nanos())
-	if !c.read.Swap(false) || p.closed.Load() {
+	if c.stopped {
+		return
+	}
+	if !c.frozen {
+		c.cached.Store(c.now())
+	}
+	if !c.read.Swap(false) {
 		c.running.Store(false)
 		return
 	}
 	c.timer.Reset(clockTick)
 }
 
-// stopClock stops the refresh timer for good (the pool is closed).
-func (p *Pool[C]) stopClock() {
-	c := &p.clock
+// stop stops the refresh timer for good (the pool is closed). Later
+// coarse readings read the real clock.
+func (c *clock) stop() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.stopped = true
 	if c.timer != nil {
 		c.timer.Stop()
 	}
 	c.running.Store(false)
 }
+
+// addSat returns t+d, saturated at the largest reading: a user's duration
+// near math.MaxInt64 must not wrap around into the past.
+func addSat(t int64, d time.Duration) int64 {
+	if d > 0 && t > maxReading-int64(d) {
+		return maxReading
+	}
+	return t + int64(d)
+}
+
+// maxReading is the latest reading there is: "never".
+const maxReading = 1<<63 - 1

@@ -44,7 +44,9 @@ func (p *Pool[C]) stop() (idle []*entry[C], first bool) {
 	p.closed.Store(true)
 	idle = p.idle
 	p.idle = nil
-	p.numClosing += len(idle)
+	for _, e := range idle {
+		p.closeLocked(e)
+	}
 	for w := p.waiters.popFront(); w != nil; w = p.waiters.popFront() {
 		w.ch <- result[C]{err: ErrPoolClosed}
 	}
@@ -61,7 +63,7 @@ func (p *Pool[C]) stop() (idle []*entry[C], first bool) {
 	if p.reapTimer != nil {
 		p.reapTimer.Stop()
 	}
-	p.stopClock()
+	p.clock.stop()
 	return idle, true
 }
 
@@ -104,7 +106,7 @@ func (p *Pool[C]) awaitStopped(ctx context.Context, idle []*entry[C], first bool
 }
 
 func (p *Pool[C]) logShutdownCut(ctx context.Context) {
-	if p.cfg.Logger == nil {
+	if p.log == nil {
 		return
 	}
 	s := p.Stats()
@@ -115,7 +117,7 @@ func (p *Pool[C]) logShutdownCut(ctx context.Context) {
 // signalDrainedLocked closes drained once the pool is closed and every
 // connection is gone. p.mu must be held.
 func (p *Pool[C]) signalDrainedLocked() {
-	if p.closed.Load() && p.numOpen == 0 {
+	if p.closed.Load() && p.openLocked() == 0 {
 		select {
 		case <-p.drained:
 		default:
@@ -124,75 +126,21 @@ func (p *Pool[C]) signalDrainedLocked() {
 	}
 }
 
-// closeLent takes a connection that was lent or checked out (and whose
-// loan, if any, has ended) out of service and closes it outside the lock.
-// It returns Close's error.
-func (p *Pool[C]) closeLent(e *entry[C], reason CloseReason) error {
-	p.mu.Lock()
-	p.numInUse--
-	p.numClosing++
-	p.mu.Unlock()
-	return p.finishClose(e, reason)
-}
-
-// finishClose closes a connection already counted in numClosing, outside
-// the lock, then uncounts it and dials replacements if needed. A panic in
-// Close becomes the returned *PanicError.
+// finishClose closes a connection in state closing, outside the lock,
+// then forgets it (closing → gone) and dials replacements if needed. A
+// panic in Close becomes the returned *PanicError.
 func (p *Pool[C]) finishClose(e *entry[C], reason CloseReason) error {
 	err := p.closeConn(e)
 	p.stats.countClose(reason)
 	p.reportClose(reason)
 	p.mu.Lock()
-	p.numClosing--
-	p.numOpen--
+	p.goneLocked(e)
 	if !p.closed.Load() {
-		now := p.nanos()
-		p.refillLocked(now)
+		p.refillLocked()
 		p.failUncoveredLocked()
 	}
 	p.notifyReadyLocked()
 	p.signalDrainedLocked()
 	p.mu.Unlock()
 	return err
-}
-
-// closeChecked is closeLent for a connection that failed its check. If
-// failedNew is not nil, the connection was new and its failure counts
-// against the source as a failed dial. If a has a waiter to requeue, it
-// goes back to the head of the queue under the lock that frees the slot.
-func (p *Pool[C]) closeChecked(e *entry[C], reason CloseReason, failedNew error, a *acquisition[C]) error {
-	p.stats.notLent.Add(1)
-	p.mu.Lock()
-	p.numInUse--
-	p.numClosing++
-	var ev event
-	if failedNew != nil {
-		p.stats.dialErrors.Add(1)
-		ev = p.dialFailedLocked(dialError(failedNew), p.nanos())
-	}
-	if a != nil && a.requeue != nil {
-		p.requeueLocked(a.requeue)
-		a.requeue = nil
-	}
-	p.mu.Unlock()
-	p.emit(ev)
-	return p.finishClose(e, reason)
-}
-
-// requeueLocked puts back at the head of the queue a waiter whose
-// connection failed its check, or serves it at once: with an idle
-// connection, or with ErrPoolClosed. p.mu must be held.
-func (p *Pool[C]) requeueLocked(w *waiter[C]) {
-	if p.closed.Load() {
-		w.ch <- result[C]{err: ErrPoolClosed}
-		return
-	}
-	if e := p.popIdleLocked(); e != nil { // keeps the invariant: idle means nobody waits
-		w.ch <- result[C]{e: e}
-		return
-	}
-	p.waiters.pushFront(w)
-	if w.timeoutAt != 0 {
-		p.armTimeoutLocked(w.timeoutAt)
-	}
 }

@@ -10,9 +10,18 @@ import (
 // a zero Config is invalid (MaxSize 0), so a forgotten field never silently
 // means "unlimited".
 //
-// Every duration of zero switches its feature off, as documented on each
-// field; negative durations are invalid.
+// A duration of zero switches its feature off, as documented on each
+// field, with one exception: DialBackoffMax is a cap, and zero means the
+// cap of one minute (no cap at all would leave a source that stays down
+// unprobed for ever). Negative durations are invalid. Durations too long
+// to represent from now on, up to math.MaxInt64, mean "never".
 type Config struct {
+	// Name names the pool in its log lines (the attribute source=Name)
+	// and, for the metrics modules, in its metrics. A Manager or registry
+	// names each pool it makes after its source ID, whatever the
+	// PoolFactory's Config says. Default empty: log lines carry no name.
+	Name string
+
 	// MinSize is the number of connections the pool keeps open even when
 	// idle. New dials them in the background, and the reaper refills to
 	// MinSize. Default 1. Zero keeps no warm connections. Negative is
@@ -24,24 +33,23 @@ type Config struct {
 	MaxSize int
 
 	// MaxIdleTime closes a connection that has sat idle this long, as long
-	// as the pool stays at MinSize or above. Default 5 minutes. Zero keeps
-	// idle connections forever.
+	// as the pool stays at MinSize or above: the reaper closes it on its
+	// first run after that (with 50 ms of slack for the coarse clock), and
+	// never before. Default 5 minutes. Zero keeps idle connections forever.
 	MaxIdleTime time.Duration
 
 	// MaxLifetime closes a connection this long after it was dialled (less
 	// a random jitter of up to a tenth, so a fleet does not reconnect at
 	// once). An expired connection is never lent: the reaper closes it when
-	// idle, and Acquire closes it instead of lending it (Acquire's clock may
-	// run up to 2 ms behind, so it errs by closing that much early). A loan in progress
+	// idle, and Acquire closes it instead of lending it. A loan in progress
 	// is not cut short. Default 1 hour. Zero means connections never expire
 	// by age.
 	MaxLifetime time.Duration
 
 	// AcquireTimeout bounds a whole Acquire (its health checks, the dials
 	// it waits for, and its wait in the queue) when the caller's context
-	// has no earlier deadline. It is timed from the pool's coarse clock,
-	// so it may end up to 2 ms early. Default 30 seconds. Zero means only
-	// the caller's context bounds the call.
+	// has no earlier deadline. Default 30 seconds. Zero means only the
+	// caller's context bounds the call.
 	AcquireTimeout time.Duration
 
 	// ReapInterval is how often the background reaper closes idle and
@@ -55,12 +63,12 @@ type Config struct {
 	DialTimeout time.Duration
 
 	// PingAfterIdle makes Acquire Ping a connection that has been idle at
-	// least this long before handing it out. Idle time is measured without
-	// a clock read on release, so it may be over-estimated by the length of
-	// the previous loan: a connection held longer than PingAfterIdle is
-	// pinged on its next acquire. Default 1 second. Zero never pings, like
-	// every other zero duration here; to ping on (nearly) every acquire,
-	// use a tiny duration such as time.Nanosecond.
+	// least this long, since its last release, before handing it out. The
+	// release is timed by the coarse clock, so idle time may be
+	// over-estimated by a millisecond or two, never under-estimated.
+	// Default 1 second. Zero never pings, like every other zero duration
+	// here; to ping on (nearly) every acquire, use a tiny duration such as
+	// time.Nanosecond.
 	PingAfterIdle time.Duration
 
 	// PingTimeout bounds each Ping made by Acquire. Default 5 seconds. Zero
@@ -87,8 +95,9 @@ type Config struct {
 	DialBackoff time.Duration
 
 	// DialBackoffMax caps the pause between dials while the source is
-	// down. Default 500 ms. Zero means DialBackoff doubles without a cap
-	// (a minute at most). It must not be below DialBackoff.
+	// down. Default 500 ms. Zero means a cap of one minute: the one zero
+	// duration here that does not switch a feature off. It must not be
+	// below DialBackoff.
 	DialBackoffMax time.Duration
 
 	// MaxConcurrentDials bounds the dials in flight at once, so that a
@@ -107,7 +116,8 @@ type Config struct {
 
 	// Logger receives the pool's events: failed dials and recovery, fail
 	// fast switched on and off, leaks, panics recovered from connectors,
-	// and connections closed by force. Nil (the default) logs nothing. The
+	// and connections closed by force, each with the attribute
+	// source=Name when Name is set. Nil (the default) logs nothing. The
 	// pool never logs a connection string or a password, but it does log
 	// the text of errors that the Factory and the connector return.
 	Logger *slog.Logger

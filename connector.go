@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
-	"time"
 )
 
 // This file holds the connector's interfaces and every call the pool makes
@@ -75,18 +74,18 @@ func Adapt[C, T Connector](f Factory[T]) (Factory[C], error) {
 // Acquire's own timeout (pool clock, 0 if none), whichever ends first.
 func (p *Pool[C]) ping(ctx context.Context, e *entry[C], timeoutAt, now int64) error {
 	limit := timeoutAt
-	if pt := now + int64(p.cfg.PingTimeout); p.cfg.PingTimeout > 0 && (limit == 0 || pt < limit) {
+	if pt := addSat(now, p.cfg.PingTimeout); p.cfg.PingTimeout > 0 && (limit == 0 || pt < limit) {
 		limit = pt
 	}
-	if limit != 0 {
+	if limit != 0 && limit != maxReading {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithDeadline(ctx, p.epoch.Add(time.Duration(limit)))
+		ctx, cancel = context.WithDeadline(ctx, p.clock.time(limit))
 		defer cancel()
 	}
 	returned := false
 	defer func() {
 		if !returned {
-			p.closeAfterPanic(e, "Ping", atCheckout)
+			p.closeAfterPanic(e, "Ping")
 		}
 	}()
 	err := e.conn.Ping(ctx)
@@ -107,7 +106,7 @@ func (p *Pool[C]) needsReset(e *entry[C]) bool {
 	returned := false
 	defer func() {
 		if !returned {
-			p.closeAfterPanic(e, "NeedsReset", atRelease)
+			p.closeAfterPanic(e, "NeedsReset")
 		}
 	}()
 	needed := e.resetChecker.NeedsReset()
@@ -117,11 +116,11 @@ func (p *Pool[C]) needsReset(e *entry[C]) bool {
 
 // isValid calls IsValid; if it panics, the connection is closed and the
 // panic goes on.
-func (p *Pool[C]) isValid(e *entry[C], at stage) bool {
+func (p *Pool[C]) isValid(e *entry[C]) bool {
 	returned := false
 	defer func() {
 		if !returned {
-			p.closeAfterPanic(e, "IsValid", at)
+			p.closeAfterPanic(e, "IsValid")
 		}
 	}()
 	ok := e.validator.IsValid()
@@ -144,7 +143,7 @@ func (p *Pool[C]) reset(e *entry[C]) error {
 	returned := false
 	defer func() {
 		if !returned {
-			p.closeAfterPanic(e, "Reset", atRelease)
+			p.closeAfterPanic(e, "Reset")
 		}
 	}()
 	err := e.resetter.Reset(ctx)
@@ -155,27 +154,15 @@ func (p *Pool[C]) reset(e *entry[C]) error {
 	return err
 }
 
-// stage says where a connector call ran: on a connection checked out for
-// a caller but not yet lent, or on one whose loan has ended.
-type stage int
-
-const (
-	atCheckout stage = iota
-	atRelease
-)
-
 // closeAfterPanic closes a connection whose connector call panicked on the
-// caller's goroutine. It runs in a deferred call while the panic goes on,
-// so an error of Close's (or its panic) is logged and dropped.
-func (p *Pool[C]) closeAfterPanic(e *entry[C], op string, at stage) {
+// caller's goroutine, from the state the call ran in (checking, lent or
+// resetting). It runs in a deferred call while the panic goes on, so an
+// error of Close's (or its panic) is logged and dropped.
+func (p *Pool[C]) closeAfterPanic(e *entry[C], op string) {
 	p.stats.panicsRecovered.Add(1)
 	p.logf(levelError, "connector panicked; connection closed, panic re-raised", "op", op)
 	p.untrackLeak(e)
-	if at == atCheckout {
-		_ = p.closeChecked(e, CloseBroken, nil, nil)
-	} else {
-		_ = p.closeLent(e, CloseBroken)
-	}
+	_ = p.retire(e, CloseBroken)
 }
 
 // closeConn calls the connector's Close the first time it is called for

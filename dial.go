@@ -2,7 +2,6 @@ package pool
 
 import (
 	"context"
-	"math"
 	"math/rand/v2"
 	"reflect"
 	"time"
@@ -12,8 +11,7 @@ import (
 // pool's mu.
 type dialState struct {
 	// failures counts dials that failed in a row (a new connection that
-	// failed its first check included); 0 when the source is up. Only
-	// counted when Config.DialBackoff is set.
+	// failed its first check included); 0 once a dial succeeds.
 	failures int
 	// retryAt is when the pool may dial again after failures (pool clock).
 	retryAt int64
@@ -28,25 +26,31 @@ type dialState struct {
 
 // downLocked reports whether the source is down: the last dial failed and
 // backoff is on. p.mu must be held.
-func (p *Pool[C]) downLocked() bool { return p.dialing.failures > 0 }
+func (p *Pool[C]) downLocked() bool { return p.dialing.failures > 0 && p.cfg.DialBackoff > 0 }
+
+// inUseLocked counts the connections in callers' hands: checked, lent or
+// being reset. p.mu must be held.
+func (p *Pool[C]) inUseLocked() int {
+	return p.n[stateChecking] + p.n[stateLent] + p.n[stateResetting]
+}
 
 // dialForWaitersLocked starts the dials needed so that every waiter has a
 // connection coming. p.mu must be held.
-func (p *Pool[C]) dialForWaitersLocked(now int64) {
-	p.startDialsLocked(p.waiters.len-p.numDialing, now)
+func (p *Pool[C]) dialForWaitersLocked() {
+	p.startDialsLocked(p.waiters.len - p.n[stateDialling])
 }
 
 // refillLocked starts the dials needed for every waiter and to keep
 // MinSize connections. p.mu must be held.
-func (p *Pool[C]) refillLocked(now int64) {
-	p.startDialsLocked(max(p.waiters.len-p.numDialing, p.cfg.MinSize-p.numOpen), now)
+func (p *Pool[C]) refillLocked() {
+	p.startDialsLocked(max(p.waiters.len-p.n[stateDialling], p.cfg.MinSize-p.openLocked()))
 }
 
 // startDialsLocked starts up to want dials, never past MaxSize or
 // MaxConcurrentDials. While the source is down it starts none before
 // retryAt (and arms the retry timer for then), and then one at a time.
 // p.mu must be held.
-func (p *Pool[C]) startDialsLocked(want int, now int64) {
+func (p *Pool[C]) startDialsLocked(want int) {
 	if want <= 0 || p.closed.Load() {
 		return
 	}
@@ -55,17 +59,15 @@ func (p *Pool[C]) startDialsLocked(want int, now int64) {
 		limit = p.cfg.MaxSize
 	}
 	if p.downLocked() {
-		if now < p.dialing.retryAt {
+		if now := p.clock.now(); now < p.dialing.retryAt {
 			p.armRetryLocked(now)
 			return
 		}
 		limit = 1
 	}
-	want = min(want, p.cfg.MaxSize-p.numOpen, limit-p.numDialing)
+	want = min(want, p.cfg.MaxSize-p.openLocked(), limit-p.n[stateDialling])
 	for range want {
-		p.numOpen++
-		p.numDialing++
-		p.bg.Add(1)
+		p.dialStartLocked()
 		go p.dial()
 	}
 }
@@ -90,7 +92,7 @@ func (p *Pool[C]) retryDials() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.dialing.retryArmed = false
-	p.refillLocked(p.nanos())
+	p.refillLocked()
 }
 
 // failFastLocked returns the error that fails an Acquire at once, without
@@ -101,9 +103,9 @@ func (p *Pool[C]) failFastLocked(now int64) error {
 	switch {
 	case !p.downLocked():
 		return nil
-	case p.numInUse+p.numDialing > p.waiters.len:
+	case p.inUseLocked()+p.n[stateDialling] > p.waiters.len:
 		return nil // a connection is coming for this caller
-	case now >= p.dialing.retryAt && p.numDialing == 0 && p.numOpen < p.cfg.MaxSize:
+	case now >= p.dialing.retryAt && p.n[stateDialling] == 0 && p.openLocked() < p.cfg.MaxSize:
 		return nil // this caller's wait starts the next probe
 	}
 	return p.dialing.lastErr
@@ -115,28 +117,28 @@ func (p *Pool[C]) failUncoveredLocked() {
 	if !p.downLocked() {
 		return
 	}
-	for p.waiters.len > p.numInUse+p.numDialing {
+	for p.waiters.len > p.inUseLocked()+p.n[stateDialling] {
 		w := p.waiters.popBack()
 		p.stats.failedFast.Add(1)
 		w.ch <- result[C]{err: p.dialing.lastErr}
 	}
 }
 
-// dialFailedLocked records a failed dial (err matches ErrDial) and, with
+// sourceFailedLocked records a failed dial (err matches ErrDial) and, with
 // backoff on, marks the source down until retryAt. It returns the event to
 // log once the caller has unlocked. p.mu must be held.
-func (p *Pool[C]) dialFailedLocked(err error, now int64) event {
+func (p *Pool[C]) sourceFailedLocked(err error, now int64) event {
 	d := &p.dialing
 	d.lastErr = err
+	d.failures++
 	for _, r := range p.ready {
 		r.failed = err
 	}
 	if p.cfg.DialBackoff == 0 {
 		return event{}
 	}
-	d.failures++
-	d.retryAt = now + int64(p.backoff(d.failures))
-	if p.cfg.Logger == nil {
+	d.retryAt = addSat(now, p.backoff(d.failures))
+	if p.log == nil {
 		return event{}
 	}
 	if d.failures == 1 {
@@ -145,12 +147,12 @@ func (p *Pool[C]) dialFailedLocked(err error, now int64) event {
 	return event{levelDebug, "dial failed again", []any{"error", err.Error(), "failures", d.failures}}
 }
 
-// dialSucceededLocked ends a down state at once, and returns the event to
+// sourceUpLocked ends a down state at once, and returns the event to
 // log once the caller has unlocked. p.mu must be held.
-func (p *Pool[C]) dialSucceededLocked() event {
+func (p *Pool[C]) sourceUpLocked() event {
 	d := &p.dialing
 	var ev event
-	if d.failures > 0 && p.cfg.Logger != nil {
+	if p.downLocked() && p.log != nil {
 		ev = event{levelInfo, "source recovered: dial succeeded; fail fast off", []any{"after_failures", d.failures}}
 	}
 	d.failures, d.retryAt, d.lastErr = 0, 0, nil
@@ -167,7 +169,7 @@ func (p *Pool[C]) backoff(n int) time.Duration {
 	}
 	d := p.cfg.DialBackoff
 	for i := 1; i < n && d < ceiling; i++ {
-		d *= 2
+		d = min(d, ceiling/2) * 2 // never past the ceiling, never wrapping
 	}
 	d = min(d, ceiling)
 	return d/2 + rand.N(d/2+1)
@@ -182,33 +184,29 @@ func (p *Pool[C]) dial() {
 		defer cancel()
 	}
 	conn, err := p.callFactory(ctx)
-	now := p.nanos()
+	now := p.clock.now()
 	if err != nil {
 		p.dialFailed(dialError(err), now)
 		return
 	}
 	p.stats.created.Add(1)
-	e := &entry[C]{pool: p, conn: conn, createdAt: p.epoch.Add(time.Duration(now)), expiresAt: math.MaxInt64, fresh: true}
+	e := &entry[C]{pool: p, conn: conn, createdAt: p.clock.time(now), expiresAt: maxReading, fresh: true}
 	if lt := p.cfg.MaxLifetime; lt > 0 {
-		e.expiresAt = now + int64(lt-rand.N(lt/10+1))
+		e.expiresAt = addSat(now, lt-rand.N(lt/10+1))
 	}
 	e.validator, _ = any(conn).(Validator)
 	e.resetter, _ = any(conn).(Resetter)
 	e.resetChecker, _ = any(conn).(ResetChecker)
 	p.mu.Lock()
-	p.numDialing--
-	if p.closed.Load() {
-		p.numClosing++
-		p.mu.Unlock()
-		_ = p.finishClose(e, ClosePoolClosed)
-		return
+	var ev event
+	if !p.closed.Load() {
+		ev = p.sourceUpLocked()
 	}
-	ev := p.dialSucceededLocked()
-	w := p.putLocked(e, now)
-	p.refillLocked(now) // dials held back by MaxConcurrentDials or backoff
+	h := p.dialledLocked(e, now)
+	p.refillLocked() // dials held back by MaxConcurrentDials or backoff
 	p.notifyReadyLocked()
 	p.mu.Unlock()
-	handOff(w, e)
+	_ = h.do(p) // on a closed pool, Close logs a panic
 	p.emit(ev)
 }
 
@@ -217,16 +215,15 @@ func (p *Pool[C]) dial() {
 func (p *Pool[C]) dialFailed(err error, now int64) {
 	p.stats.dialErrors.Add(1)
 	p.mu.Lock()
-	p.numDialing--
-	p.numOpen--
-	ev := p.dialFailedLocked(err, now)
+	p.dialFailedLocked()
+	ev := p.sourceFailedLocked(err, now)
 	if w := p.waiters.popFront(); w != nil {
 		w.ch <- result[C]{err: err}
 	}
 	if p.cfg.DialBackoff > 0 {
-		p.refillLocked(now) // gated by retryAt
+		p.refillLocked() // gated by retryAt
 	} else {
-		p.dialForWaitersLocked(now) // never refill MinSize in a loop
+		p.dialForWaitersLocked() // never refill MinSize in a loop
 	}
 	p.failUncoveredLocked()
 	p.notifyReadyLocked()
@@ -240,7 +237,7 @@ func (p *Pool[C]) dialFailed(err error, now int64) {
 // an error is closed.
 func (p *Pool[C]) callFactory(ctx context.Context) (conn C, err error) {
 	if p.cfg.Hooks.Dial != nil {
-		start := p.nanos()
+		start := p.clock.now()
 		// Deferred first, so it runs last: it sees the error a panic
 		// became.
 		defer func() { p.reportDial(start, err) }()
@@ -295,7 +292,7 @@ func (p *Pool[C]) WaitReady(ctx context.Context) error {
 		p.mu.Unlock()
 		return nil
 	}
-	p.refillLocked(p.nanos())
+	p.refillLocked()
 	r := &readyWaiter{ch: make(chan error, 1)}
 	p.ready = append(p.ready, r)
 	p.mu.Unlock()
@@ -321,7 +318,7 @@ func (p *Pool[C]) WaitReady(ctx context.Context) error {
 
 // liveLocked counts dialled connections not being closed. p.mu must be held.
 func (p *Pool[C]) liveLocked() int {
-	return p.numOpen - p.numDialing - p.numClosing
+	return len(p.conns) - p.n[stateClosing]
 }
 
 // notifyReadyLocked answers the WaitReady callers that can be answered.
@@ -337,7 +334,7 @@ func (p *Pool[C]) notifyReadyLocked() {
 			r.ch <- ErrPoolClosed
 		case p.liveLocked() >= p.cfg.MinSize:
 			r.ch <- nil
-		case p.numDialing == 0 && r.failed != nil:
+		case p.n[stateDialling] == 0 && r.failed != nil:
 			r.ch <- r.failed
 		default:
 			kept = append(kept, r)

@@ -2,6 +2,7 @@ package pool
 
 import (
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -9,7 +10,7 @@ import (
 // returns how many connections it closed for idleness and for age.
 func (p *Pool[C]) ReapStep(now time.Time) (idle, lifetime int) {
 	p.mu.Lock()
-	closing := p.reapLocked(int64(now.Sub(p.epoch)))
+	closing := p.reapLocked(int64(now.Sub(p.clock.epoch)))
 	p.mu.Unlock()
 	for _, c := range closing {
 		if c.reason == CloseIdle {
@@ -22,8 +23,11 @@ func (p *Pool[C]) ReapStep(now time.Time) (idle, lifetime int) {
 	return idle, lifetime
 }
 
-// CheckAccounting returns an error if the pool's counts disagree with its
-// idle stack and wait queue, or exceed MaxSize.
+// CheckAccounting returns an error if the pool's books disagree with its
+// connections: each state's count with the states of the connections
+// open, the idle stack with the idle count and its entries' states, the
+// wait queue with its length; or if the pool is over MaxSize, holds idle
+// connections while callers wait, or has a negative count.
 func (p *Pool[C]) CheckAccounting() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -31,20 +35,71 @@ func (p *Pool[C]) CheckAccounting() error {
 	for w := p.waiters.head; w != nil; w = w.next {
 		n++
 	}
-	switch {
-	case n != p.waiters.len:
+	if n != p.waiters.len {
 		return fmt.Errorf("wait list has %d waiters, len says %d", n, p.waiters.len)
-	case p.numOpen != len(p.idle)+p.numInUse+p.numDialing+p.numClosing:
-		return fmt.Errorf("open %d != idle %d + in use %d + dialing %d + closing %d",
-			p.numOpen, len(p.idle), p.numInUse, p.numDialing, p.numClosing)
-	case p.numOpen > p.cfg.MaxSize:
-		return fmt.Errorf("open %d > max %d", p.numOpen, p.cfg.MaxSize)
+	}
+	var seen [numStates]int
+	for i, e := range p.conns {
+		if e.index != i {
+			return fmt.Errorf("connection at %d says it is at %d", i, e.index)
+		}
+		seen[e.state]++
+	}
+	seen[stateDialling] = p.n[stateDialling] // dials in flight have no entry
+	if seen != p.n {
+		return fmt.Errorf("counts %v, connections' states %v (%s)", p.n, seen, statesLegend())
+	}
+	for _, e := range p.idle {
+		if e.state != stateIdle {
+			return fmt.Errorf("a %s connection on the idle stack", e.state)
+		}
+	}
+	switch open := p.openLocked(); {
+	case len(p.idle) != p.n[stateIdle]:
+		return fmt.Errorf("idle stack holds %d, count says %d", len(p.idle), p.n[stateIdle])
+	case open > p.cfg.MaxSize:
+		return fmt.Errorf("open %d > max %d", open, p.cfg.MaxSize)
 	case len(p.idle) > 0 && p.waiters.len > 0:
 		return fmt.Errorf("%d idle while %d wait", len(p.idle), p.waiters.len)
-	case p.numInUse < 0 || p.numDialing < 0 || p.numClosing < 0:
-		return fmt.Errorf("negative count: in use %d, dialing %d, closing %d", p.numInUse, p.numDialing, p.numClosing)
+	}
+	for s, c := range p.n {
+		if c < 0 {
+			return fmt.Errorf("negative count: %d %s", c, connState(s))
+		}
 	}
 	return nil
+}
+
+func statesLegend() string {
+	var b strings.Builder
+	for s := range numStates {
+		if s > 0 {
+			b.WriteString(" ")
+		}
+		b.WriteString(s.String())
+	}
+	return b.String()
+}
+
+// States returns how many connections are in each state, by name.
+func (p *Pool[C]) States() map[string]int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make(map[string]int, numStates)
+	for s, c := range p.n {
+		out[connState(s).String()] = c
+	}
+	return out
+}
+
+// FreezeCoarseClock stops the coarse clock's refreshes, as a goroutine
+// that never yields would on one CPU: its reading goes stale.
+func (p *Pool[C]) FreezeCoarseClock() {
+	c := &p.clock
+	c.mu.Lock()
+	c.frozen = true
+	c.mu.Unlock()
+	c.coarse() // make sure it is running, so that coarse reads the cache
 }
 
 // SetGaveUpHook sets a function that runs when a waiter has given up and
@@ -53,5 +108,5 @@ func (p *Pool[C]) SetGaveUpHook(fn func()) { p.testHookGaveUp = fn }
 
 // ExpiresAt returns when the loan's connection passes its MaxLifetime.
 func (pc *PooledConn[C]) ExpiresAt() time.Time {
-	return pc.e.pool.epoch.Add(time.Duration(pc.e.expiresAt))
+	return pc.e.pool.clock.time(pc.e.expiresAt)
 }

@@ -109,6 +109,7 @@ type fakeConn struct {
 	invalid atomic.Bool  // IsValid reports false
 	holders atomic.Int32 // set by tests that check exclusive use
 	dirty   atomic.Bool  // session state a borrower left; Reset clears it
+	used    atomic.Bool  // set by use: the conn has been lent
 	// closedSig is closed by the first Close, as closing a socket wakes a
 	// blocked read.
 	closedSig chan struct{}
@@ -173,6 +174,7 @@ func (c *fakeConn) Reset(ctx context.Context) error {
 // use marks the start of exclusive use by one holder and fails the test
 // if someone else holds the conn or it is closed.
 func (c *fakeConn) use(t testing.TB) {
+	c.used.Store(true)
 	if n := c.holders.Add(1); n != 1 {
 		t.Errorf("%v has %d holders at once", c, n)
 	}

@@ -62,7 +62,7 @@ func (r CloseReason) String() string {
 // owns e.
 func (p *Pool[C]) loanStarted(e *entry[C]) {
 	if p.cfg.Hooks.Release != nil {
-		e.loanStart = p.nanos()
+		e.loanStart = p.clock.now()
 	}
 }
 
@@ -77,35 +77,18 @@ func (p *Pool[C]) loanEnded(e *entry[C]) {
 
 func (p *Pool[C]) reportLoan(e *entry[C]) {
 	defer p.recoverHook("Hooks.Release")
-	p.cfg.Hooks.Release(time.Duration(p.nanos() - e.loanStart))
-}
-
-// acquireStart returns the time an Acquire began, read only when the
-// Acquire hook is set.
-func (p *Pool[C]) acquireStart() int64 {
-	if p.cfg.Hooks.Acquire == nil {
-		return 0
-	}
-	return p.nanos()
-}
-
-// acquireDone reports an Acquire that began at start to the Acquire hook;
-// inlined, as loanEnded is.
-func (p *Pool[C]) acquireDone(start int64, err error) {
-	if p.cfg.Hooks.Acquire != nil {
-		p.reportAcquire(start, err)
-	}
+	p.cfg.Hooks.Release(time.Duration(p.clock.now() - e.loanStart))
 }
 
 func (p *Pool[C]) reportAcquire(start int64, err error) {
 	defer p.recoverHook("Hooks.Acquire")
-	p.cfg.Hooks.Acquire(time.Duration(p.nanos()-start), err)
+	p.cfg.Hooks.Acquire(time.Duration(p.clock.now()-start), err)
 }
 
 // reportDial reports a call of the Factory that began at start.
 func (p *Pool[C]) reportDial(start int64, err error) {
 	defer p.recoverHook("Hooks.Dial")
-	p.cfg.Hooks.Dial(time.Duration(p.nanos()-start), err)
+	p.cfg.Hooks.Dial(time.Duration(p.clock.now()-start), err)
 }
 
 // reportClose reports a closed connection.

@@ -1,8 +1,6 @@
 package pool
 
 import (
-	"context"
-	"log/slog"
 	"runtime"
 	"strconv"
 	"strings"
@@ -66,7 +64,7 @@ func (p *Pool[C]) reclaim(a abandoned[C]) {
 	}
 	p.loanEnded(a.e)
 	p.untrackLeak(a.e)
-	_ = p.closeLent(a.e, CloseAbandoned)
+	_ = p.retire(a.e, CloseAbandoned)
 	p.logf(levelError, "connection handle dropped without Release; connection closed and slot reclaimed",
 		"acquired_at", formatStack(a.stack))
 }
@@ -91,44 +89,4 @@ func formatStack(pcs []uintptr) string {
 		}
 	}
 	return b.String()
-}
-
-// Log levels, named so that call sites read as what they report.
-const (
-	levelDebug = slog.LevelDebug
-	levelInfo  = slog.LevelInfo
-	levelWarn  = slog.LevelWarn
-	levelError = slog.LevelError
-)
-
-// logf logs an event through Config.Logger, if one is set. It never
-// receives a connection string or a password: only error texts, counts
-// and stacks.
-func (p *Pool[C]) logf(level slog.Level, msg string, args ...any) {
-	if p.cfg.Logger == nil {
-		return
-	}
-	p.cfg.Logger.Log(context.Background(), level, "pool: "+msg, args...)
-}
-
-// event is a log record decided under the pool lock and logged after it
-// is released: the Logger is user code, and user code never runs under
-// the lock. The zero event logs nothing.
-type event struct {
-	level slog.Level
-	msg   string
-	args  []any
-}
-
-// emit logs ev, if it holds anything. p.mu must not be held.
-func (p *Pool[C]) emit(ev event) {
-	if ev.msg != "" {
-		p.logf(ev.level, ev.msg, ev.args...)
-	}
-}
-
-// logPanic counts and logs a panic recovered from a connector or Factory.
-func (p *Pool[C]) logPanic(pe *PanicError) {
-	p.stats.panicsRecovered.Add(1)
-	p.logf(levelError, "connector panicked; recovered", "op", pe.Op, "panic", pe.Value, "stack", string(pe.Stack))
 }

@@ -19,7 +19,8 @@ type PoolFactory[C Connector] func(ctx context.Context, id string) (Factory[C], 
 // Manager owns one Pool per source ID. A pool is created on first use,
 // exactly once however many goroutines ask for it at the same time; a
 // failed creation is not remembered, so the next call tries again.
-// Looking up an existing pool takes no lock.
+// Looking up an existing pool takes no lock. Each pool is named after its
+// ID (Config.Name), in its log lines and metrics.
 type Manager[C Connector] struct {
 	newPool PoolFactory[C]
 	ctx     context.Context // passed to newPool; cancelled by Close
@@ -140,8 +141,8 @@ func (m *Manager[C]) build(id string, c *creation[C]) {
 	}
 }
 
-// newPoolRecovered calls the PoolFactory and New; a panic in the
-// PoolFactory becomes a *PanicError.
+// newPoolRecovered calls the PoolFactory and New, and names the pool
+// after id; a panic in the PoolFactory becomes a *PanicError.
 func (m *Manager[C]) newPoolRecovered(id string) (p *Pool[C], err error) {
 	defer func() {
 		if v := recover(); v != nil {
@@ -152,7 +153,12 @@ func (m *Manager[C]) newPoolRecovered(id string) (p *Pool[C], err error) {
 	if err != nil {
 		return nil, err
 	}
-	return New(dial, cfg)
+	cfg.Name = id
+	if p, err = New(dial, cfg); err != nil {
+		return nil, err
+	}
+	p.manager = m // before the pool is published
+	return p, nil
 }
 
 // Lookup returns the pool for id if it has been created, without creating

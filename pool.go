@@ -1,13 +1,18 @@
-// This file holds the path every loan takes: acquire, the checks, the
-// hand-off and release. The connector calls are in connector.go, the wait
-// list and its timer in waitlist.go, dialling and backoff in dial.go, the
-// coarse clock in clock.go, the reaper in reaper.go, closing in close.go,
-// Stats in stats.go, leak detection in leak.go and the errors in errors.go.
+// This file holds the Pool, its constructor and the one acquire loop that
+// Acquire, With, TryAcquire and the registry's With share. A connection's
+// states and the edges between them are in states.go; the release path
+// and the loan's handle in pooled_conn.go; the connector calls in
+// connector.go, the wait list and its timer in waitlist.go, dialling and
+// backoff in dial.go, the coarse clock in clock.go, the reaper in
+// reaper.go, closing in close.go, Stats in stats.go, hooks in hooks.go,
+// leak detection in leak.go, logging in log.go and the errors in
+// errors.go.
 
 package pool
 
 import (
 	"context"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,17 +22,19 @@ import (
 type Pool[C Connector] struct {
 	factory Factory[C]
 
-	// epoch anchors the pool's clock: times are kept as monotonic
-	// nanoseconds since epoch (see nanos), which costs one clock read
-	// where time.Now costs two.
-	epoch time.Time
-
-	// clock is the coarse clock of the acquire fast path.
-	clock coarseClock
+	// clock is the pool's clock (see clock.go): real and coarse readings,
+	// in nanoseconds since the pool was made.
+	clock clock
 
 	// dialCtx is the parent of every dial's context; Close cancels it.
 	dialCtx     context.Context
 	cancelDials context.CancelFunc
+
+	// log is Config.Logger with the pool's name attached; nil logs
+	// nothing.
+	log *slog.Logger
+	// manager is the Manager that made the pool, nil for New.
+	manager *Manager[C]
 
 	// testHookGaveUp, if set, runs when a waiter has given up and before it
 	// takes the lock to leave the queue. Tests use it to serve the waiter
@@ -45,10 +52,10 @@ type Pool[C Connector] struct {
 	reapTimer *time.Timer // nil when ReapInterval is zero
 	drained   chan struct{}
 
-	// mu protects the fields below. It is never held across a dial, Ping,
-	// Reset, Close or any other user code: work of that kind is collected
-	// under mu and done after unlocking. Functions that need mu held end in
-	// Locked.
+	// mu protects the fields below and every entry's state. It is never
+	// held across a dial, Ping, Reset, Close or any other user code: work
+	// of that kind is collected under mu and done after unlocking.
+	// Functions that need mu held end in Locked, and leave it held.
 	mu sync.Mutex
 	// closed is set once, by Close, under mu. Holders of mu read it; it is
 	// atomic so that the Manager's lock-free lookup can read it too.
@@ -58,27 +65,23 @@ type Pool[C Connector] struct {
 	// from the bottom. When idle is not empty, waiters is empty.
 	idle    []*entry[C]
 	waiters waitList[C]
-	// numOpen == len(idle) + numInUse + numDialing + numClosing, and never
-	// exceeds cfg.MaxSize. numInUse counts connections taken from the idle
-	// stack or handed to a waiter, from then until they are given back or
-	// closed: while checked, and while lent.
-	numOpen  int
-	numInUse int
-	// checkouts counts connections taken from the idle stack or handed to
-	// a waiter. Stats derives AcquireCount from it and stats.notLent, so
-	// that the hot path counts under the lock it already holds.
-	checkouts int64
-	// lastReap is when the reaper last ran (pool clock); release uses it to
-	// stamp idleSince without reading the clock.
-	lastReap int64
+	// n counts connections by state (states.go); n[stateIdle] ==
+	// len(idle), and the open connections, every state together, never
+	// exceed cfg.MaxSize.
+	n [numStates]int
+	// lends counts loans started under mu (Stats.AcquireCount adds
+	// stats.handedLends, counted by the waiters).
+	lends int64
 	// The fields above are the ones every Acquire and Release touch; they
 	// sit together, next to mu, so a critical section touches few cache
 	// lines.
-	numDialing int
-	numClosing int
-	ready      []*readyWaiter // WaitReady callers
-	timeout    timeoutTimer
-	dialing    dialState
+
+	// conns holds every connection dialled and not yet closed, each at
+	// its entry.index: what CheckAccounting counts states from.
+	conns   []*entry[C]
+	ready   []*readyWaiter // WaitReady callers
+	timeout timeoutTimer
+	dialing dialState
 
 	// The counters are atomics, kept off the cache line of mu: counting
 	// an event must not slow the lock down.
@@ -106,13 +109,19 @@ func New[C Connector](factory Factory[C], cfg Config) (*Pool[C], error) {
 	p := &Pool[C]{
 		factory: factory,
 		cfg:     cfg,
-		epoch:   time.Now(),
+		clock:   newClock(),
 		drained: make(chan struct{}),
+	}
+	if cfg.Logger != nil {
+		p.log = cfg.Logger
+		if cfg.Name != "" {
+			p.log = cfg.Logger.With("source", cfg.Name)
+		}
 	}
 	p.dialCtx, p.cancelDials = context.WithCancel(context.Background())
 	p.waiterCache.New = func() any { return &waiter[C]{ch: make(chan result[C], 1)} }
 	p.mu.Lock()
-	p.refillLocked(0)
+	p.refillLocked()
 	if cfg.ReapInterval > 0 {
 		p.reapTimer = time.AfterFunc(cfg.ReapInterval, p.reap)
 	}
@@ -120,22 +129,19 @@ func New[C Connector](factory Factory[C], cfg Config) (*Pool[C], error) {
 	return p, nil
 }
 
-// nanos is the pool's clock: monotonic nanoseconds since p.epoch. Under
-// testing/synctest it follows the bubble's fake time.
-func (p *Pool[C]) nanos() int64 { return int64(time.Since(p.epoch)) }
-
 // Config returns the configuration the pool was created with.
 func (p *Pool[C]) Config() Config { return p.cfg }
 
 // Acquire lends a connection, waiting if none is free.
 //
-// An idle connection is taken newest first and checked (MaxLifetime,
-// IsValid, and a Ping bounded by PingTimeout when it has been idle
-// PingAfterIdle or longer); one that fails is closed and the next is tried.
-// When none is idle and the pool is below MaxSize, a dial is started;
-// callers then wait in FIFO order for the first connection released or
-// dialled. A caller whose connection fails its check keeps its place at
-// the head of the queue.
+// An idle connection is taken newest first. It is checked before it is
+// lent when it has an IsValid, when it is near MaxLifetime, or when it
+// has been idle PingAfterIdle or longer (then it is pinged, bounded by
+// PingTimeout); one that fails is closed and the next is tried. When none
+// is idle and the pool is below MaxSize, a dial is started; callers then
+// wait in FIFO order for the first connection released or dialled. A
+// caller whose connection fails its check keeps its place at the head of
+// the queue.
 //
 // Context contract. If ctx is already done, Acquire returns ctx.Err()
 // without taking a connection, and no check ever runs with a done ctx. If
@@ -154,9 +160,7 @@ func (p *Pool[C]) Config() Config { return p.cfg }
 // whom no connection is coming fail fast the same way (see
 // Config.DialBackoff). On a closed pool Acquire returns ErrPoolClosed.
 func (p *Pool[C]) Acquire(ctx context.Context) (*PooledConn[C], error) {
-	start := p.acquireStart()
-	e, err := p.acquire(ctx)
-	p.acquireDone(start, err)
+	e, err := p.get(ctx, waitForOne)
 	if err != nil {
 		return nil, err
 	}
@@ -169,13 +173,11 @@ func (p *Pool[C]) Acquire(ctx context.Context) (*PooledConn[C], error) {
 // is closed and the panic goes on. With returns the acquire error, or fn's
 // error unchanged. It allocates nothing.
 func (p *Pool[C]) With(ctx context.Context, fn func(C) error) error {
-	start := p.acquireStart()
-	e, err := p.acquire(ctx)
-	p.acquireDone(start, err)
-	if err != nil {
-		return err
+	fnErr, acquireErr := p.with(ctx, fn)
+	if acquireErr != nil {
+		return acquireErr
 	}
-	return p.runWith(e, p.startLoan(e), fn)
+	return fnErr
 }
 
 // TryAcquire lends an idle connection without ever waiting. When none is
@@ -184,191 +186,196 @@ func (p *Pool[C]) With(ctx context.Context, fn func(C) error) error {
 // off) so that a later call may succeed. ctx bounds only the health-check
 // Ping, and AcquireTimeout does not apply. On a closed pool it returns
 // ErrPoolClosed.
-func (p *Pool[C]) TryAcquire(ctx context.Context) (pc *PooledConn[C], err error) {
-	if p.cfg.Hooks.Acquire != nil {
-		start := p.nanos()
-		defer func() { p.acquireDone(start, err) }()
+func (p *Pool[C]) TryAcquire(ctx context.Context) (*PooledConn[C], error) {
+	e, err := p.get(ctx, noWait)
+	if err != nil {
+		return nil, err
 	}
+	return p.lend(e), nil
+}
+
+// with is With for the pool and for the registry, which wraps only the
+// acquire error.
+func (p *Pool[C]) with(ctx context.Context, fn func(C) error) (fnErr, acquireErr error) {
+	e, err := p.get(ctx, waitForOne)
+	if err != nil {
+		return nil, err
+	}
+	return p.runWith(e, p.startLoan(e), fn), nil
+}
+
+// acquireMode says whether an acquire may wait.
+type acquireMode uint8
+
+const (
+	waitForOne acquireMode = iota // Acquire, With
+	noWait                        // TryAcquire
+)
+
+// outcome is how one step of the acquire loop ended.
+type outcome uint8
+
+const (
+	outcomeLent  outcome = iota // the caller has the connection, in state lent
+	outcomeRetry                // the connection was closed: try again
+	outcomeFail                 // the call ends with an error
+)
+
+// get is the one entry point of every acquire: the loop, timed for the
+// Acquire hook. It returns a connection in state lent.
+func (p *Pool[C]) get(ctx context.Context, mode acquireMode) (*entry[C], error) {
+	var start int64
+	if p.cfg.Hooks.Acquire != nil {
+		start = p.clock.now()
+	}
+	e, err := p.acquire(ctx, mode)
+	if p.cfg.Hooks.Acquire != nil {
+		p.reportAcquire(start, err)
+	}
+	return e, err
+}
+
+func (p *Pool[C]) acquire(ctx context.Context, mode acquireMode) (*entry[C], error) {
 	if err := ctx.Err(); err != nil {
 		p.stats.canceled.Add(1)
 		return nil, err
 	}
-	a := acquisition[C]{waitStart: -1} // start 0: AcquireTimeout never applies
+	a := acquisition[C]{waitStart: -1}
 	for {
+		now := p.clock.coarse()
 		p.mu.Lock()
 		if p.closed.Load() {
 			p.mu.Unlock()
+			p.recordWait(&a)
 			return nil, ErrPoolClosed
 		}
-		e := p.popIdleLocked()
-		if e == nil {
-			if p.numDialing <= p.waiters.len {
-				p.startDialsLocked(1, p.coarseNanos())
+		if e, state := p.takeIdleLocked(now); e != nil {
+			p.mu.Unlock()
+			if state == stateLent {
+				p.recordWait(&a)
+				return e, nil
+			}
+			switch out, err := p.check(ctx, e, &a, nil); out {
+			case outcomeLent:
+				p.recordWait(&a)
+				return e, nil
+			case outcomeFail:
+				p.recordWait(&a)
+				return nil, err
+			}
+			continue
+		}
+		if mode == noWait {
+			if p.n[stateDialling] <= p.waiters.len {
+				p.startDialsLocked(1)
 			}
 			p.mu.Unlock()
 			return nil, ErrPoolExhausted
 		}
+		w, err := p.enqueueLocked(ctx, &a)
 		p.mu.Unlock()
-		switch err := p.checkOut(ctx, e, &a, p.coarseNanos()); err {
-		case nil:
-			return p.lend(e), nil
-		case errCheckFailed:
-		default:
+		if err != nil {
+			p.recordWait(&a)
 			return nil, err
 		}
+		e, err := p.waitTurn(ctx, w, &a)
+		p.recordWait(&a)
+		return e, err
 	}
 }
 
-func (p *Pool[C]) acquire(ctx context.Context) (*entry[C], error) {
-	if err := ctx.Err(); err != nil {
-		p.stats.canceled.Add(1)
+// enqueueLocked queues the caller, or returns the error that ends its
+// call at once: its AcquireTimeout has passed, or the source is down and
+// no connection is coming for it. It reads the real clock: the caller is
+// about to wait, and a coarse reading would start its AcquireTimeout
+// early. p.mu must be held.
+func (p *Pool[C]) enqueueLocked(ctx context.Context, a *acquisition[C]) (*waiter[C], error) {
+	now := p.clock.now()
+	if !a.started {
+		a.begin(ctx, p, now)
+	}
+	if a.waitStart < 0 {
+		a.waitStart = now
+	}
+	if a.timeoutAt != 0 && now >= a.timeoutAt {
+		return nil, p.timedOutLocked(a)
+	}
+	if err := p.failFastLocked(now); err != nil {
+		p.stats.failedFast.Add(1)
 		return nil, err
 	}
-	a := acquisition[C]{start: -1, waitStart: -1}
-	for {
-		p.mu.Lock()
-		if p.closed.Load() {
-			p.mu.Unlock()
-			p.recordWait(&a, p.nanos())
-			return nil, ErrPoolClosed
-		}
-		if e := p.popIdleLocked(); e != nil {
-			p.mu.Unlock()
-			now := p.coarseNanos()
-			if a.waitStart >= 0 {
-				now = p.nanos() // wait stats are measured on the real clock
-			}
-			switch err := p.checkOut(ctx, e, &a, now); err {
-			case nil:
-				p.recordWait(&a, e.acquiredAt)
-				return e, nil
-			case errCheckFailed:
-				continue
-			default:
-				p.recordWait(&a, p.nanos())
-				return nil, err
-			}
-		}
-		// No real clock read under the lock: the coarse clock is enough to
-		// start the AcquireTimeout (it may fire up to clockSlack early) and
-		// to compare with retryAt.
-		now := p.coarseNanos()
-		if a.start < 0 {
-			a.begin(ctx, p, now)
-		}
-		if a.timeoutAt != 0 && now >= a.timeoutAt {
-			p.mu.Unlock()
-			p.recordWait(&a, p.nanos())
-			return nil, p.timedOut(&a)
-		}
-		if err := p.failFastLocked(now); err != nil {
-			p.mu.Unlock()
-			p.stats.failedFast.Add(1)
-			p.recordWait(&a, p.nanos())
-			return nil, err
-		}
-		w := p.waiterCache.Get().(*waiter[C])
-		w.timeoutAt = a.timeoutAt
-		p.waiters.pushBack(w)
-		if a.timeoutAt != 0 {
-			p.armTimeoutLocked(a.timeoutAt)
-		}
-		p.dialForWaitersLocked(now)
-		p.mu.Unlock()
-		if a.waitStart < 0 {
-			a.waitStart = p.nanos() // wait statistics use the real clock
-		}
-		if e, err := p.waitAndCheck(ctx, w, &a); e != nil || err != nil {
-			return e, err
-		}
+	w := p.waiterCache.Get().(*waiter[C])
+	w.timeoutAt = a.timeoutAt
+	p.waiters.pushBack(w)
+	if a.timeoutAt != 0 {
+		p.armTimeoutLocked(a.timeoutAt, now)
 	}
+	p.dialForWaitersLocked()
+	return w, nil
 }
 
-// waitAndCheck waits on w, queued by the caller, and checks the connection
-// it is handed. A connection that fails its check is replaced and the
-// caller keeps its place at the head of the queue: its waiter goes back to
-// the front under the same lock that frees the failed connection's slot,
-// so the replacement cannot be handed to anyone behind it. It returns the
-// connection, or the error that ends the Acquire, or neither when the
-// caller should start over (it is no longer queued).
-func (p *Pool[C]) waitAndCheck(ctx context.Context, w *waiter[C], a *acquisition[C]) (*entry[C], error) {
+// waitTurn waits on w, queued by the caller, and checks the connection it
+// is handed if a check is due. A connection that fails its check is
+// replaced and the caller keeps its place at the head of the queue: check
+// puts w back at the front under the same lock that frees the failed
+// connection's slot, so the replacement cannot be handed to anyone behind
+// it. It returns a connection in state lent, or the error that ends the
+// call.
+func (p *Pool[C]) waitTurn(ctx context.Context, w *waiter[C], a *acquisition[C]) (*entry[C], error) {
 	defer p.waiterCache.Put(w)
 	for {
-		e, err := p.wait(ctx, w, a)
+		r, err := p.wait(ctx, w, a)
 		if err != nil {
-			p.recordWait(a, p.nanos())
 			return nil, err
 		}
-		a.requeue = w
-		err = p.checkOut(ctx, e, a, p.nanos())
-		requeued := a.requeue == nil
-		a.requeue = nil
-		switch {
-		case err == nil:
-			p.recordWait(a, e.acquiredAt)
-			return e, nil
-		case err != errCheckFailed:
-			p.recordWait(a, p.nanos())
+		if !r.check {
+			p.stats.handedLends.Add(1)
+			return r.e, nil
+		}
+		switch out, err := p.check(ctx, r.e, a, w); out {
+		case outcomeLent:
+			return r.e, nil
+		case outcomeFail:
 			return nil, err
-		case !requeued: // failed without freeing a slot: start over
-			return nil, nil
 		}
 	}
 }
 
-// popIdleLocked takes the newest idle connection and counts it in use, or
-// returns nil. p.mu must be held.
-func (p *Pool[C]) popIdleLocked() *entry[C] {
-	n := len(p.idle)
-	if n == 0 {
-		return nil
-	}
-	e := p.idle[n-1]
-	p.idle[n-1] = nil
-	p.idle = p.idle[:n-1]
-	p.numInUse++
-	p.checkouts++
-	return e
-}
-
-// checkOut runs the acquire-time checks on a connection just taken for
-// this caller, outside the lock, and stamps the loan's start. now is the
-// pool clock: the coarse clock for a connection taken from the idle stack,
-// the real one after a wait. It returns nil if the connection may be lent,
-// errCheckFailed if it was closed, or the error that ends the Acquire (ctx
-// ended, AcquireTimeout passed).
-//
-// The fast path of an Acquire-Release cycle reads no real clock: release
-// stamps idleSince from acquiredAt and the reaper's last run, and the
-// coarse clock lags by at most clockSlack, so idle time is over-estimated
-// by up to the hold time. The PingAfterIdle test adds clockSlack: it errs
-// towards an extra Ping, never towards a missed one.
-func (p *Pool[C]) checkOut(ctx context.Context, e *entry[C], a *acquisition[C], now int64) error {
-	e.acquiredAt = now
+// check runs the acquire-time checks on e, in state checking, outside the
+// lock, reading the real clock: MaxLifetime, IsValid, and a Ping if e has
+// been idle PingAfterIdle or longer. It ends in one of three outcomes:
+//   - lent: e passed (checking → lent);
+//   - retry: e failed and was closed (checking → closing); if w is not
+//     nil, w is queued again at the head, under the same lock;
+//   - fail: the call ends with the error: ctx ended (e is given back
+//     untouched if no Ping had started, closed if one had), or the
+//     AcquireTimeout passed.
+func (p *Pool[C]) check(ctx context.Context, e *entry[C], a *acquisition[C], w *waiter[C]) (outcome, error) {
+	now := p.clock.now()
 	if a.timeoutAt != 0 && now >= a.timeoutAt { // a retry with no time left
-		p.giveBack(e)
-		return p.timedOut(a)
+		p.putBack(e)
+		return outcomeFail, p.timedOut(a)
 	}
-	var cause error
-	reason := CloseBroken
 	switch {
-	case now+int64(clockSlack) >= e.expiresAt: // the coarse clock may lag: err early
-		reason = CloseLifetime
-	case e.validator != nil && !p.isValid(e, atCheckout):
-		cause = errInvalid
-	case p.cfg.PingAfterIdle > 0 && time.Duration(now+int64(clockSlack)-e.idleSince) >= p.cfg.PingAfterIdle:
+	case now >= e.expiresAt:
+		reraise(p.checkFailed(e, CloseLifetime, nil, w))
+		return outcomeRetry, nil
+	case e.validator != nil && !p.isValid(e):
+		a.lastErr = errInvalid
+		reraise(p.checkFailed(e, CloseBroken, p.failedNew(e, errInvalid), w))
+		return outcomeRetry, nil
+	case p.cfg.PingAfterIdle > 0 && time.Duration(now-e.idleSince) >= p.cfg.PingAfterIdle:
 		if err := ctx.Err(); err != nil { // never check with a done ctx
-			p.giveBack(e)
+			p.putBack(e)
 			p.stats.canceled.Add(1)
-			return err
+			return outcomeFail, err
 		}
-		now = p.nanos() // a Ping is I/O: the real clock is cheap beside it
-		if a.start < 0 {
+		if !a.started {
 			a.begin(ctx, p, now)
 		}
 		err := p.ping(ctx, e, a.timeoutAt, now)
 		if err == nil {
-			return nil
+			break
 		}
 		// The check was cut short or failed: either way this connection's
 		// state is unknown, so it is closed, and only this one.
@@ -376,96 +383,79 @@ func (p *Pool[C]) checkOut(ctx context.Context, e *entry[C], a *acquisition[C], 
 		final := ctx.Err()
 		if final != nil {
 			p.stats.canceled.Add(1)
-		} else if a.timeoutAt != 0 && p.nanos() >= a.timeoutAt {
+		} else if a.timeoutAt != 0 && p.clock.now() >= a.timeoutAt {
 			final = p.timedOut(a)
 		}
 		if final != nil {
-			reraise(p.closeChecked(e, CloseBroken, nil, nil))
-			return final
+			reraise(p.checkFailed(e, CloseBroken, nil, nil))
+			return outcomeFail, final
 		}
-		reraise(p.closeChecked(e, CloseBroken, nil, a))
-		return errCheckFailed
-	default:
+		// Only a Ping that failed on its own counts against the source.
+		reraise(p.checkFailed(e, CloseBroken, p.failedNew(e, a.lastErr), w))
+		return outcomeRetry, nil
+	}
+	p.mu.Lock()
+	p.checkPassedLocked(e)
+	p.mu.Unlock()
+	return outcomeLent, nil
+}
+
+// failedNew returns the dial error that a new connection's failed check
+// stands for, or nil if the connection had been lent before.
+func (p *Pool[C]) failedNew(e *entry[C], cause error) error {
+	if !e.fresh {
 		return nil
 	}
-	if cause != nil {
-		a.lastErr = cause
-	}
-	var failedNew error // a new connection that fails counts against the source
-	if e.fresh && cause != nil {
-		failedNew = newError("new connection failed its check: "+detail(cause), cause)
-	}
-	reraise(p.closeChecked(e, reason, failedNew, a))
-	return errCheckFailed
+	return dialError(newError("new connection failed its check: "+detail(cause), cause))
 }
 
-// release runs the release-time checks outside the lock, then hands the
-// connection to the longest waiter or puts it on the idle stack. The loan
-// has ended. It reads no clock (see checkOut); MaxLifetime is enforced on
-// acquire and by the reaper.
-func (p *Pool[C]) release(e *entry[C]) {
-	p.untrackLeak(e)
-	// Reset first, so that a connector that is invalid only because of
-	// state the borrower left (an open transaction, say) can clear it.
-	if (p.needsReset(e) && p.reset(e) != nil) || (e.validator != nil && !p.isValid(e, atRelease)) {
-		reraise(p.closeLent(e, CloseBroken))
+// checkFailed closes a connection that failed its check (checking →
+// closing). If failedNew is not nil, the connection was new and its
+// failure counts against the source as a failed dial. If w is not nil, it
+// goes back to the head of the queue under the lock that frees the slot.
+// It returns Close's error.
+func (p *Pool[C]) checkFailed(e *entry[C], reason CloseReason, failedNew error, w *waiter[C]) error {
+	p.mu.Lock()
+	p.closeLocked(e)
+	var ev event
+	if failedNew != nil {
+		p.stats.dialErrors.Add(1)
+		ev = p.sourceFailedLocked(failedNew, p.clock.now())
+	}
+	if w != nil {
+		p.requeueLocked(w)
+	}
+	p.mu.Unlock()
+	p.emit(ev)
+	return p.finishClose(e, reason)
+}
+
+// putBack returns a connection taken for a caller who will not use it
+// (checking or lent → idle or a waiter), keeping its idle time.
+func (p *Pool[C]) putBack(e *entry[C]) {
+	now := p.clock.coarse()
+	p.mu.Lock()
+	h := p.putLocked(e, e.idleSince, now)
+	p.mu.Unlock()
+	_ = h.do(p) // Close runs only on a closed pool, and logs a panic
+}
+
+// requeueLocked puts back at the head of the queue a waiter whose
+// connection failed its check, or serves it at once: with an idle
+// connection, or with ErrPoolClosed. The send does not block (see
+// waiter) and wakes nobody: w is the caller's own. p.mu must be held.
+func (p *Pool[C]) requeueLocked(w *waiter[C]) {
+	if p.closed.Load() {
+		w.ch <- result[C]{err: ErrPoolClosed}
 		return
 	}
-	reraise(p.returnReleased(e))
-}
-
-// discard closes a connection whose loan has ended.
-func (p *Pool[C]) discard(e *entry[C]) {
-	p.untrackLeak(e)
-	reraise(p.closeLent(e, CloseBroken))
-}
-
-// returnReleased gives back a connection whose loan has ended, stamped
-// idle since its loan began or the reaper last ran, whichever is later
-// (see checkOut).
-func (p *Pool[C]) returnReleased(e *entry[C]) error {
-	p.mu.Lock()
-	return p.returnLocked(e, max(e.acquiredAt, p.lastReap))
-}
-
-// giveBack returns a connection that was checked out but never lent,
-// keeping its idle time.
-func (p *Pool[C]) giveBack(e *entry[C]) {
-	p.stats.notLent.Add(1)
-	p.mu.Lock()
-	_ = p.returnLocked(e, e.idleSince) // Close runs only on a closed pool, and logs a panic
-}
-
-// returnLocked uncounts a connection in use and hands it to the longest
-// waiter or the idle stack, stamped idle since idleSince, or closes it if
-// the pool is closed (then it returns Close's error). p.mu must be held;
-// returnLocked unlocks it.
-func (p *Pool[C]) returnLocked(e *entry[C], idleSince int64) error {
-	p.numInUse--
-	if p.closed.Load() {
-		p.numClosing++
-		p.mu.Unlock()
-		return p.finishClose(e, ClosePoolClosed)
+	if e := p.popIdleLocked(); e != nil { // idle means nobody waits
+		h := p.handLocked(e, w, p.clock.coarse())
+		w.ch <- result[C]{e: h.e, check: h.check}
+		return
 	}
-	w := p.putLocked(e, idleSince)
-	p.mu.Unlock()
-	handOff(w, e)
-	return nil
-}
-
-// putLocked gives a connection that is not counted anywhere to the
-// longest waiter, or pushes it on the idle stack, stamped idle since
-// idleSince. It returns the waiter, dequeued and counted as served, for
-// the caller to hand the connection to with handOff once it has unlocked:
-// waking a goroutine is not done under the lock. p.mu must be held and the
-// pool open.
-func (p *Pool[C]) putLocked(e *entry[C], idleSince int64) *waiter[C] {
-	e.idleSince = idleSince
-	if w := p.waiters.popFront(); w != nil {
-		p.numInUse++
-		p.checkouts++
-		return w
+	p.waiters.pushFront(w)
+	if w.timeoutAt != 0 {
+		p.armTimeoutLocked(w.timeoutAt, p.clock.now())
 	}
-	p.idle = append(p.idle, e)
-	return nil
 }

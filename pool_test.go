@@ -386,18 +386,28 @@ func TestLifetimeJitterSpreadsExpiry(t *testing.T) {
 // Idle time is stamped without a clock read on release, so it may be
 // over-estimated by the previous loan, never under-estimated: a connection
 // held for longer than PingAfterIdle is pinged on its next acquire.
-func TestPingAfterALongLoan(t *testing.T) {
+// Idle time runs from the release, not from the start of the loan: a
+// connection held longer than PingAfterIdle and reacquired at once is not
+// pinged; one left idle PingAfterIdle after its release is.
+func TestIdleTimeStartsAtRelease(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		src := newFakeSource(t)
 		cfg := testConfig(1)
 		cfg.PingAfterIdle = time.Second
 		p := newTestPool(t, src, cfg)
-		pc, _ := p.Acquire(bg)
+		pc, err := p.Acquire(bg)
+		require.NoError(t, err)
 		time.Sleep(2 * time.Second)
 		pc.Release()
-		pc, _ = p.Acquire(bg)
+		pc, err = p.Acquire(bg)
+		require.NoError(t, err)
 		pc.Release()
-		assert.EqualValues(t, 1, src.pings.Load())
+		assert.EqualValues(t, 0, src.pings.Load(), "pinged after a long loan, with no idle time")
+		time.Sleep(time.Second)
+		pc, err = p.Acquire(bg)
+		require.NoError(t, err)
+		pc.Release()
+		assert.EqualValues(t, 1, src.pings.Load(), "not pinged after PingAfterIdle idle")
 	})
 }
 

@@ -34,11 +34,11 @@ type entry[C Connector] struct {
 	// never do. Starting a loan writes nothing here.
 	ended atomic.Uint64
 	// idleSince is when the connection last went back to the pool (or was
-	// dialled), on the pool's clock, possibly earlier but never later (see
-	// Pool.checkOut). Owner.
+	// dialled), on the pool's clock: a coarse reading, so up to a tick or
+	// two early. Owner.
 	idleSince int64
-	// acquiredAt is when the current or last loan began. Owner.
-	acquiredAt int64
+	// index is the connection's place in Pool.conns. Written with mu held.
+	index int
 	// loanStart is when the current loan began, on the real clock, set
 	// only for the Release hook. Owner.
 	loanStart int64
@@ -53,6 +53,9 @@ type entry[C Connector] struct {
 	// that fails its check counts against the source like a failed dial.
 	// Owner.
 	fresh bool
+	// state is where the connection is in its life (states.go). Written
+	// only with the pool's mu held, by the edges of the state machine.
+	state connState
 	// closed is set by the first close, so that Close runs exactly once
 	// even when a Reset watchdog and the pool race to close.
 	closed atomic.Bool
@@ -110,6 +113,14 @@ func (pc *PooledConn[C]) Conn() C {
 	return pc.e.conn
 }
 
+// pool returns the pool that lent the loan, nil for a zero handle.
+func (pc *PooledConn[C]) pool() *Pool[C] {
+	if pc.e == nil {
+		return nil
+	}
+	return pc.e.pool
+}
+
 // CreatedAt returns when the connection was dialled.
 func (pc *PooledConn[C]) CreatedAt() time.Time { return pc.e.createdAt }
 
@@ -122,11 +133,9 @@ func (pc *PooledConn[C]) CreatedAt() time.Time { return pc.e.createdAt }
 // panic in Reset, IsValid or Close is re-raised once the pool's books are
 // right again.
 func (pc *PooledConn[C]) Release() {
-	if !pc.e.endLoan(pc.loan) {
+	if !pc.end(false) {
 		panic("pool: Release called on a loan that has ended (released twice?)")
 	}
-	pc.e.pool.loanEnded(pc.e)
-	pc.e.pool.release(pc.e)
 }
 
 // Discard ends the loan and closes the connection instead of returning it
@@ -134,11 +143,28 @@ func (pc *PooledConn[C]) Release() {
 // dialled if callers are waiting or the pool is below MinSize. Discard
 // panics if this loan has already ended.
 func (pc *PooledConn[C]) Discard() {
-	if !pc.e.endLoan(pc.loan) {
+	if !pc.end(true) {
 		panic("pool: Discard called on a loan that has ended (released twice?)")
 	}
-	pc.e.pool.loanEnded(pc.e)
-	pc.e.pool.discard(pc.e)
+}
+
+// end ends the loan, if it is in progress, and gives the connection back
+// to its pool, or closes it if discard is set; it reports whether the loan
+// was in progress. Release, Discard and the registry's Release end loans
+// through it.
+func (pc *PooledConn[C]) end(discard bool) bool {
+	e := pc.e
+	if e == nil || !e.endLoan(pc.loan) {
+		return false
+	}
+	p := e.pool
+	p.loanEnded(e)
+	if discard {
+		p.discard(e)
+	} else {
+		p.release(e)
+	}
+	return true
 }
 
 // startLoan begins a loan of a connection that passed its checks and
@@ -164,13 +190,15 @@ func (p *Pool[C]) lend(e *entry[C]) *PooledConn[C] {
 	return e.handleFor(loan)
 }
 
+// runWith calls fn with a connection lent as loan, and ends the loan as
+// With documents.
 func (p *Pool[C]) runWith(e *entry[C], loan uint64, fn func(C) error) error {
 	returned := false
 	defer func() {
 		if !returned && e.endLoan(loan) { // fn panicked
 			p.loanEnded(e)
 			p.untrackLeak(e)
-			_ = p.closeLent(e, CloseBroken) // fn's panic goes on, not Close's
+			_ = p.retire(e, CloseBroken) // fn's panic goes on, not Close's
 		}
 	}()
 	err := fn(e.conn)
@@ -184,4 +212,45 @@ func (p *Pool[C]) runWith(e *entry[C], loan uint64, fn func(C) error) error {
 		}
 	}
 	return err
+}
+
+// release runs the release-time checks of a connection whose loan has
+// ended, outside the lock, then puts it back (lent → idle or a waiter), or
+// closes it. Reset runs first, so that a connector that is invalid only
+// because of state the borrower left (an open transaction, say) can clear
+// it. A connection that needs neither Reset nor IsValid goes back under
+// one lock; one that does is counted resetting while they run.
+func (p *Pool[C]) release(e *entry[C]) {
+	p.untrackLeak(e)
+	reset := p.needsReset(e)
+	if reset || e.validator != nil {
+		p.mu.Lock()
+		p.resetLocked(e)
+		p.mu.Unlock()
+		if (reset && p.reset(e) != nil) || (e.validator != nil && !p.isValid(e)) {
+			reraise(p.retire(e, CloseBroken))
+			return
+		}
+	}
+	now := p.clock.coarse()
+	p.mu.Lock()
+	h := p.putLocked(e, now, now)
+	p.mu.Unlock()
+	reraise(h.do(p))
+}
+
+// discard closes a connection whose loan has ended.
+func (p *Pool[C]) discard(e *entry[C]) {
+	p.untrackLeak(e)
+	reraise(p.retire(e, CloseBroken))
+}
+
+// retire takes a connection in the caller's hands (checking, lent or
+// resetting) out of service and closes it outside the lock. It returns
+// Close's error.
+func (p *Pool[C]) retire(e *entry[C], reason CloseReason) error {
+	p.mu.Lock()
+	p.closeLocked(e)
+	p.mu.Unlock()
+	return p.finishClose(e, reason)
 }

@@ -12,15 +12,14 @@ func (p *Pool[C]) reap() {
 	}
 	p.bg.Add(1)
 	defer p.bg.Done()
-	p.lastReap = p.nanos()
-	closing := p.reapLocked(p.lastReap)
+	closing := p.reapLocked(p.clock.now())
 	p.mu.Unlock()
 	for _, c := range closing {
 		_ = p.finishClose(c.e, c.reason) // a panic in Close is logged there
 	}
 	p.mu.Lock()
 	if !p.closed.Load() {
-		p.refillLocked(p.nanos())
+		p.refillLocked()
 		p.reapTimer.Reset(p.cfg.ReapInterval)
 	}
 	p.mu.Unlock()
@@ -31,21 +30,24 @@ type reaped[C Connector] struct {
 	reason CloseReason
 }
 
-// reapLocked is one step of the reaper, at time now: it takes off the idle
-// stack every connection past its lifetime, and those idle for MaxIdleTime
-// or longer while the pool stays at MinSize or above, counts them as
-// closing and returns them for the caller to close outside the lock. p.mu
-// must be held.
+// reapLocked is one step of the reaper, at time now (a real reading): it
+// takes off the idle stack every connection past its lifetime, and those
+// idle for MaxIdleTime or longer while the pool stays at MinSize or above,
+// moves them to closing and returns them for the caller to close outside
+// the lock. Idle time is measured from a coarse reading taken on release,
+// which may be early; the reaper allows clockDoubt for it, so that no
+// connection is closed before it has been idle MaxIdleTime. p.mu must be
+// held.
 func (p *Pool[C]) reapLocked(now int64) []reaped[C] {
 	var closing []reaped[C]
-	open := p.numOpen - p.numClosing
+	open := p.openLocked() - p.n[stateClosing]
 	kept := p.idle[:0]
 	for _, e := range p.idle { // oldest first
 		switch {
 		case now >= e.expiresAt:
 			closing = append(closing, reaped[C]{e, CloseLifetime})
 			open--
-		case p.cfg.MaxIdleTime > 0 && time.Duration(now-e.idleSince) >= p.cfg.MaxIdleTime && open > p.cfg.MinSize:
+		case p.cfg.MaxIdleTime > 0 && time.Duration(now-e.idleSince)-clockDoubt >= p.cfg.MaxIdleTime && open > p.cfg.MinSize:
 			closing = append(closing, reaped[C]{e, CloseIdle})
 			open--
 		default:
@@ -54,6 +56,8 @@ func (p *Pool[C]) reapLocked(now int64) []reaped[C] {
 	}
 	clear(p.idle[len(kept):])
 	p.idle = kept
-	p.numClosing += len(closing)
+	for _, c := range closing {
+		p.closeLocked(c.e)
+	}
 	return closing
 }

@@ -23,13 +23,13 @@ type PooledRegistry[C Connector] struct {
 	// mu protects sources and closed. It is never held while dialling or
 	// closing.
 	mu      sync.RWMutex
-	sources map[string]source[C]
+	sources map[string]*source[C] // each registration its own, compared by identity
 	closed  bool
 }
 
 // NewRegistry returns an empty registry.
 func NewRegistry[C Connector]() *PooledRegistry[C] {
-	r := &PooledRegistry[C]{sources: make(map[string]source[C])}
+	r := &PooledRegistry[C]{sources: make(map[string]*source[C])}
 	r.manager, _ = NewManager(r.poolFor) // cannot fail: poolFor is not nil
 	return r
 }
@@ -53,8 +53,9 @@ type registerOptions struct {
 }
 
 // WithTestConnect makes Register create the pool at once, acquire one
-// connection and Ping it. If that fails, the source is unregistered and
-// Register returns the error. The connection stays in the pool.
+// connection and Ping it. If that fails, Register removes what it
+// registered, unless another caller has replaced it meanwhile, and
+// returns the error. The connection stays in the pool.
 func WithTestConnect() RegisterOption {
 	return func(o *registerOptions) { o.testConnect = true }
 }
@@ -87,7 +88,8 @@ func (r *PooledRegistry[C]) Register(ctx context.Context, id string, dial Factor
 		r.mu.Unlock()
 		return sourceError(id, ErrDuplicateSource)
 	}
-	r.sources[id] = source[C]{dial: dial, cfg: cfg}
+	s := &source[C]{dial: dial, cfg: cfg}
+	r.sources[id] = s
 	r.mu.Unlock()
 
 	if !o.testConnect {
@@ -95,7 +97,7 @@ func (r *PooledRegistry[C]) Register(ctx context.Context, id string, dial Factor
 	}
 	err := r.testConnect(ctx, id)
 	if err != nil {
-		_ = r.Unregister(id)
+		_ = r.unregister(id, s)
 		return sourceError(id, newError("test connect: "+detail(err), err))
 	}
 	return nil
@@ -122,8 +124,18 @@ func (r *PooledRegistry[C]) testConnect(ctx context.Context, id string) error {
 // closed when released). It returns an error matching ErrUnknownSource if
 // the ID is not registered.
 func (r *PooledRegistry[C]) Unregister(id string) error {
+	return r.unregister(id, nil)
+}
+
+// unregister removes the source registered as id, only if it is s when s
+// is not nil, and closes its pool.
+func (r *PooledRegistry[C]) unregister(id string, s *source[C]) error {
 	r.mu.Lock()
-	_, ok := r.sources[id]
+	cur, ok := r.sources[id]
+	if ok && s != nil && cur != s {
+		r.mu.Unlock()
+		return nil // replaced by another caller: theirs now
+	}
 	delete(r.sources, id)
 	r.mu.Unlock()
 	if !ok {
@@ -172,25 +184,26 @@ func (r *PooledRegistry[C]) Get(ctx context.Context, id string) (*PooledConn[C],
 // Release ends a loan obtained with Get. Unlike PooledConn.Release it
 // reports misuse as an error instead of panicking: ErrNotHeld for a loan
 // that has already ended (also when the same connection has since been
-// lent to someone else, whose loan is left alone), ErrUnknownSource for an
-// ID with no pool, ErrForeignConn for a connection from another source's
-// pool. A loan in progress is always released to its own pool, so nothing
-// leaks.
+// lent to someone else, whose loan is left alone), and, for a loan that
+// is not of source id in this registry, ErrUnknownSource if id has no
+// pool, ErrForeignConn otherwise. A loan of id is accepted even if its
+// pool has been closed or replaced since Get. A loan in progress is
+// always released to its own pool, so nothing leaks.
 func (r *PooledRegistry[C]) Release(id string, pc *PooledConn[C]) error {
-	if pc == nil || pc.e == nil || !pc.e.endLoan(pc.loan) {
+	if pc == nil {
 		return sourceError(id, ErrNotHeld)
 	}
-	own := pc.e.pool
-	own.loanEnded(pc.e)
-	own.release(pc.e)
-	p, ok := r.manager.Lookup(id)
-	switch {
-	case !ok:
-		return sourceError(id, ErrUnknownSource)
-	case p != own:
-		return sourceError(id, ErrForeignConn)
+	own := pc.pool()
+	if !pc.end(false) {
+		return sourceError(id, ErrNotHeld)
 	}
-	return nil
+	if own.manager == r.manager && own.cfg.Name == id {
+		return nil
+	}
+	if _, ok := r.manager.Lookup(id); !ok {
+		return sourceError(id, ErrUnknownSource)
+	}
+	return sourceError(id, ErrForeignConn)
 }
 
 // With acquires a connection from the source's pool, calls fn with it and
@@ -201,13 +214,11 @@ func (r *PooledRegistry[C]) With(ctx context.Context, id string, fn func(C) erro
 	if err != nil {
 		return err
 	}
-	start := p.acquireStart()
-	e, err := p.acquire(ctx)
-	p.acquireDone(start, err)
-	if err != nil {
-		return sourceError(id, err)
+	fnErr, acquireErr := p.with(ctx, fn)
+	if acquireErr != nil {
+		return sourceError(id, acquireErr)
 	}
-	return p.runWith(e, p.startLoan(e), fn)
+	return fnErr
 }
 
 // IDs returns the registered source IDs, sorted.

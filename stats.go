@@ -8,7 +8,7 @@ import (
 // counters are the pool's event counters: atomics, so that counting never
 // takes the lock.
 type counters struct {
-	notLent         atomic.Int64 // checkouts that ended without a loan
+	handedLends     atomic.Int64 // loans handed to a waiter without a check (see handLocked)
 	waitCount       atomic.Int64
 	waitNanos       atomic.Int64
 	canceled        atomic.Int64
@@ -82,11 +82,11 @@ type Stats struct {
 func (p *Pool[C]) Stats() Stats {
 	p.mu.Lock()
 	s := Stats{
-		Total:   p.numOpen,
-		Idle:    len(p.idle),
-		InUse:   p.numInUse,
-		Dialing: p.numDialing,
-		Closing: p.numClosing,
+		Total:   p.openLocked(),
+		Idle:    p.n[stateIdle],
+		InUse:   p.inUseLocked(),
+		Dialing: p.n[stateDialling],
+		Closing: p.n[stateClosing],
 		Waiting: p.waiters.len,
 		MinSize: p.cfg.MinSize,
 		MaxSize: p.cfg.MaxSize,
@@ -94,10 +94,10 @@ func (p *Pool[C]) Stats() Stats {
 		Down:               p.downLocked(),
 		DialFailuresInARow: p.dialing.failures,
 	}
-	checkouts := p.checkouts
+	lends := p.lends
 	p.mu.Unlock()
 	c := &p.stats
-	s.AcquireCount = checkouts - c.notLent.Load()
+	s.AcquireCount = lends + c.handedLends.Load()
 	s.WaitCount = c.waitCount.Load()
 	s.WaitDuration = time.Duration(c.waitNanos.Load())
 	s.CanceledAcquires = c.canceled.Load()
@@ -115,12 +115,11 @@ func (p *Pool[C]) Stats() Stats {
 	return s
 }
 
-// recordWait counts a wait that ended at end (pool clock), if the call
-// waited at all.
-func (p *Pool[C]) recordWait(a *acquisition[C], end int64) {
+// recordWait counts the wait of a call that queued, when it ends.
+func (p *Pool[C]) recordWait(a *acquisition[C]) {
 	if a.waitStart < 0 {
 		return
 	}
 	p.stats.waitCount.Add(1)
-	p.stats.waitNanos.Add(end - a.waitStart)
+	p.stats.waitNanos.Add(p.clock.now() - a.waitStart)
 }

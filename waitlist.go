@@ -7,11 +7,12 @@ import (
 	"time"
 )
 
-// result is what a waiter receives: a connection, or the error that ends
-// its wait.
+// result is what a waiter receives: a connection, in state lent or (if
+// check is set) checking, or the error that ends its wait.
 type result[C Connector] struct {
-	e   *entry[C]
-	err error
+	e     *entry[C]
+	err   error
+	check bool
 }
 
 // waiter is one Acquire waiting in the FIFO queue. ch has a buffer of one
@@ -99,14 +100,14 @@ type timeoutTimer struct {
 	armedAt int64 // when it fires (pool clock), valid while armed
 }
 
-// armTimeoutLocked makes sure the timeout timer fires no later than at
-// (pool clock). p.mu must be held.
-func (p *Pool[C]) armTimeoutLocked(at int64) {
+// armTimeoutLocked makes sure the timeout timer fires no later than at;
+// now is a real reading. p.mu must be held.
+func (p *Pool[C]) armTimeoutLocked(at, now int64) {
 	t := &p.timeout
 	if t.armed && t.armedAt <= at {
 		return
 	}
-	d := time.Duration(at - p.nanos())
+	d := time.Duration(at - now)
 	if t.timer == nil {
 		t.timer = time.AfterFunc(d, p.expireWaiters)
 	} else {
@@ -125,7 +126,7 @@ func (p *Pool[C]) expireWaiters() {
 	if p.closed.Load() {
 		return
 	}
-	now := p.nanos()
+	now := p.clock.now()
 	next := int64(math.MaxInt64)
 	for w := p.waiters.head; w != nil; {
 		following := w.next
@@ -140,14 +141,14 @@ func (p *Pool[C]) expireWaiters() {
 		w = following
 	}
 	if next != math.MaxInt64 {
-		p.armTimeoutLocked(next)
+		p.armTimeoutLocked(next, now)
 	}
 }
 
 // wait blocks until w is served or ctx ends. w has been queued by the
 // caller, and is no longer queued nor has anything in its channel when
 // wait returns: the caller may queue it again or recycle it.
-func (p *Pool[C]) wait(ctx context.Context, w *waiter[C], a *acquisition[C]) (*entry[C], error) {
+func (p *Pool[C]) wait(ctx context.Context, w *waiter[C], a *acquisition[C]) (result[C], error) {
 	done := ctx.Done()
 	if done == nil { // a ctx that never ends: a plain receive is cheaper than select
 		return p.served(<-w.ch, a)
@@ -167,33 +168,41 @@ func (p *Pool[C]) wait(ctx context.Context, w *waiter[C], a *acquisition[C]) (*e
 	if w.queued {
 		p.waiters.remove(w)
 		p.mu.Unlock()
-		return nil, err
+		return result[C]{}, err
 	}
 	p.mu.Unlock()
 	// Served at the same instant we gave up: the result is already in the
 	// buffer. Pretend we were never served and put the connection back.
 	r := <-w.ch
 	if r.e != nil {
-		p.giveBack(r.e)
+		p.putBack(r.e)
 	}
-	return nil, err
+	return result[C]{}, err
 }
 
 // served turns what a waiter received into Acquire's result.
-func (p *Pool[C]) served(r result[C], a *acquisition[C]) (*entry[C], error) {
-	if r.err == errTimedOut {
-		return nil, p.timedOut(a)
+func (p *Pool[C]) served(r result[C], a *acquisition[C]) (result[C], error) {
+	switch r.err {
+	case nil:
+		return r, nil
+	case errTimedOut:
+		return r, p.timedOut(a)
 	}
-	return r.e, r.err
+	return r, r.err
 }
 
 // timedOut counts an Acquire ended by AcquireTimeout and returns its
 // error, which names the last failure the call or the pool saw.
 func (p *Pool[C]) timedOut(a *acquisition[C]) error {
-	p.stats.timedOut.Add(1)
 	p.mu.Lock()
-	inUse, cause := p.numInUse, p.dialing.lastErr
-	p.mu.Unlock()
+	defer p.mu.Unlock()
+	return p.timedOutLocked(a)
+}
+
+// timedOutLocked is timedOut with p.mu held.
+func (p *Pool[C]) timedOutLocked(a *acquisition[C]) error {
+	p.stats.timedOut.Add(1)
+	inUse, cause := p.inUseLocked(), p.dialing.lastErr
 	if a.lastErr != nil {
 		cause = a.lastErr
 	}
@@ -206,42 +215,34 @@ func (p *Pool[C]) timedOut(a *acquisition[C]) error {
 
 // acquisition is the state of one Acquire call, kept on its stack.
 type acquisition[C Connector] struct {
-	// start is the call's first clock read, -1 before it; timeoutAt is
-	// when AcquireTimeout ends the call, 0 if it does not apply (the
-	// caller's deadline is earlier, or there is no AcquireTimeout).
-	start, timeoutAt int64
+	// started is set once the call has read the real clock, when it first
+	// has to wait or Ping; timeoutAt is then when AcquireTimeout ends the
+	// call, 0 if it does not apply (the caller's deadline is earlier, or
+	// there is no AcquireTimeout).
+	started   bool
+	timeoutAt int64
 	// waitStart is when the call first queued, -1 if it has not.
 	waitStart int64
 	// lastErr is why the last connection it checked was closed.
 	lastErr error
-	// requeue, if set, is a waiter to queue at the front, under the lock
-	// that frees the slot of a connection that failed its check; the
-	// queueing sets it to nil.
-	requeue *waiter[C]
 }
 
-// begin starts the clock of a call that has to wait or check: the
-// AcquireTimeout applies unless ctx's deadline (read here, off the fast
-// path) is earlier.
+// begin starts the clock of a call that has to wait or Ping, at now, a
+// real reading: the AcquireTimeout applies unless ctx's deadline (read
+// here, off the fast path) is earlier. A timeout too long to represent
+// never passes.
 func (a *acquisition[C]) begin(ctx context.Context, p *Pool[C], now int64) {
-	a.start = now
+	a.started = true
 	timeout := p.cfg.AcquireTimeout
 	if timeout <= 0 {
 		return
 	}
-	t := now + int64(timeout)
-	if dl, ok := ctx.Deadline(); ok && int64(dl.Sub(p.epoch)) <= t {
+	t := addSat(now, timeout)
+	if t == maxReading {
+		return
+	}
+	if dl, ok := ctx.Deadline(); ok && int64(dl.Sub(p.clock.epoch)) <= t {
 		return
 	}
 	a.timeoutAt = t
-}
-
-// handOff sends e to w, if putLocked returned a waiter. The send never
-// blocks: w's channel has a buffer of one and w, dequeued, has exactly one
-// sender. A waiter that gives up meanwhile finds itself dequeued and takes
-// the connection from its channel to put it back.
-func handOff[C Connector](w *waiter[C], e *entry[C]) {
-	if w != nil {
-		w.ch <- result[C]{e: e}
-	}
 }
