@@ -60,7 +60,10 @@ func ExamplePool_Acquire() {
 	ctx := context.Background()
 	cfg := pool.DefaultConfig()
 	cfg.MinSize = 0
-	p, _ := pool.New(func(context.Context) (*pgConn, error) { return &pgConn{db: "sales"}, nil }, cfg)
+	p, err := pool.New(func(context.Context) (*pgConn, error) { return &pgConn{db: "sales"}, nil }, cfg)
+	if err != nil {
+		panic(err)
+	}
 	defer p.Close()
 
 	pc, err := p.Acquire(ctx)
@@ -95,13 +98,19 @@ func ExampleManager() {
 		if err != nil {
 			panic(err)
 		}
-		_ = p.With(ctx, func(c *pgConn) error {
+		err = p.With(ctx, func(c *pgConn) error {
 			fmt.Println(c.Query("select count(*) from t"))
 			return nil
 		})
+		if err != nil {
+			panic(err)
+		}
 	}
 	for _, id := range m.IDs() {
-		p, _ := m.Lookup(id)
+		p, ok := m.Lookup(id)
+		if !ok {
+			panic("no pool for " + id)
+		}
 		fmt.Printf("%s: max %d, %d acquires\n", id, p.Config().MaxSize, p.Stats().AcquireCount)
 	}
 	// Output:

@@ -1,14 +1,19 @@
 package pool_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/deepanalyze/pool"
+	"github.com/stretchr/testify/require"
 )
 
 // fakeSource dials fakeConns and keeps the books a test checks: how many
@@ -216,3 +221,81 @@ func requireNotDone(t *testing.T, ch <-chan error, msg string) {
 	default:
 	}
 }
+
+var bg = context.Background()
+
+// Defect 1: a handle kept after its own Release must not reach the next
+// loan of the same connection.
+// fillIdle dials n connections into p's idle stack: it acquires n at once,
+// then releases them.
+func fillIdle(t *testing.T, p *pool.Pool[*fakeConn], n int) {
+	t.Helper()
+	held := make([]*pool.PooledConn[*fakeConn], 0, n)
+	for range n {
+		pc, err := p.Acquire(bg)
+		require.NoError(t, err)
+		held = append(held, pc)
+	}
+	for _, pc := range held {
+		pc.Release()
+	}
+}
+
+// waitOrFail fails the test if fn does not finish within a generous real
+// time: with the bug, fn would block on the pool lock forever.
+func waitOrFail(t *testing.T, what string, fn func()) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() { defer close(done); fn() }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%s blocked while another goroutine was inside a health check: the pool lock is held across I/O", what)
+	}
+}
+
+// logRecorder is an slog handler that keeps every record's text.
+type logRecorder struct {
+	mu    sync.Mutex
+	lines []string
+	seen  chan string // every message, if set
+	onLog func()      // runs in Handle, if set
+}
+
+func (r *logRecorder) Enabled(context.Context, slog.Level) bool { return true }
+
+func (r *logRecorder) WithAttrs([]slog.Attr) slog.Handler { return r }
+
+func (r *logRecorder) WithGroup(string) slog.Handler { return r }
+
+func (r *logRecorder) Handle(_ context.Context, rec slog.Record) error {
+	var b bytes.Buffer
+	b.WriteString(rec.Level.String() + " " + rec.Message)
+	rec.Attrs(func(a slog.Attr) bool {
+		b.WriteString(" " + a.Key + "=" + a.Value.String())
+		return true
+	})
+	r.mu.Lock()
+	r.lines = append(r.lines, b.String())
+	r.mu.Unlock()
+	if r.seen != nil {
+		r.seen <- rec.Message
+	}
+	if r.onLog != nil {
+		r.onLog()
+	}
+	return nil
+}
+
+func (r *logRecorder) text() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return strings.Join(r.lines, "\n")
+}
+
+// plainConn is a connector with neither Reset nor IsValid.
+type plainConn struct{}
+
+func (plainConn) Ping(context.Context) error { return nil }
+
+func (plainConn) Close() error { return nil }

@@ -7,12 +7,111 @@ import (
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
-
-	"github.com/stretchr/testify/assert"
-	"github.com/stretchr/testify/require"
+	"time"
 
 	"github.com/deepanalyze/pool"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
+
+// Defect 7: a panicking PoolFactory becomes the creation's error.
+func TestPanickingPoolFactoryIsACreationError(t *testing.T) {
+	m, err := pool.NewManager(func(context.Context, string) (pool.Factory[*fakeConn], pool.Config, error) {
+		panic("pool factory exploded")
+	})
+	require.NoError(t, err)
+	defer m.Close()
+	_, err = m.Pool(bg, "db")
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "pool factory exploded")
+}
+
+// Defect 8: Manager.Shutdown closes every pool before it waits for any, so
+// no pool keeps lending while others drain.
+func TestManagerShutdownClosesEveryPoolBeforeWaiting(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFakeFleet(t)
+		m, err := pool.NewManager(f.poolFactory)
+		require.NoError(t, err)
+		const n = 40
+		var held []*pool.PooledConn[*fakeConn]
+		var pools []*pool.Pool[*fakeConn]
+		for i := range n {
+			p, err := m.Pool(bg, "db"+string(rune('A'+i)))
+			require.NoError(t, err)
+			pc, err := p.Acquire(bg)
+			require.NoError(t, err)
+			held = append(held, pc)
+			pools = append(pools, p)
+		}
+		done := make(chan error)
+		go func() { done <- m.Shutdown(bg) }()
+		synctest.Wait()
+		for i, p := range pools {
+			pc, err := p.TryAcquire(bg)
+			if !assert.ErrorIs(t, err, pool.ErrPoolClosed, "pool %d still lends during Shutdown", i) && err == nil {
+				pc.Release()
+			}
+		}
+		requireNotDone(t, done, "Shutdown returned with connections in use")
+		for _, pc := range held {
+			pc.Release()
+		}
+		require.NoError(t, <-done)
+	})
+}
+
+// Defect 9: Pool(id) right after ClosePool(id), while the cancelled
+// creation is still finishing, builds a new pool.
+func TestManagerPoolAfterClosePoolDuringCreation(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFakeFleet(t)
+		f.gate = make(chan struct{})
+		m, err := pool.NewManager(f.poolFactory)
+		require.NoError(t, err)
+		defer m.Close()
+		go func() { _, _ = m.Pool(bg, "db") }()
+		synctest.Wait() // the creation waits on the gate
+		require.NoError(t, m.ClosePool("db"))
+		got := make(chan error, 1)
+		go func() {
+			p, err := m.Pool(bg, "db")
+			if err == nil {
+				var pc *pool.PooledConn[*fakeConn]
+				if pc, err = p.Acquire(bg); err == nil {
+					pc.Release()
+				}
+			}
+			got <- err
+		}()
+		synctest.Wait()
+		close(f.gate)
+		require.NoError(t, <-got, "an open Manager refused a pool after ClosePool")
+	})
+}
+
+// Manager.Shutdown waits for creations in flight only until its ctx ends:
+// a PoolFactory that ignores its ctx cannot hold it.
+func TestManagerShutdownHonoursItsContextWhenACreationHangs(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFakeFleet(t)
+		f.gate = make(chan struct{}) // the PoolFactory waits on it, ignoring its ctx
+		m, err := pool.NewManager(f.poolFactory)
+		require.NoError(t, err)
+		go func() { _, _ = m.Pool(bg, "db") }()
+		synctest.Wait() // the creation is in flight
+		ctx, cancel := context.WithTimeout(bg, time.Second)
+		defer cancel()
+		start := time.Now()
+		err = m.Shutdown(ctx)
+		assert.ErrorIs(t, err, context.DeadlineExceeded)
+		assert.Equal(t, time.Second, time.Since(start), "Shutdown waited past its ctx")
+		close(f.gate) // the creation finishes; its pool is closed, not published
+		synctest.Wait()
+		_, ok := m.Lookup("db")
+		assert.False(t, ok)
+	})
+}
 
 // fakeFleet hands out one fakeSource per ID and counts PoolFactory calls.
 type fakeFleet struct {

@@ -3,61 +3,17 @@ package pool_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
 
+	"github.com/deepanalyze/pool"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-
-	"github.com/deepanalyze/pool"
 )
-
-var bg = context.Background()
-
-func TestDefaultConfig(t *testing.T) {
-	cfg := pool.DefaultConfig()
-	assert.Equal(t, 10, cfg.MaxSize)
-	assert.Equal(t, 1, cfg.MinSize)
-	assert.Equal(t, 5*time.Minute, cfg.MaxIdleTime)
-	assert.Equal(t, 30*time.Second, cfg.AcquireTimeout)
-	assert.Equal(t, time.Hour, cfg.MaxLifetime)
-	assert.Equal(t, 60*time.Second, cfg.ReapInterval)
-	assert.NoError(t, cfg.Validate())
-}
-
-func TestConfigValidateNamesBadField(t *testing.T) {
-	tests := []struct {
-		field string
-		edit  func(*pool.Config)
-	}{
-		{"MaxSize", func(c *pool.Config) { c.MaxSize = 0 }},
-		{"MinSize", func(c *pool.Config) { c.MinSize = -1 }},
-		{"MinSize", func(c *pool.Config) { c.MinSize = 11 }},
-		{"MaxIdleTime", func(c *pool.Config) { c.MaxIdleTime = -time.Second }},
-		{"MaxLifetime", func(c *pool.Config) { c.MaxLifetime = -time.Second }},
-		{"AcquireTimeout", func(c *pool.Config) { c.AcquireTimeout = -1 }},
-		{"ReapInterval", func(c *pool.Config) { c.ReapInterval = -1 }},
-		{"DialTimeout", func(c *pool.Config) { c.DialTimeout = -1 }},
-		{"PingTimeout", func(c *pool.Config) { c.PingTimeout = -1 }},
-		{"ResetTimeout", func(c *pool.Config) { c.ResetTimeout = -1 }},
-	}
-	for _, tt := range tests {
-		cfg := pool.DefaultConfig()
-		tt.edit(&cfg)
-		err := cfg.Validate()
-		if !errors.Is(err, pool.ErrInvalidConfig) {
-			t.Errorf("%s: Validate() = %v, want ErrInvalidConfig", tt.field, err)
-			continue
-		}
-		assert.Contains(t, err.Error(), tt.field)
-		_, err = pool.New(newFakeSource(t).factory(), cfg)
-		assert.ErrorIs(t, err, pool.ErrInvalidConfig, "New with bad %s", tt.field)
-	}
-	_, err := pool.New[*fakeConn](nil, pool.DefaultConfig())
-	assert.ErrorIs(t, err, pool.ErrInvalidConfig, "New with nil factory")
-	assert.ErrorIs(t, pool.Config{}.Validate(), pool.ErrInvalidConfig, "zero Config")
-}
 
 func TestAcquireReleaseReusesConnection(t *testing.T) {
 	src := newFakeSource(t)
@@ -89,328 +45,6 @@ func TestIdleConnectionsAreReusedNewestFirst(t *testing.T) {
 	got.Release()
 }
 
-func TestAcquireAtMaxSizeWaitsAndServesInFIFOOrder(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		src := newFakeSource(t)
-		p := newTestPool(t, src, testConfig(1))
-		held, err := p.Acquire(bg)
-		require.NoError(t, err)
-
-		const n = 5
-		order := make(chan int, n)
-		for i := range n {
-			go func() {
-				pc, err := p.Acquire(bg)
-				if !assert.NoError(t, err) {
-					return
-				}
-				order <- i
-				pc.Release()
-			}()
-			synctest.Wait() // waiter i is queued before waiter i+1
-		}
-		assert.Equal(t, n, p.Stats().Waiting)
-		held.Release()
-		for want := range n {
-			assert.Equal(t, want, <-order)
-		}
-		assert.EqualValues(t, 1, src.dials.Load(), "pool grew past MaxSize 1")
-		// The first Acquire waited for its dial, the n others for a release.
-		assert.EqualValues(t, n+1, p.Stats().WaitCount)
-	})
-}
-
-func TestAcquireTimeoutReturnsErrAcquireTimeout(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		cfg := testConfig(1)
-		cfg.AcquireTimeout = 2 * time.Second
-		p := newTestPool(t, newFakeSource(t), cfg)
-		held, _ := p.Acquire(bg)
-		start := time.Now()
-		_, err := p.Acquire(bg)
-		assert.ErrorIs(t, err, pool.ErrAcquireTimeout)
-		assert.NotErrorIs(t, err, context.DeadlineExceeded)
-		assert.Equal(t, 2*time.Second, time.Since(start))
-		s := p.Stats()
-		assert.EqualValues(t, 1, s.TimedOutAcquires)
-		assert.Equal(t, 0, s.Waiting, "timed-out waiter left in queue")
-		held.Release()
-		assert.Equal(t, 1, p.Stats().Idle, "connection lost after a timeout")
-	})
-}
-
-func TestAcquireCallerDeadlineReturnsContextError(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		cfg := testConfig(1)
-		cfg.AcquireTimeout = time.Minute
-		p := newTestPool(t, newFakeSource(t), cfg)
-		held, _ := p.Acquire(bg)
-		ctx, cancel := context.WithTimeout(bg, time.Second)
-		defer cancel()
-		start := time.Now()
-		_, err := p.Acquire(ctx)
-		assert.ErrorIs(t, err, context.DeadlineExceeded)
-		assert.NotErrorIs(t, err, pool.ErrAcquireTimeout)
-		assert.Equal(t, time.Second, time.Since(start))
-		assert.EqualValues(t, 1, p.Stats().CanceledAcquires)
-		held.Release()
-	})
-}
-
-func TestAcquireCanceledContext(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		src := newFakeSource(t)
-		p := newTestPool(t, src, testConfig(1))
-		ctx, cancel := context.WithCancel(bg)
-		cancel()
-		_, err := p.Acquire(ctx)
-		assert.ErrorIs(t, err, context.Canceled)
-		assert.EqualValues(t, 0, src.dials.Load(), "a done ctx still dialled")
-
-		held, _ := p.Acquire(bg)
-		ctx, cancel = context.WithCancel(bg)
-		errc := make(chan error)
-		go func() {
-			_, err := p.Acquire(ctx)
-			errc <- err
-		}()
-		synctest.Wait()
-		cancel()
-		assert.ErrorIs(t, <-errc, context.Canceled)
-		assert.Equal(t, 0, p.Stats().Waiting)
-		held.Release()
-		assert.Equal(t, 1, p.Stats().Idle)
-	})
-}
-
-// A connection handed to a waiter at the instant it gives up must go back
-// to the pool, not be lost: the hook holds the waiter between its ctx
-// ending and leaving the queue while the holder releases into it. (An
-// AcquireTimeout cannot race like this: the pool's timer fails the waiter
-// under the lock that a release takes to serve it.)
-func TestConnectionHandedToWaiterThatGaveUpGoesBack(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		src := newFakeSource(t)
-		p := newTestPool(t, src, testConfig(1))
-		inWindow := make(chan struct{})
-		gate := make(chan struct{})
-		p.SetGaveUpHook(func() { inWindow <- struct{}{}; <-gate })
-
-		held, err := p.Acquire(bg)
-		require.NoError(t, err)
-		ctx, cancel := context.WithCancel(bg)
-		got := make(chan error)
-		go func() {
-			_, err := p.Acquire(ctx)
-			got <- err
-		}()
-		synctest.Wait() // queued
-		cancel()
-		<-inWindow
-		held.Release() // hands the connection to the waiter that gave up
-		close(gate)
-		assert.ErrorIs(t, <-got, context.Canceled)
-		s := p.Stats()
-		assert.Equal(t, 1, s.Idle, "connection lost in the hand-off race")
-		assert.Equal(t, 0, s.InUse)
-		assert.Equal(t, 0, s.Waiting)
-		assert.EqualValues(t, 1, s.AcquireCount, "the hand-off that was given back is not an acquire")
-		require.NoError(t, p.CheckAccounting())
-		pc, err := p.Acquire(bg)
-		require.NoError(t, err)
-		pc.Release()
-		assert.EqualValues(t, 1, src.dials.Load())
-	})
-}
-
-// Waiters share one timer: each times out at its own deadline, in order,
-// and a waiter served in time is not failed by it.
-func TestAcquireTimeoutsShareOneTimer(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		cfg := testConfig(1)
-		cfg.AcquireTimeout = 3 * time.Second
-		p := newTestPool(t, newFakeSource(t), cfg)
-		held, _ := p.Acquire(bg)
-		start := time.Now()
-		type outcome struct {
-			i     int
-			err   error
-			after time.Duration
-		}
-		done := make(chan outcome, 3)
-		for i := range 3 {
-			go func() {
-				pc, err := p.Acquire(bg)
-				if err == nil {
-					pc.Release()
-				}
-				done <- outcome{i, err, time.Since(start)}
-			}()
-			time.Sleep(time.Second) // waiter i queues at i seconds
-		}
-		// At 3s waiter 0 times out; release then serves waiter 1.
-		o := <-done
-		assert.Equal(t, 0, o.i)
-		assert.ErrorIs(t, o.err, pool.ErrAcquireTimeout)
-		assert.Equal(t, 3*time.Second, o.after)
-		held.Release()
-		o = <-done
-		assert.Equal(t, 1, o.i)
-		assert.NoError(t, o.err)
-		o = <-done
-		assert.Equal(t, 2, o.i)
-		assert.NoError(t, o.err)
-		assert.EqualValues(t, 1, p.Stats().TimedOutAcquires)
-	})
-}
-
-func TestMinSizeWarmsUpInBackground(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		src := newFakeSource(t)
-		release := make(chan struct{})
-		src.onDial = func(context.Context) error { <-release; return nil }
-		cfg := testConfig(5)
-		cfg.MinSize = 3
-		p := newTestPool(t, src, cfg) // must not block on the dials
-		synctest.Wait()
-		assert.Equal(t, 3, p.Stats().Dialing)
-		ready := make(chan error)
-		go func() { ready <- p.WaitReady(bg) }()
-		synctest.Wait()
-		requireNotDone(t, ready, "WaitReady returned before the pool was warm")
-		close(release)
-		require.NoError(t, <-ready)
-		s := p.Stats()
-		assert.Equal(t, 3, s.Idle)
-		assert.Equal(t, 3, s.Total)
-	})
-}
-
-func TestWaitReadyReturnsDialError(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		src := newFakeSource(t)
-		boom := errors.New("connection refused")
-		src.failDials(boom)
-		cfg := testConfig(5)
-		cfg.MinSize = 2
-		p := newTestPool(t, src, cfg)
-		err := p.WaitReady(bg)
-		assert.ErrorIs(t, err, boom)
-		assert.ErrorIs(t, err, pool.ErrDial)
-		src.failDials(nil)
-		assert.NoError(t, p.WaitReady(bg), "WaitReady should redial once the source is back")
-		assert.Equal(t, 2, p.Stats().Idle)
-	})
-}
-
-func TestReaperClosesIdleConnectionsAboveMinSize(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		src := newFakeSource(t)
-		cfg := testConfig(5)
-		cfg.MinSize = 1
-		cfg.MaxIdleTime = 5 * time.Minute
-		cfg.MaxLifetime = 0
-		cfg.ReapInterval = time.Minute
-		p := newTestPool(t, src, cfg)
-		var held []*pool.PooledConn[*fakeConn]
-		for range 4 {
-			pc, err := p.Acquire(bg)
-			require.NoError(t, err)
-			held = append(held, pc)
-		}
-		for _, pc := range held {
-			pc.Release()
-		}
-		time.Sleep(4 * time.Minute) // fake time: not yet idle long enough
-		synctest.Wait()
-		assert.Equal(t, 4, p.Stats().Idle)
-		time.Sleep(2 * time.Minute)
-		synctest.Wait()
-		s := p.Stats()
-		assert.Equal(t, 1, s.Idle, "reaper must keep MinSize")
-		assert.Equal(t, 1, s.Total)
-		assert.EqualValues(t, 3, s.ClosedIdle)
-		assert.EqualValues(t, 3, src.closes.Load())
-	})
-}
-
-func TestReaperClosesExpiredConnectionsAndRefills(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		src := newFakeSource(t)
-		cfg := testConfig(5)
-		cfg.MinSize = 2
-		cfg.MaxIdleTime = 0
-		cfg.MaxLifetime = time.Hour
-		cfg.ReapInterval = time.Minute
-		p := newTestPool(t, src, cfg)
-		require.NoError(t, p.WaitReady(bg))
-		first := src.all()
-		time.Sleep(61 * time.Minute)
-		synctest.Wait()
-		for _, c := range first {
-			assert.EqualValues(t, 1, c.closed.Load(), "%v outlived MaxLifetime", c)
-		}
-		s := p.Stats()
-		assert.EqualValues(t, 2, s.ClosedLifetime)
-		assert.Equal(t, 2, s.Idle, "reaper must refill to MinSize")
-		assert.EqualValues(t, 4, src.dials.Load())
-	})
-}
-
-func TestLifetimeJitterSpreadsExpiry(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		src := newFakeSource(t)
-		cfg := testConfig(50)
-		cfg.MaxLifetime = time.Hour
-		cfg.MaxIdleTime = 0
-		p := newTestPool(t, src, cfg)
-		var held []*pool.PooledConn[*fakeConn]
-		for range 50 {
-			pc, err := p.Acquire(bg)
-			require.NoError(t, err)
-			held = append(held, pc)
-		}
-		for _, pc := range held {
-			pc.Release()
-		}
-		// Expiry falls in (54m, 60m]: after 57 minutes some but not all
-		// have expired.
-		_, early := p.ReapStep(time.Now().Add(57 * time.Minute))
-		assert.Greater(t, early, 0, "no jitter: nothing expired early")
-		assert.Less(t, early, 50, "jitter larger than a tenth of MaxLifetime")
-		_, rest := p.ReapStep(time.Now().Add(time.Hour))
-		assert.Equal(t, 50, early+rest)
-	})
-}
-
-// Idle time is stamped without a clock read on release, so it may be
-// over-estimated by the previous loan, never under-estimated: a connection
-// held for longer than PingAfterIdle is pinged on its next acquire.
-// Idle time runs from the release, not from the start of the loan: a
-// connection held longer than PingAfterIdle and reacquired at once is not
-// pinged; one left idle PingAfterIdle after its release is.
-func TestIdleTimeStartsAtRelease(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		src := newFakeSource(t)
-		cfg := testConfig(1)
-		cfg.PingAfterIdle = time.Second
-		p := newTestPool(t, src, cfg)
-		pc, err := p.Acquire(bg)
-		require.NoError(t, err)
-		time.Sleep(2 * time.Second)
-		pc.Release()
-		pc, err = p.Acquire(bg)
-		require.NoError(t, err)
-		pc.Release()
-		assert.EqualValues(t, 0, src.pings.Load(), "pinged after a long loan, with no idle time")
-		time.Sleep(time.Second)
-		pc, err = p.Acquire(bg)
-		require.NoError(t, err)
-		pc.Release()
-		assert.EqualValues(t, 1, src.pings.Load(), "not pinged after PingAfterIdle idle")
-	})
-}
-
 func TestReleaseDiscardsInvalidConnection(t *testing.T) {
 	src := newFakeSource(t)
 	p := newTestPool(t, src, testConfig(2))
@@ -422,20 +56,6 @@ func TestReleaseDiscardsInvalidConnection(t *testing.T) {
 	s := p.Stats()
 	assert.Equal(t, 0, s.Total)
 	assert.EqualValues(t, 1, s.ClosedBroken)
-}
-
-func TestAcquireSkipsInvalidIdleConnection(t *testing.T) {
-	src := newFakeSource(t)
-	p := newTestPool(t, src, testConfig(2))
-	pc, _ := p.Acquire(bg)
-	c := pc.Conn()
-	pc.Release()
-	c.invalid.Store(true) // broke while idle
-	pc, err := p.Acquire(bg)
-	require.NoError(t, err)
-	assert.NotSame(t, c, pc.Conn())
-	assert.EqualValues(t, 1, c.closed.Load())
-	pc.Release()
 }
 
 func TestResetRunsOnReleaseAndFailureDiscards(t *testing.T) {
@@ -455,36 +75,340 @@ func TestResetRunsOnReleaseAndFailureDiscards(t *testing.T) {
 	assert.EqualValues(t, 1, p.Stats().ClosedBroken)
 }
 
-func TestPingAfterIdleThreshold(t *testing.T) {
+func TestStaleHandleCannotTouchALaterLoan(t *testing.T) {
+	p := newTestPool(t, newFakeSource(t), testConfig(1))
+	stale, err := p.Acquire(bg)
+	require.NoError(t, err)
+	stale.Release()
+	current, err := p.Acquire(bg) // the same connection, lent again
+	require.NoError(t, err)
+
+	assert.Panics(t, stale.Release, "stale Release released the current holder's loan")
+	assert.Panics(t, stale.Discard, "stale Discard closed the current holder's connection")
+	assert.Panics(t, func() { stale.Conn() }, "stale Conn reached the current holder's connection")
+
+	s := p.Stats()
+	assert.Equal(t, 1, s.InUse, "the current loan was ended by a stale handle")
+	assert.Equal(t, 0, s.Idle)
+	assert.EqualValues(t, 0, s.ClosedBroken)
+	c := current.Conn() // the current holder is untouched
+	c.use(t)
+	c.done()
+	assert.NotPanics(t, current.Release)
+	assert.Equal(t, 1, p.Stats().Idle)
+	require.NoError(t, p.CheckAccounting())
+}
+
+// Defect 1, under load: 8 goroutines each Get, Release, Release again. On
+// b87d442 an innocent holder's own Release panicked within a few thousand
+// operations.
+func TestStaleDoubleReleaseUnderLoadNeverHurtsAnotherHolder(t *testing.T) {
+	src := newFakeSource(t)
+	p := newTestPool(t, src, testConfig(2))
+	var stalePanics, innocentPanics atomic.Int64
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for range 500 {
+				pc, err := p.Acquire(bg)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				c := pc.Conn()
+				c.use(t)
+				c.done()
+				func() {
+					defer func() {
+						if recover() != nil {
+							innocentPanics.Add(1)
+						}
+					}()
+					pc.Release()
+				}()
+				func() {
+					defer func() {
+						if recover() != nil {
+							stalePanics.Add(1)
+						}
+					}()
+					pc.Release()
+				}()
+			}
+		})
+	}
+	wg.Wait()
+	assert.EqualValues(t, 0, innocentPanics.Load(), "a holder's own first Release panicked")
+	assert.EqualValues(t, 8*500, stalePanics.Load(), "a second Release did not panic")
+	s := p.Stats()
+	assert.Equal(t, 0, s.InUse)
+	assert.EqualValues(t, 8*500, s.AcquireCount)
+	require.NoError(t, p.CheckAccounting())
+}
+
+// Defect 7: a panic in Ping, IsValid or Reset is re-raised to the caller
+// with the pool's books put right; the slot is not leaked.
+func TestPanickingConnectorLeaksNoSlot(t *testing.T) {
+	for _, where := range []string{"Ping", "IsValid", "Reset"} {
+		t.Run(where, func(t *testing.T) {
+			src := newFakeSource(t)
+			var armed atomic.Bool
+			boom := func() {
+				if armed.Load() {
+					panic(where + " exploded")
+				}
+			}
+			src.onPing = func(context.Context, *fakeConn) error { boom(); return nil }
+			src.onValid = func(*fakeConn) bool { boom(); return true }
+			src.onReset = func(context.Context, *fakeConn) error { boom(); return nil }
+			cfg := testConfig(1)
+			cfg.PingAfterIdle = time.Nanosecond // ping on every acquire
+			p := newTestPool(t, src, cfg)
+			pc, err := p.Acquire(bg)
+			require.NoError(t, err)
+			pc.Release()
+			armed.Store(true)
+			assert.PanicsWithValue(t, where+" exploded", func() {
+				pc, err := p.Acquire(bg)
+				if err == nil {
+					pc.Release()
+				}
+			})
+			armed.Store(false)
+			s := p.Stats()
+			assert.Equal(t, 0, s.InUse, "slot leaked by the panic")
+			assert.Equal(t, 0, s.Total)
+			require.NoError(t, p.CheckAccounting())
+			ctx, cancel := context.WithTimeout(bg, 5*time.Second)
+			defer cancel()
+			pc, err = p.Acquire(ctx)
+			require.NoError(t, err, "pool unusable after the panic")
+			pc.Release()
+		})
+	}
+}
+
+// Defect 10: a Reset that ignores its ctx cannot block Release past
+// ResetTimeout: the connection is closed, which unblocks the Reset.
+func TestResetIgnoringItsContextIsCutOffAtResetTimeout(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		src := newFakeSource(t)
+		src.onReset = func(_ context.Context, c *fakeConn) error {
+			<-c.closedSig // blocks on its socket until the socket is closed
+			return errClosedConn
+		}
+		cfg := testConfig(1)
+		cfg.ResetTimeout = time.Second
+		p := newTestPool(t, src, cfg)
+		pc, err := p.Acquire(bg)
+		require.NoError(t, err)
+		start := time.Now()
+		pc.Release()
+		assert.Equal(t, time.Second, time.Since(start))
+		s := p.Stats()
+		assert.Equal(t, 0, s.Total)
+		assert.EqualValues(t, 1, s.ClosedBroken)
+		require.NoError(t, p.Close())
+		src.checkAllClosedOnce(t)
+	})
+}
+
+// The Python pool counted connections in use by scanning every connection.
+// Here Stats reads counters: it allocates nothing, calls no connector, and
+// costs the same with 1,000 connections in use as with none (see
+// BenchmarkStats).
+func TestInUseIsACounterNotAScan(t *testing.T) {
+	src := newFakeSource(t)
+	p := newTestPool(t, src, testConfig(1000))
+	var held []*pool.PooledConn[*fakeConn]
+	for i := range 1000 {
+		pc, err := p.Acquire(bg)
+		require.NoError(t, err)
+		held = append(held, pc)
+		if i%100 == 0 {
+			require.Equal(t, i+1, p.Stats().InUse)
+		}
+	}
+	checks := src.checks.Load()
+	allocs := testing.AllocsPerRun(100, func() { _ = p.Stats() })
+	assert.Zero(t, allocs, "Stats allocates")
+	assert.Equal(t, checks, src.checks.Load(), "Stats called into connectors")
+	s := p.Stats()
+	assert.Equal(t, 1000, s.InUse)
+	for i, pc := range held {
+		pc.Release()
+		if i%100 == 0 {
+			require.Equal(t, 999-i, p.Stats().InUse)
+		}
+	}
+	assert.Equal(t, 0, p.Stats().InUse)
+}
+
+// With allocates nothing, and Acquire plus Release allocates nothing in
+// the long run (a slab of handles per 128 loans).
+func TestHotPathsDoNotAllocate(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates")
+	}
+	p, err := pool.New(func(context.Context) (plainConn, error) { return plainConn{}, nil }, pool.DefaultConfig())
+	require.NoError(t, err)
+	defer p.Close()
+	fn := func(plainConn) error { return nil }
+	require.NoError(t, p.With(bg, fn))
+	assert.Zero(t, testing.AllocsPerRun(1000, func() { _ = p.With(bg, fn) }), "With allocates")
+	allocs := testing.AllocsPerRun(1280, func() {
+		pc, err := p.Acquire(bg)
+		if err == nil {
+			pc.Release()
+		}
+	})
+	assert.Zero(t, allocs, "Acquire+Release allocates more than one slab per 128 loans")
+
+	// With every hook set, calling them allocates nothing either.
+	var events atomic.Int64
+	cfg := pool.DefaultConfig()
+	cfg.Hooks = pool.Hooks{
+		Acquire: func(time.Duration, error) { events.Add(1) },
+		Release: func(time.Duration) { events.Add(1) },
+		Dial:    func(time.Duration, error) { events.Add(1) },
+		Close:   func(pool.CloseReason) { events.Add(1) },
+	}
+	hooked, err := pool.New(func(context.Context) (plainConn, error) { return plainConn{}, nil }, cfg)
+	require.NoError(t, err)
+	defer hooked.Close()
+	require.NoError(t, hooked.With(bg, fn))
+	assert.Zero(t, testing.AllocsPerRun(1000, func() { _ = hooked.With(bg, fn) }), "With allocates with hooks set")
+	allocs = testing.AllocsPerRun(1280, func() {
+		pc, err := hooked.Acquire(bg)
+		if err == nil {
+			pc.Release()
+		}
+	})
+	assert.Zero(t, allocs, "Acquire+Release allocates with hooks set")
+	assert.Greater(t, events.Load(), int64(2*(1000+1280)), "the hooks ran")
+}
+
+// A connector that says it needs no reset is not Reset, so no timer is
+// started for it; one that needs it is; a panicking NeedsReset is
+// re-raised with the slot given back.
+func TestNeedsResetSkipsReset(t *testing.T) {
+	src := newFakeSource(t)
+	var needs atomic.Bool
+	src.onNeedsReset = func(*fakeConn) bool { return needs.Load() }
+	p := newTestPool(t, src, testConfig(1))
+	pc, err := p.Acquire(bg)
+	require.NoError(t, err)
+	pc.Release()
+	assert.Zero(t, src.resets.Load(), "Reset ran although NeedsReset said no")
+	needs.Store(true)
+	require.NoError(t, p.With(bg, func(*fakeConn) error { return nil }))
+	assert.EqualValues(t, 1, src.resets.Load())
+
+	src.onNeedsReset = func(*fakeConn) bool { panic("needs exploded") }
+	pc, err = p.Acquire(bg)
+	require.NoError(t, err)
+	assert.PanicsWithValue(t, "needs exploded", pc.Release)
+	s := p.Stats()
+	assert.Equal(t, 0, s.InUse)
+	assert.Equal(t, 0, s.Total)
+	require.NoError(t, p.CheckAccounting())
+}
+
+func TestStatsCountEveryEvent(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		src := newFakeSource(t)
 		cfg := testConfig(2)
-		cfg.PingAfterIdle = time.Second
+		cfg.AcquireTimeout = time.Second
 		p := newTestPool(t, src, cfg)
-		pc, _ := p.Acquire(bg)
-		pc.Release()
-		pc, _ = p.Acquire(bg) // idle for no time: no ping
-		pc.Release()
-		assert.EqualValues(t, 0, src.pings.Load())
+		a, _ := p.Acquire(bg)
+		b, _ := p.Acquire(bg)
+		s := p.Stats()
+		// Both waited, for no time, on their dial.
+		assert.Equal(t, pool.Stats{Total: 2, InUse: 2, MinSize: 0, MaxSize: 2, AcquireCount: 2, WaitCount: 2, Created: 2}, s)
 
-		time.Sleep(2 * time.Second)
-		pc, _ = p.Acquire(bg)
-		assert.EqualValues(t, 1, src.pings.Load(), "idle connection not pinged")
-		c := pc.Conn()
-		pc.Release()
+		_, err := p.Acquire(bg) // times out after 1s
+		require.ErrorIs(t, err, pool.ErrAcquireTimeout)
+		a.Release()
+		b.Discard()
+		s = p.Stats()
+		assert.Equal(t, 1, s.Total)
+		assert.Equal(t, 1, s.Idle)
+		assert.Equal(t, 0, s.InUse)
+		assert.EqualValues(t, 3, s.WaitCount)
+		assert.Equal(t, time.Second, s.WaitDuration)
+		assert.EqualValues(t, 1, s.TimedOutAcquires)
+		assert.EqualValues(t, 1, s.ClosedBroken)
+		assert.EqualValues(t, 2, s.AcquireCount)
+	})
+}
 
-		src.onPing = func(_ context.Context, conn *fakeConn) error {
-			if conn == c {
-				return errors.New("server gone")
-			}
-			return nil
-		}
-		time.Sleep(2 * time.Second)
-		pc, err := p.Acquire(bg)
+func TestWithReleasesOnSuccessAndOrdinaryError(t *testing.T) {
+	src := newFakeSource(t)
+	p := newTestPool(t, src, testConfig(1))
+	var first *fakeConn
+	require.NoError(t, p.With(bg, func(c *fakeConn) error { first = c; return nil }))
+	appErr := errors.New("no rows")
+	err := p.With(bg, func(c *fakeConn) error {
+		assert.Same(t, first, c)
+		return appErr
+	})
+	assert.Same(t, appErr, err, "With must return fn's error unchanged")
+	assert.Equal(t, 1, p.Stats().Idle)
+	assert.EqualValues(t, 0, first.closed.Load())
+}
+
+func TestWithDiscardsOnErrBadConn(t *testing.T) {
+	src := newFakeSource(t)
+	p := newTestPool(t, src, testConfig(1))
+	var c1 *fakeConn
+	err := p.With(bg, func(c *fakeConn) error {
+		c1 = c
+		return fmt.Errorf("query: %w", pool.ErrBadConn)
+	})
+	assert.ErrorIs(t, err, pool.ErrBadConn)
+	assert.EqualValues(t, 1, c1.closed.Load())
+	require.NoError(t, p.With(bg, func(c *fakeConn) error {
+		assert.NotSame(t, c1, c)
+		return nil
+	}))
+}
+
+func TestWithDiscardsAndRepanicsOnPanic(t *testing.T) {
+	src := newFakeSource(t)
+	p := newTestPool(t, src, testConfig(1))
+	var c1 *fakeConn
+	assert.PanicsWithValue(t, "boom", func() {
+		_ = p.With(bg, func(c *fakeConn) error { c1 = c; panic("boom") })
+	})
+	assert.EqualValues(t, 1, c1.closed.Load())
+	s := p.Stats()
+	assert.Equal(t, 0, s.InUse)
+	assert.Equal(t, 0, s.Total)
+}
+
+func TestMisuseOfAHandlePanics(t *testing.T) {
+	p := newTestPool(t, newFakeSource(t), testConfig(1))
+	pc, _ := p.Acquire(bg)
+	pc.Release()
+	assert.PanicsWithValue(t, "pool: Release called on a loan that has ended (released twice?)", pc.Release)
+	assert.Panics(t, pc.Discard)
+	assert.Panics(t, func() { pc.Conn() })
+	assert.NoError(t, p.CheckAccounting())
+	assert.Equal(t, 1, p.Stats().Idle, "double release must not put the connection back twice")
+}
+
+func TestTryAcquireNeverWaits(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		src := newFakeSource(t)
+		p := newTestPool(t, src, testConfig(1))
+		_, err := p.TryAcquire(bg)
+		assert.ErrorIs(t, err, pool.ErrPoolExhausted)
+		synctest.Wait() // the background dial it started
+		pc, err := p.TryAcquire(bg)
 		require.NoError(t, err)
-		assert.NotSame(t, c, pc.Conn(), "connection that failed its ping was lent")
-		assert.EqualValues(t, 1, c.closed.Load())
-		assert.EqualValues(t, 1, p.Stats().ClosedBroken)
+		_, err = p.TryAcquire(bg)
+		assert.ErrorIs(t, err, pool.ErrPoolExhausted)
 		pc.Release()
+		assert.EqualValues(t, 1, src.dials.Load())
 	})
 }

@@ -3,14 +3,74 @@ package pool_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/deepanalyze/pool"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-
-	"github.com/deepanalyze/pool"
 )
+
+// Defect 1, through the registry: a stale Release returns ErrNotHeld and
+// leaves the current holder's loan alone.
+func TestRegistryStaleReleaseIsErrNotHeld(t *testing.T) {
+	reg := pool.NewRegistry[*fakeConn]()
+	t.Cleanup(func() { _ = reg.Close() })
+	src := newFakeSource(t)
+	require.NoError(t, reg.Register(bg, "db", src.factory(), testConfig(1)))
+	stale, err := reg.Get(bg, "db")
+	require.NoError(t, err)
+	require.NoError(t, reg.Release("db", stale))
+	current, err := reg.Get(bg, "db")
+	require.NoError(t, err)
+	assert.ErrorIs(t, reg.Release("db", stale), pool.ErrNotHeld)
+	assert.Equal(t, 1, reg.Stats()["db"].InUse, "stale release ended the current loan")
+	require.NoError(t, reg.Release("db", current))
+	assert.ErrorIs(t, reg.Release("db", current), pool.ErrNotHeld)
+}
+
+// Defect 10: an error that crosses the registry says "pool:" once.
+func TestRegistryErrorsSayPoolOnce(t *testing.T) {
+	reg := pool.NewRegistry[*fakeConn]()
+	src := newFakeSource(t)
+	require.NoError(t, reg.Register(bg, "db1", src.factory(), testConfig(1)))
+	require.NoError(t, reg.Close())
+	err := reg.With(bg, "db1", func(*fakeConn) error { return nil })
+	require.ErrorIs(t, err, pool.ErrPoolClosed)
+	assert.Equal(t, 1, strings.Count(err.Error(), "pool:"), "%q", err)
+	assert.Contains(t, err.Error(), `"db1"`)
+}
+
+// The Python registry only logged when asked to release a connector it
+// did not know. Here the caller gets an error, and the connection is not
+// lost.
+func TestRegistryReleaseReportsMisuse(t *testing.T) {
+	reg := pool.NewRegistry[*fakeConn]()
+	t.Cleanup(func() { _ = reg.Close() })
+	src := newFakeSource(t)
+	require.NoError(t, reg.Register(bg, "a", src.factory(), testConfig(2)))
+	require.NoError(t, reg.Register(bg, "b", newFakeSource(t).factory(), testConfig(2)))
+	pb, err := reg.Get(bg, "b")
+	require.NoError(t, err)
+	pc, err := reg.Get(bg, "a")
+	require.NoError(t, err)
+
+	err = reg.Release("nope", pc)
+	assert.ErrorIs(t, err, pool.ErrUnknownSource)
+	assert.Contains(t, err.Error(), `"nope"`)
+	pa, _ := reg.Pool(bg, "a")
+	assert.Equal(t, 1, pa.Stats().Idle, "connection lost after release with an unknown ID")
+
+	err = reg.Release("a", pc)
+	assert.ErrorIs(t, err, pool.ErrNotHeld, "second release")
+
+	err = reg.Release("a", pb)
+	assert.ErrorIs(t, err, pool.ErrForeignConn)
+	pbPool, _ := reg.Pool(bg, "b")
+	assert.Equal(t, 1, pbPool.Stats().Idle, "foreign connection must go back to its own pool")
+	assert.True(t, errors.Is(reg.Release("a", nil), pool.ErrNotHeld))
+}
 
 func newTestRegistry(t testing.TB) *pool.PooledRegistry[*fakeConn] {
 	reg := pool.NewRegistry[*fakeConn]()
