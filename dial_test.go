@@ -412,3 +412,82 @@ func TestDiscardDialsReplacementForWaiter(t *testing.T) {
 		assert.EqualValues(t, 2, src.dials.Load())
 	})
 }
+
+// A new connection that fails its first Ping counts against the source as
+// a failed dial, as one that fails IsValid does: backoff and fail-fast
+// apply. Before, a failed Ping closed it and the pool redialled at once,
+// over and over (51 dials for one Acquire in fake time), until the
+// AcquireTimeout.
+func TestNewConnectionFailingItsPingCountsAsAFailedDial(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		src := newFakeSource(t)
+		src.onPing = func(_ context.Context, c *fakeConn) error {
+			if !c.used.Load() {
+				return errors.New("auth token expired")
+			}
+			return nil
+		}
+		cfg := testConfig(2)
+		cfg.MinSize = 1
+		cfg.PingAfterIdle = time.Millisecond
+		cfg.AcquireTimeout = time.Second
+		p := newTestPool(t, src, cfg)
+		require.NoError(t, p.WaitReady(bg))
+		time.Sleep(time.Second) // the warm connection is due for a Ping
+
+		start := time.Now()
+		_, err := p.Acquire(bg)
+		require.ErrorIs(t, err, pool.ErrDial)
+		assert.ErrorContains(t, err, "auth token expired")
+		assert.Zero(t, time.Since(start), "failed fast, without waiting")
+		assert.EqualValues(t, 1, src.dials.Load(), "redialled without backoff")
+		s := p.Stats()
+		assert.True(t, s.Down)
+		assert.Equal(t, 1, s.DialFailuresInARow)
+		assert.EqualValues(t, 1, s.DialErrors)
+		assert.EqualValues(t, 1, s.FailedFast)
+
+		// A connection that has been lent is not new: its failed Ping is
+		// the connection's fault, not the source's.
+		src.onPing = nil
+		time.Sleep(time.Second) // backoff over; the reaper-less pool redials on demand
+		pc, err := p.Acquire(bg)
+		require.NoError(t, err)
+		pc.Conn().use(t)
+		pc.Conn().done()
+		pc.Release()
+		src.onPing = func(context.Context, *fakeConn) error { return errors.New("broken pipe") }
+		time.Sleep(time.Second)
+		dialErrors := p.Stats().DialErrors
+		pc, err = p.Acquire(bg)
+		require.NoError(t, err, "a replacement is dialled for the caller")
+		pc.Release()
+		assert.Equal(t, dialErrors, p.Stats().DialErrors)
+		assert.False(t, p.Stats().Down)
+	})
+}
+
+// DialFailuresInARow counts failed dials whether or not backoff is on;
+// with DialBackoff zero the source is never marked Down.
+func TestDialFailuresAreCountedWithBackoffOff(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		src := newFakeSource(t)
+		cfg := testConfig(1)
+		cfg.DialBackoff = 0
+		cfg.AcquireTimeout = 0
+		p := newTestPool(t, src, cfg)
+		src.failDials(errors.New("connection refused"))
+		for range 3 {
+			_, err := p.Acquire(bg)
+			require.ErrorIs(t, err, pool.ErrDial)
+		}
+		s := p.Stats()
+		assert.Equal(t, 3, s.DialFailuresInARow)
+		assert.False(t, s.Down)
+		src.failDials(nil)
+		pc, err := p.Acquire(bg)
+		require.NoError(t, err)
+		pc.Release()
+		assert.Zero(t, p.Stats().DialFailuresInARow)
+	})
+}

@@ -7,9 +7,8 @@ import (
 	"strings"
 )
 
-// Every sentinel error of the package. Each message starts with "pool: "
-// once; errors that wrap them are built with newError, which keeps it that
-// way.
+// The sentinel errors of the package, for errors.Is. Each message starts
+// with "pool: ", and an error that wraps one says "pool: " only once.
 var (
 	// ErrPoolClosed is returned when acquiring from, or waiting on, a pool
 	// (or a Manager or registry) that has been closed.
@@ -55,11 +54,9 @@ var (
 )
 
 // Errors the pool uses inside, or as the cause it wraps in one of the
-// errors above.
+// errors above; errors that wrap them are built with newError, which
+// keeps "pool: " once.
 var (
-	// errCheckFailed is what checkOut returns when it closed the
-	// connection and the caller should try another.
-	errCheckFailed = errors.New("pool: internal: check failed")
 	// errTimedOut is what the timeout timer sends a waiter whose
 	// AcquireTimeout has passed; wait turns it into the caller's error.
 	errTimedOut = errors.New("pool: internal: wait timed out")

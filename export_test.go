@@ -97,9 +97,9 @@ func (p *Pool[C]) States() map[string]int {
 func (p *Pool[C]) FreezeCoarseClock() {
 	c := &p.clock
 	c.mu.Lock()
+	c.cached.Store(c.now())
 	c.frozen = true
 	c.mu.Unlock()
-	c.coarse() // make sure it is running, so that coarse reads the cache
 }
 
 // SetGaveUpHook sets a function that runs when a waiter has given up and

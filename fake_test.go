@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -264,17 +265,28 @@ type logRecorder struct {
 
 func (r *logRecorder) Enabled(context.Context, slog.Level) bool { return true }
 
-func (r *logRecorder) WithAttrs([]slog.Attr) slog.Handler { return r }
+// WithAttrs returns a handler that records into r, with attrs on every
+// line after the record's own.
+func (r *logRecorder) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return &attrRecorder{r: r, attrs: attrs}
+}
 
 func (r *logRecorder) WithGroup(string) slog.Handler { return r }
 
-func (r *logRecorder) Handle(_ context.Context, rec slog.Record) error {
+func (r *logRecorder) Handle(ctx context.Context, rec slog.Record) error {
+	return r.handle(rec, nil)
+}
+
+func (r *logRecorder) handle(rec slog.Record, extra []slog.Attr) error {
 	var b bytes.Buffer
 	b.WriteString(rec.Level.String() + " " + rec.Message)
 	rec.Attrs(func(a slog.Attr) bool {
 		b.WriteString(" " + a.Key + "=" + a.Value.String())
 		return true
 	})
+	for _, a := range extra {
+		b.WriteString(" " + a.Key + "=" + a.Value.String())
+	}
 	r.mu.Lock()
 	r.lines = append(r.lines, b.String())
 	r.mu.Unlock()
@@ -291,6 +303,31 @@ func (r *logRecorder) text() string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return strings.Join(r.lines, "\n")
+}
+
+// records returns each record's text.
+func (r *logRecorder) records() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.lines)
+}
+
+// attrRecorder is a logRecorder's handler with attributes.
+type attrRecorder struct {
+	r     *logRecorder
+	attrs []slog.Attr
+}
+
+func (h *attrRecorder) Enabled(context.Context, slog.Level) bool { return true }
+
+func (h *attrRecorder) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return &attrRecorder{r: h.r, attrs: append(slices.Clip(h.attrs), attrs...)}
+}
+
+func (h *attrRecorder) WithGroup(string) slog.Handler { return h }
+
+func (h *attrRecorder) Handle(_ context.Context, rec slog.Record) error {
+	return h.r.handle(rec, h.attrs)
 }
 
 // plainConn is a connector with neither Reset nor IsValid.

@@ -1,6 +1,8 @@
 package pool_test
 
 import (
+	"context"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -198,5 +200,96 @@ func TestExpiredConnectionIsNeverLentWhileTheClockLags(t *testing.T) {
 		assert.EqualValues(t, 1, old.closed.Load())
 		assert.EqualValues(t, 1, p.Stats().ClosedLifetime)
 		pc.Release()
+	})
+}
+
+// The reaper closes a connection only once it has been idle MaxIdleTime,
+// counted from its release. Before, the idle start was stamped as the
+// later of the loan's start and the reaper's last run, up to one
+// ReapInterval before the real release: with the defaults a connection
+// held from 0:30 to 1:29 was closed at 6:00, after 4m31s idle.
+func TestReaperNeverClosesBeforeMaxIdleTime(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		src := newFakeSource(t)
+		cfg := pool.DefaultConfig() // ReapInterval 1m, MaxIdleTime 5m
+		cfg.MinSize = 0
+		var closedAt []time.Time
+		cfg.Hooks.Close = func(r pool.CloseReason) {
+			if r == pool.CloseIdle {
+				closedAt = append(closedAt, time.Now())
+			}
+		}
+		p := newTestPool(t, src, cfg)
+		time.Sleep(30 * time.Second)
+		pc, err := p.Acquire(bg)
+		require.NoError(t, err)
+		time.Sleep(59 * time.Second)
+		pc.Release()
+		released := time.Now()
+		time.Sleep(10 * time.Minute)
+		require.Len(t, closedAt, 1)
+		idle := closedAt[0].Sub(released)
+		assert.GreaterOrEqual(t, idle, cfg.MaxIdleTime)
+		assert.Less(t, idle, cfg.MaxIdleTime+cfg.ReapInterval, "closed by the first reaper run after MaxIdleTime")
+	})
+}
+
+// A coarse clock gone stale, as when its refresh goroutine cannot run
+// (GOMAXPROCS=1 and a goroutine computing for 7 ms without a pause), never
+// lends a connection past MaxLifetime: near the boundary the real clock
+// decides. Before, connections were lent 0.5 to 3 ms past MaxLifetime.
+func TestStaleClockNeverLendsAnExpiredConnection(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cfg := testConfig(1)
+		cfg.MaxLifetime = time.Second
+		// A connector with no IsValid: nothing but the clock decides
+		// whether it is checked before it is lent.
+		p, err := pool.New(func(context.Context) (*bareConn, error) { return &bareConn{}, nil }, cfg)
+		require.NoError(t, err)
+		defer p.Close()
+		pc, err := p.Acquire(bg)
+		require.NoError(t, err)
+		c := pc.Conn()
+		expires := pc.ExpiresAt()
+		pc.Release()
+		// 7 ms before expiry the clock stops; 7.5 ms later, 0.5 ms past
+		// expiry, it still reads 7 ms before.
+		time.Sleep(time.Until(expires) - 7*time.Millisecond)
+		p.FreezeCoarseClock()
+		time.Sleep(7500 * time.Microsecond)
+		pc, err = p.Acquire(bg)
+		require.NoError(t, err)
+		assert.NotSame(t, c, pc.Conn(), "lent %v past MaxLifetime", time.Since(expires))
+		assert.True(t, c.closed.Load())
+		assert.EqualValues(t, 1, p.Stats().ClosedLifetime)
+		pc.Release()
+	})
+}
+
+// bareConn is a connector with neither IsValid nor Reset, whose identity
+// a test can compare.
+type bareConn struct{ closed atomic.Bool }
+
+func (*bareConn) Ping(context.Context) error { return nil }
+func (c *bareConn) Close() error             { c.closed.Store(true); return nil }
+
+// The same stale clock does not end an AcquireTimeout early: a caller
+// about to wait reads the real clock. Before, a 5 ms AcquireTimeout ended
+// about 4.9 ms early.
+func TestStaleClockDoesNotShortenAcquireTimeout(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		src := newFakeSource(t)
+		cfg := testConfig(1)
+		cfg.AcquireTimeout = 5 * time.Millisecond
+		p := newTestPool(t, src, cfg)
+		held, err := p.Acquire(bg)
+		require.NoError(t, err)
+		p.FreezeCoarseClock()
+		time.Sleep(7 * time.Millisecond) // the clock is now 7 ms stale
+		start := time.Now()
+		_, err = p.Acquire(bg)
+		require.ErrorIs(t, err, pool.ErrAcquireTimeout)
+		assert.Equal(t, cfg.AcquireTimeout, time.Since(start))
+		held.Release()
 	})
 }

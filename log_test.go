@@ -94,3 +94,63 @@ func TestLoggerRunsOutsideThePoolLock(t *testing.T) {
 	assert.Contains(t, log, "source down")
 	assert.Contains(t, log, "source recovered")
 }
+
+// Every log line of a pool made by a Manager or registry names its source
+// (source=<id>), so that with two sources on one server an operator can
+// tell which one went down; a pool made with New is named by Config.Name.
+// Before, "source down", "source recovered", leak and panic lines named
+// none.
+func TestLogLinesNameTheSource(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		rec := &logRecorder{}
+		cfg := testConfig(1)
+		cfg.Logger = slog.New(rec)
+		cfg.LeakThreshold = time.Minute
+		cfg.Name = "ignored: a registry names its pools"
+		reg := pool.NewRegistry[*fakeConn]()
+		defer reg.Close()
+		a, b := newFakeSource(t), newFakeSource(t)
+		require.NoError(t, reg.Register(bg, "tenant-a", a.factory(), cfg))
+		require.NoError(t, reg.Register(bg, "tenant-b", b.factory(), cfg))
+
+		a.failDials(errors.New("connection refused"))
+		err := reg.With(bg, "tenant-a", func(*fakeConn) error { return nil })
+		require.ErrorIs(t, err, pool.ErrDial)
+		time.Sleep(time.Second)
+		a.failDials(nil)
+		require.NoError(t, reg.With(bg, "tenant-a", func(*fakeConn) error { return nil }))
+
+		pc, err := reg.Get(bg, "tenant-b")
+		require.NoError(t, err)
+		time.Sleep(2 * time.Minute) // past LeakThreshold
+		require.NoError(t, reg.Release("tenant-b", pc))
+		b.onValid = func(*fakeConn) bool { panic("IsValid exploded") }
+		assert.Panics(t, func() { _ = reg.With(bg, "tenant-b", func(*fakeConn) error { return nil }) })
+
+		lines := rec.records()
+		for _, want := range []struct{ msg, source string }{
+			{"pool: source down", "tenant-a"},
+			{"pool: source recovered", "tenant-a"},
+			{"pool: connection held longer than LeakThreshold", "tenant-b"},
+			{"pool: connector panicked", "tenant-b"},
+		} {
+			found := false
+			for _, l := range lines {
+				if strings.Contains(l, want.msg) {
+					found = true
+					assert.Contains(t, l, " source="+want.source, "line %q", l)
+				}
+			}
+			assert.True(t, found, "no %q line in:\n%s", want.msg, rec.text())
+		}
+
+		// A pool made with New is named by Config.Name.
+		cfg.Name = "reports"
+		src := newFakeSource(t)
+		src.failDials(errors.New("connection refused"))
+		p := newTestPool(t, src, cfg)
+		_, err = p.Acquire(bg)
+		require.Error(t, err)
+		assert.Contains(t, rec.text(), "source down: dial failed; failing fast and backing off error=pool: dial failed: connection refused source=reports")
+	})
+}

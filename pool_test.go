@@ -412,3 +412,34 @@ func TestTryAcquireNeverWaits(t *testing.T) {
 		assert.EqualValues(t, 1, src.dials.Load())
 	})
 }
+
+// Stats.AcquireCount counts a loan when it starts, so it never goes back.
+// Before, it counted a connection when it was taken for its check and
+// took it back when the check failed: read during the check it went 1, 2,
+// then 1 (pool_acquires_total dipped, which Prometheus reads as a reset).
+func TestAcquireCountNeverGoesBack(t *testing.T) {
+	src := newFakeSource(t)
+	p := newTestPool(t, src, testConfig(2))
+	var seen []int64
+	src.onValid = func(c *fakeConn) bool {
+		seen = append(seen, p.Stats().AcquireCount) // IsValid runs outside the lock
+		return !c.invalid.Load()
+	}
+	src.onClose = func(*fakeConn) error {
+		seen = append(seen, p.Stats().AcquireCount) // so does Close
+		return nil
+	}
+	pc, err := p.Acquire(bg)
+	require.NoError(t, err)
+	c := pc.Conn()
+	pc.Release()
+	c.invalid.Store(true) // fails its next check, on acquire
+	pc, err = p.Acquire(bg)
+	require.NoError(t, err)
+	pc.Release()
+	seen = append(seen, p.Stats().AcquireCount)
+	assert.IsNonDecreasing(t, seen)
+	// The checks of loan 1 (acquire, release), the failed check and the
+	// close of the first connection, the checks of loan 2, then the end.
+	assert.Equal(t, []int64{0, 1, 1, 1, 1, 2, 2}, seen)
+}

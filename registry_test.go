@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/deepanalyze/pool"
@@ -264,4 +265,70 @@ func TestAdapt(t *testing.T) {
 	require.ErrorContains(t, err, "a pool_test.plainConn cannot be held as a pool_test.resettable")
 	_, err = pool.Adapt[pool.Connector, *fakeConn](nil)
 	require.ErrorContains(t, err, "nil Factory")
+}
+
+// A Register whose test connect fails removes what it registered, and
+// only that. Before, when another caller had meanwhile unregistered the
+// ID and registered it anew, the failed Register's cleanup removed the
+// other caller's registration, although its Register had returned nil.
+func TestFailedTestConnectRemovesOnlyItsOwnRegistration(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		reg := pool.NewRegistry[*fakeConn]()
+		defer reg.Close()
+		first := newFakeSource(t)
+		pinging, fail := make(chan struct{}), make(chan struct{})
+		first.onPing = func(context.Context, *fakeConn) error {
+			close(pinging)
+			<-fail
+			return errors.New("password authentication failed")
+		}
+		registered := make(chan error)
+		go func() {
+			registered <- reg.Register(bg, "db", first.factory(), testConfig(1), pool.WithTestConnect())
+		}()
+		<-pinging // the test connect's Ping is running
+
+		require.NoError(t, reg.Unregister("db"))
+		second := newFakeSource(t)
+		require.NoError(t, reg.Register(bg, "db", second.factory(), testConfig(1)))
+		close(fail)
+		require.Error(t, <-registered)
+
+		assert.Equal(t, []string{"db"}, reg.IDs(), "the second registration was removed")
+		require.NoError(t, reg.With(bg, "db", func(*fakeConn) error { return nil }))
+		assert.EqualValues(t, 1, second.dials.Load())
+	})
+}
+
+// A loan is released to its source whatever became of the pool that lent
+// it: closed directly, and replaced on next use. Before, Release reported
+// ErrForeignConn ("belongs to another source") for it.
+func TestRegistryReleaseAfterThePoolWasReplaced(t *testing.T) {
+	reg := pool.NewRegistry[*fakeConn]()
+	defer reg.Close()
+	src := newFakeSource(t)
+	require.NoError(t, reg.Register(bg, "db", src.factory(), testConfig(2)))
+	pc, err := reg.Get(bg, "db")
+	require.NoError(t, err)
+	old, err := reg.Pool(bg, "db")
+	require.NoError(t, err)
+	require.NoError(t, old.Close())
+	require.NoError(t, reg.With(bg, "db", func(*fakeConn) error { return nil })) // a new pool
+	replaced, err := reg.Pool(bg, "db")
+	require.NoError(t, err)
+	require.NotSame(t, old, replaced)
+
+	c := pc.Conn()
+	assert.NoError(t, reg.Release("db", pc))
+	assert.EqualValues(t, 1, c.closed.Load(), "its pool is closed, so it is closed")
+	assert.ErrorIs(t, reg.Release("db", pc), pool.ErrNotHeld)
+
+	// A loan of another registry's "db" is still foreign.
+	other := pool.NewRegistry[*fakeConn]()
+	defer other.Close()
+	require.NoError(t, other.Register(bg, "db", newFakeSource(t).factory(), testConfig(1)))
+	opc, err := other.Get(bg, "db")
+	require.NoError(t, err)
+	assert.ErrorIs(t, reg.Release("db", opc), pool.ErrForeignConn)
+	assert.ErrorIs(t, other.Release("db", opc), pool.ErrNotHeld, "released to its own pool by the first call")
 }
