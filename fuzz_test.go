@@ -24,6 +24,7 @@ type fuzzModel struct {
 	released []*pool.PooledConn[*fakeConn] // stale handles, to misuse
 	acquired int64                         // loans that reached the caller
 	panics   int64                         // connector panics re-raised to the caller
+	last     pool.Stats                    // the previous step's, for the counters
 }
 
 // FuzzPool drives a pool with a random sequence of operations decoded from
@@ -31,9 +32,10 @@ type fuzzModel struct {
 // panicking), Release, Discard, stale Release/Discard/Conn, cancelled and
 // timed-out acquires, connectors that fail, hang and panic, reaper steps,
 // and finally Close or Shutdown. After every step it checks the pool
-// against a model: never more than MaxSize connections alive, the loans
-// the model holds and no others, Stats equal to the model, every stale
-// handle refused. At the end every connection must have been closed
+// against a model: never more than MaxSize connections alive, each
+// state's count equal to the states of the connections open (and lent to
+// the loans the model holds, none checking or resetting), Stats equal to
+// the model, every counter grown or kept, every stale handle refused. At the end every connection must have been closed
 // exactly once and (by synctest) no goroutine may be left.
 func FuzzPool(f *testing.F) {
 	f.Add([]byte{0, 0, 2, 4, 1, 3, 5, 6, 7, 8, 0, 9, 0, 12, 2})
@@ -302,6 +304,41 @@ func checkFuzzModel(t *testing.T, p *pool.Pool[*fakeConn], m *fuzzModel, maxSize
 	case s.PanicsRecovered < m.panics:
 		t.Fatalf("PanicsRecovered %d < %d re-raised", s.PanicsRecovered, m.panics)
 	}
+	// Between steps no caller is in the middle of a check or a release:
+	// every connection in callers' hands is one the model holds.
+	states := p.States()
+	if states["lent"] != len(m.held) || states["checking"] != 0 || states["resetting"] != 0 {
+		t.Fatalf("states %v, model holds %d", states, len(m.held))
+	}
+	if states["idle"] != s.Idle || states["dialling"] != s.Dialing || states["closing"] != s.Closing {
+		t.Fatalf("states %v disagree with %+v", states, s)
+	}
+	// Every counter only grows.
+	for _, c := range []struct {
+		name    string
+		was, is int64
+	}{
+		{"AcquireCount", m.last.AcquireCount, s.AcquireCount},
+		{"WaitCount", m.last.WaitCount, s.WaitCount},
+		{"WaitDuration", int64(m.last.WaitDuration), int64(s.WaitDuration)},
+		{"CanceledAcquires", m.last.CanceledAcquires, s.CanceledAcquires},
+		{"TimedOutAcquires", m.last.TimedOutAcquires, s.TimedOutAcquires},
+		{"FailedFast", m.last.FailedFast, s.FailedFast},
+		{"Created", m.last.Created, s.Created},
+		{"DialErrors", m.last.DialErrors, s.DialErrors},
+		{"ClosedIdle", m.last.ClosedIdle, s.ClosedIdle},
+		{"ClosedLifetime", m.last.ClosedLifetime, s.ClosedLifetime},
+		{"ClosedBroken", m.last.ClosedBroken, s.ClosedBroken},
+		{"ClosedPool", m.last.ClosedPool, s.ClosedPool},
+		{"LeakedLoans", m.last.LeakedLoans, s.LeakedLoans},
+		{"AbandonedLoans", m.last.AbandonedLoans, s.AbandonedLoans},
+		{"PanicsRecovered", m.last.PanicsRecovered, s.PanicsRecovered},
+	} {
+		if c.is < c.was {
+			t.Fatalf("%s went back from %d to %d", c.name, c.was, c.is)
+		}
+	}
+	m.last = s
 	for _, pc := range m.held {
 		pc.Conn() // panics if the model's loan was ended behind its back
 	}
