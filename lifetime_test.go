@@ -213,10 +213,10 @@ func TestReaperNeverClosesBeforeMaxIdleTime(t *testing.T) {
 		src := newFakeSource(t)
 		cfg := pool.DefaultConfig() // ReapInterval 1m, MaxIdleTime 5m
 		cfg.MinSize = 0
-		var closedAt []time.Time
+		closedAt := make(chan time.Time, 4)
 		cfg.Hooks.Close = func(r pool.CloseReason) {
 			if r == pool.CloseIdle {
-				closedAt = append(closedAt, time.Now())
+				closedAt <- time.Now()
 			}
 		}
 		p := newTestPool(t, src, cfg)
@@ -228,7 +228,7 @@ func TestReaperNeverClosesBeforeMaxIdleTime(t *testing.T) {
 		released := time.Now()
 		time.Sleep(10 * time.Minute)
 		require.Len(t, closedAt, 1)
-		idle := closedAt[0].Sub(released)
+		idle := (<-closedAt).Sub(released)
 		assert.GreaterOrEqual(t, idle, cfg.MaxIdleTime)
 		assert.Less(t, idle, cfg.MaxIdleTime+cfg.ReapInterval, "closed by the first reaper run after MaxIdleTime")
 	})

@@ -120,8 +120,12 @@ func (m *Metrics) ObserveRegistry(src StatsSource) (metric.Registration, error) 
 	return m.observe(src.Stats)
 }
 
-// ObservePool observes one pool's gauges and timeout count, as name.
+// ObservePool observes one pool's gauges and timeout count, as name; an
+// empty name means the pool's Config.Name, for a *pool.Pool.
 func (m *Metrics) ObservePool(name string, p interface{ Stats() pool.Stats }) (metric.Registration, error) {
+	if named, ok := p.(interface{ Config() pool.Config }); ok && name == "" {
+		name = named.Config().Name
+	}
 	return m.observe(func() map[string]pool.Stats { return map[string]pool.Stats{name: p.Stats()} })
 }
 

@@ -193,3 +193,20 @@ func TestHooksDoNotAllocate(t *testing.T) {
 	require.NoError(t, p.With(context.Background(), fn))
 	assert.Zero(t, testing.AllocsPerRun(1000, func() { _ = p.With(context.Background(), fn) }))
 }
+
+// A pool observed without a name is observed under its Config.Name.
+func TestObservePoolUsesThePoolsName(t *testing.T) {
+	reader := sdkmetric.NewManualReader()
+	m, err := poolotel.New(sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)))
+	require.NoError(t, err)
+	cfg := pool.DefaultConfig()
+	cfg.Name, cfg.MaxSize = "reports", 7
+	p, err := pool.New(func(context.Context) (conn, error) { return conn{}, nil }, cfg)
+	require.NoError(t, err)
+	defer p.Close()
+	r, err := m.ObservePool("", p)
+	require.NoError(t, err)
+	defer r.Unregister()
+	got := collect(t, reader)
+	assert.EqualValues(t, 7, sumValue(t, got["db.client.connection.max"], poolotel.PoolNameKey.String("reports")))
+}

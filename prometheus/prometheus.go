@@ -116,8 +116,12 @@ func (c *Collector) Hooks(source string) pool.Hooks {
 // same one added twice) is skipped rather than failing the scrape.
 func (c *Collector) AddRegistry(src StatsSource) { c.add(src.Stats) }
 
-// AddPool reports one pool, labelled source.
+// AddPool reports one pool, labelled source; an empty source means the
+// pool's Config.Name, for a *pool.Pool.
 func (c *Collector) AddPool(source string, p interface{ Stats() pool.Stats }) {
+	if named, ok := p.(interface{ Config() pool.Config }); ok && source == "" {
+		source = named.Config().Name
+	}
 	c.add(func() map[string]pool.Stats { return map[string]pool.Stats{source: p.Stats()} })
 }
 

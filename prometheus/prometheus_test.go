@@ -248,3 +248,19 @@ func TestDuplicateSourcesDoNotFailTheScrape(t *testing.T) {
 db_connections_max{source="ab"} 4
 `), "db_connections_max"))
 }
+
+// A pool added without a source label is labelled with its Config.Name.
+func TestAddPoolUsesThePoolsName(t *testing.T) {
+	c := poolprom.New("db")
+	cfg := pool.DefaultConfig()
+	cfg.Name, cfg.MaxSize = "reports", 7
+	p, err := pool.New(func(context.Context) (conn, error) { return conn{}, nil }, cfg)
+	require.NoError(t, err)
+	defer p.Close()
+	c.AddPool("", p)
+	require.NoError(t, testutil.CollectAndCompare(c, strings.NewReader(`
+# HELP db_connections_max The pool's MaxSize.
+# TYPE db_connections_max gauge
+db_connections_max{source="reports"} 7
+`), "db_connections_max"))
+}
