@@ -134,7 +134,7 @@ func BenchmarkStats(b *testing.B) {
 	}
 }
 
-// BenchmarkClockRead measures what the pool's clock (Pool.nanos) costs: one
+// BenchmarkClockRead measures what a real reading of the pool's clock costs: one
 // monotonic read through time.Since. POOLING.md cites it for reading the
 // clock once per Acquire/Release cycle.
 func BenchmarkClockRead(b *testing.B) {

@@ -93,13 +93,10 @@ func (p *Pool[C]) ping(ctx context.Context, e *entry[C], timeoutAt, now int64) e
 	return err
 }
 
-// needsReset reports whether a released connection must be Reset: it has a
-// Resetter, and no ResetChecker says otherwise. A panic in NeedsReset
-// closes the connection and goes on.
+// needsReset reports whether a released connection, which has a
+// Resetter, must be Reset: no ResetChecker says otherwise. A panic in
+// NeedsReset closes the connection and goes on.
 func (p *Pool[C]) needsReset(e *entry[C]) bool {
-	if e.resetter == nil {
-		return false
-	}
 	if e.resetChecker == nil {
 		return true
 	}

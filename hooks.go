@@ -58,28 +58,6 @@ func (r CloseReason) String() string {
 	return "unknown"
 }
 
-// loanStarted stamps the start of a loan for the Release hook. The caller
-// owns e.
-func (p *Pool[C]) loanStarted(e *entry[C]) {
-	if p.cfg.Hooks.Release != nil {
-		e.loanStart = p.clock.now()
-	}
-}
-
-// loanEnded reports the end of a loan to the Release hook. The caller has
-// just ended the loan and still owns e. It is small enough to inline, so
-// that with no hook the hot path pays only the nil check.
-func (p *Pool[C]) loanEnded(e *entry[C]) {
-	if p.cfg.Hooks.Release != nil {
-		p.reportLoan(e)
-	}
-}
-
-func (p *Pool[C]) reportLoan(e *entry[C]) {
-	defer p.recoverHook("Hooks.Release")
-	p.cfg.Hooks.Release(time.Duration(p.clock.now() - e.loanStart))
-}
-
 func (p *Pool[C]) reportAcquire(start int64, err error) {
 	defer p.recoverHook("Hooks.Acquire")
 	p.cfg.Hooks.Acquire(time.Duration(p.clock.now()-start), err)

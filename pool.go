@@ -240,30 +240,27 @@ func (p *Pool[C]) acquire(ctx context.Context, mode acquireMode) (*entry[C], err
 		p.stats.canceled.Add(1)
 		return nil, err
 	}
-	a := acquisition[C]{waitStart: -1}
+	// TryAcquire's clock never starts: AcquireTimeout does not apply.
+	a := acquisition[C]{started: mode == noWait}
 	for {
 		now := p.clock.coarse()
 		p.mu.Lock()
 		if p.closed.Load() {
 			p.mu.Unlock()
-			p.recordWait(&a)
 			return nil, ErrPoolClosed
 		}
 		if e, state := p.takeIdleLocked(now); e != nil {
 			p.mu.Unlock()
 			if state == stateLent {
-				p.recordWait(&a)
 				return e, nil
 			}
 			switch out, err := p.check(ctx, e, &a, nil); out {
 			case outcomeLent:
-				p.recordWait(&a)
 				return e, nil
 			case outcomeFail:
-				p.recordWait(&a)
 				return nil, err
 			}
-			continue
+			continue // outcomeRetry: the connection was closed
 		}
 		if mode == noWait {
 			if p.n[stateDialling] <= p.waiters.len {
@@ -275,11 +272,10 @@ func (p *Pool[C]) acquire(ctx context.Context, mode acquireMode) (*entry[C], err
 		w, err := p.enqueueLocked(ctx, &a)
 		p.mu.Unlock()
 		if err != nil {
-			p.recordWait(&a)
 			return nil, err
 		}
 		e, err := p.waitTurn(ctx, w, &a)
-		p.recordWait(&a)
+		p.recordWait(a.waitStart)
 		return e, err
 	}
 }
@@ -294,9 +290,6 @@ func (p *Pool[C]) enqueueLocked(ctx context.Context, a *acquisition[C]) (*waiter
 	if !a.started {
 		a.begin(ctx, p, now)
 	}
-	if a.waitStart < 0 {
-		a.waitStart = now
-	}
 	if a.timeoutAt != 0 && now >= a.timeoutAt {
 		return nil, p.timedOutLocked(a)
 	}
@@ -307,6 +300,7 @@ func (p *Pool[C]) enqueueLocked(ctx context.Context, a *acquisition[C]) (*waiter
 	w := p.waiterCache.Get().(*waiter[C])
 	w.timeoutAt = a.timeoutAt
 	p.waiters.pushBack(w)
+	a.waitStart = now
 	if a.timeoutAt != 0 {
 		p.armTimeoutLocked(a.timeoutAt, now)
 	}

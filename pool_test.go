@@ -443,3 +443,31 @@ func TestAcquireCountNeverGoesBack(t *testing.T) {
 	// close of the first connection, the checks of loan 2, then the end.
 	assert.Equal(t, []int64{0, 1, 1, 1, 1, 2, 2}, seen)
 }
+
+// TryAcquire's Ping is bounded by its ctx and PingTimeout, not by
+// AcquireTimeout, which does not apply to a call that never waits.
+func TestTryAcquireIsNotBoundedByAcquireTimeout(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		src := newFakeSource(t)
+		cfg := testConfig(1)
+		cfg.AcquireTimeout = 10 * time.Millisecond
+		cfg.PingAfterIdle = time.Second
+		p := newTestPool(t, src, cfg)
+		pc, err := p.Acquire(bg)
+		require.NoError(t, err)
+		pc.Release()
+		time.Sleep(time.Second)
+		src.onPing = func(ctx context.Context, _ *fakeConn) error {
+			select {
+			case <-time.After(20 * time.Millisecond):
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		pc, err = p.TryAcquire(bg)
+		require.NoError(t, err)
+		pc.Release()
+		assert.EqualValues(t, 1, src.pings.Load())
+	})
+}

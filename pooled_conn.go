@@ -23,7 +23,8 @@ type PooledConn[C Connector] struct {
 // entry is one connection and its bookkeeping. At any moment it has one
 // owner: the idle stack (under the pool lock), a waiter's channel, or the
 // goroutine that took it from either, which is the only one to touch the
-// fields marked "owner".
+// fields marked "owner". Its state and index change only under the pool
+// lock, by the edges of states.go.
 type entry[C Connector] struct {
 	// The fields a loan writes come first, on one cache line.
 
@@ -69,7 +70,7 @@ type entry[C Connector] struct {
 	resetter     Resetter
 	resetChecker ResetChecker
 	createdAt    time.Time
-	// expiresAt is when MaxLifetime ends, on the pool's clock (Pool.nanos);
+	// expiresAt is when MaxLifetime ends, on the pool's clock;
 	// math.MaxInt64 when there is no MaxLifetime.
 	expiresAt int64
 
@@ -133,7 +134,7 @@ func (pc *PooledConn[C]) CreatedAt() time.Time { return pc.e.createdAt }
 // panic in Reset, IsValid or Close is re-raised once the pool's books are
 // right again.
 func (pc *PooledConn[C]) Release() {
-	if !pc.end(false) {
+	if !pc.end(endRelease) {
 		panic("pool: Release called on a loan that has ended (released twice?)")
 	}
 }
@@ -143,23 +144,30 @@ func (pc *PooledConn[C]) Release() {
 // dialled if callers are waiting or the pool is below MinSize. Discard
 // panics if this loan has already ended.
 func (pc *PooledConn[C]) Discard() {
-	if !pc.end(true) {
+	if !pc.end(endDiscard) {
 		panic("pool: Discard called on a loan that has ended (released twice?)")
 	}
 }
 
-// end ends the loan, if it is in progress, and gives the connection back
-// to its pool, or closes it if discard is set; it reports whether the loan
-// was in progress. Release, Discard and the registry's Release end loans
-// through it.
-func (pc *PooledConn[C]) end(discard bool) bool {
+// loanEnd is how a holder ends a loan.
+type loanEnd uint8
+
+const (
+	endRelease loanEnd = iota // the connection goes back for reuse
+	endDiscard                // the connection is closed
+)
+
+// end ends the loan, if it is in progress, as how says, and reports
+// whether the loan was in progress. Release, Discard and the registry's
+// Release end loans through it.
+func (pc *PooledConn[C]) end(how loanEnd) bool {
 	e := pc.e
 	if e == nil || !e.endLoan(pc.loan) {
 		return false
 	}
 	p := e.pool
 	p.loanEnded(e)
-	if discard {
+	if how == endDiscard {
 		p.discard(e)
 	} else {
 		p.release(e)
@@ -188,6 +196,28 @@ func (p *Pool[C]) lend(e *entry[C]) *PooledConn[C] {
 		return p.trackedHandle(e, loan)
 	}
 	return e.handleFor(loan)
+}
+
+// loanStarted stamps the start of a loan for the Release hook. The caller
+// owns e.
+func (p *Pool[C]) loanStarted(e *entry[C]) {
+	if p.cfg.Hooks.Release != nil {
+		e.loanStart = p.clock.now()
+	}
+}
+
+// loanEnded reports the end of a loan to the Release hook. The caller has
+// just ended the loan and still owns e. It is small enough to inline, so
+// that with no hook the hot path pays only the nil check.
+func (p *Pool[C]) loanEnded(e *entry[C]) {
+	if p.cfg.Hooks.Release != nil {
+		p.reportLoan(e)
+	}
+}
+
+func (p *Pool[C]) reportLoan(e *entry[C]) {
+	defer p.recoverHook("Hooks.Release")
+	p.cfg.Hooks.Release(time.Duration(p.clock.now() - e.loanStart))
 }
 
 // runWith calls fn with a connection lent as loan, and ends the loan as
@@ -221,8 +251,10 @@ func (p *Pool[C]) runWith(e *entry[C], loan uint64, fn func(C) error) error {
 // it. A connection that needs neither Reset nor IsValid goes back under
 // one lock; one that does is counted resetting while they run.
 func (p *Pool[C]) release(e *entry[C]) {
-	p.untrackLeak(e)
-	reset := p.needsReset(e)
+	if e.leak != nil {
+		p.untrackLeak(e)
+	}
+	reset := e.resetter != nil && p.needsReset(e)
 	if reset || e.validator != nil {
 		p.mu.Lock()
 		p.resetLocked(e)

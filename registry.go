@@ -194,7 +194,7 @@ func (r *PooledRegistry[C]) Release(id string, pc *PooledConn[C]) error {
 		return sourceError(id, ErrNotHeld)
 	}
 	own := pc.pool()
-	if !pc.end(false) {
+	if !pc.end(endRelease) {
 		return sourceError(id, ErrNotHeld)
 	}
 	if own.manager == r.manager && own.cfg.Name == id {

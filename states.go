@@ -2,33 +2,30 @@ package pool
 
 // This file is the state machine of a connection: its states, and one
 // function per edge between them. Every edge runs with p.mu held, moves
-// the state's counts in p.n together with entry.state, and does no I/O;
-// the Close, hand-off or log that an edge calls for is done by its caller
-// after unlocking (see handoff). Nothing else changes a connection's state
-// or the counts.
+// the counts in p.n together with entry.state, and does no I/O; the
+// hand-off or Close that an edge calls for is done by its caller after
+// unlocking (see handoff). Nothing else changes a connection's state or
+// the counts.
 //
-//	               dialStartLocked
-//	                     │
-//	                 dialling ──dialFailedLocked──► (gone)
-//	                     │ dialledLocked
-//	                     ▼
-//	   ┌──────────────► idle ◄─────────────────┐
-//	   │ putLocked        │ takeIdleLocked     │ putLocked
-//	   │                  ▼ (or putLocked, to  │
-//	   │              checking   a waiter)     │
-//	   │   checkPassedLocked │                 │
-//	   │                  ▼                    │
-//	   └───────────────  lent ──resetLocked──► resetting
-//	                      │                    │
-//	                      └──── closeLocked ───┴──► closing ──goneLocked──► (gone)
+//	(slot) ─dialStartLocked─► dialling ─dialFailedLocked─► (gone)
+//	                              │
+//	                        dialledLocked
+//	                              ▼
+//	        ┌─────────────────► idle ──takeIdleLocked──┐
+//	        │ putLocked           │ takeIdleLocked     │ (no check due)
+//	        │                     ▼                    ▼
+//	        │                 checking ─checkPassed─► lent ─resetLocked─► resetting
+//	        │                     │                    │                    │
+//	        └──── putLocked ──────┴────────────────────┴─────── putLocked ──┘
 //
-// closeLocked takes a connection out of service from any state but
-// dialling: idle (the reaper, Close), checking (a failed check), lent
-// (Discard, ErrBadConn, a panic in the caller's fn, a dropped handle) or
-// resetting (a failed Reset or IsValid). putLocked puts a connection back
-// from checking, lent or resetting, and dialledLocked a new one: to the
-// longest waiter (lent, or checking when a check is due), else to the idle
-// stack; on a closed pool, to closing.
+//	closeLocked: idle, checking, lent or resetting ─► closing ─goneLocked─► (gone)
+//
+// Where putLocked (and dialledLocked) find a waiter, handLocked gives the
+// connection to it: lent, or checking when a check is due (checkDue).
+// On a closed pool putLocked sends it to closing instead. Every way a
+// connection leaves lent: putLocked (Release, no Reset or IsValid),
+// resetLocked (Release, with them), closeLocked (Discard, ErrBadConn, a
+// panic in With's fn or in NeedsReset, a dropped handle).
 
 // connState is where a connection is in its life.
 type connState uint8
@@ -75,15 +72,21 @@ type handoff[C Connector] struct {
 }
 
 // do carries out h. p.mu must not be held. It returns Close's error when h
-// closes a connection.
+// closes a connection. The zero handoff, a connection put on the idle
+// stack, returns at once (do is small enough to inline).
 func (h handoff[C]) do(p *Pool[C]) error {
-	switch {
-	case h.w != nil:
-		h.w.ch <- result[C]{e: h.e, check: h.check}
-	case h.close:
-		return p.finishClose(h.e, ClosePoolClosed)
+	if h.e == nil {
+		return nil
 	}
-	return nil
+	return h.carryOut(p)
+}
+
+func (h handoff[C]) carryOut(p *Pool[C]) error {
+	if h.w != nil {
+		h.w.ch <- result[C]{e: h.e, check: h.check}
+		return nil
+	}
+	return p.finishClose(h.e, ClosePoolClosed) // h.close
 }
 
 // moveLocked moves e to state to, with the counts. p.mu must be held.

@@ -115,11 +115,8 @@ func (p *Pool[C]) Stats() Stats {
 	return s
 }
 
-// recordWait counts the wait of a call that queued, when it ends.
-func (p *Pool[C]) recordWait(a *acquisition[C]) {
-	if a.waitStart < 0 {
-		return
-	}
+// recordWait counts the wait of a call that queued at start, when it ends.
+func (p *Pool[C]) recordWait(start int64) {
 	p.stats.waitCount.Add(1)
-	p.stats.waitNanos.Add(p.clock.now() - a.waitStart)
+	p.stats.waitNanos.Add(p.clock.now() - start)
 }

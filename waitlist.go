@@ -221,7 +221,7 @@ type acquisition[C Connector] struct {
 	// there is no AcquireTimeout).
 	started   bool
 	timeoutAt int64
-	// waitStart is when the call first queued, -1 if it has not.
+	// waitStart is when the call queued.
 	waitStart int64
 	// lastErr is why the last connection it checked was closed.
 	lastErr error
