@@ -150,9 +150,7 @@ func DefaultConfig() Config {
 // Validate reports the first field that is out of range, as an error that
 // matches ErrInvalidConfig and names the field.
 func (c Config) Validate() error {
-	bad := func(field string, format string, args ...any) error {
-		return newError("invalid config: "+field+" "+fmt.Sprintf(format, args...), ErrInvalidConfig)
-	}
+	bad := invalidField
 	switch {
 	case c.MaxSize < 1:
 		return bad("MaxSize", "is %d; it must be at least 1 (start from DefaultConfig())", c.MaxSize)
@@ -187,4 +185,10 @@ func (c Config) Validate() error {
 		}
 	}
 	return nil
+}
+
+// invalidField returns an error matching ErrInvalidConfig that names the
+// field and says what is wrong with its value.
+func invalidField(field string, format string, args ...any) error {
+	return newError("invalid config: "+field+" "+fmt.Sprintf(format, args...), ErrInvalidConfig)
 }

@@ -43,7 +43,7 @@ func (p *Pool[C]) dialForWaitersLocked() {
 // refillLocked starts the dials needed for every waiter and to keep
 // MinSize connections. p.mu must be held.
 func (p *Pool[C]) refillLocked() {
-	p.startDialsLocked(max(p.waiters.len-p.n[stateDialling], p.cfg.MinSize-p.openLocked()))
+	p.startDialsLocked(max(p.waiters.len-p.n[stateDialling], p.minSize-p.openLocked()))
 }
 
 // startDialsLocked starts up to want dials, never past MaxSize or
@@ -56,7 +56,7 @@ func (p *Pool[C]) startDialsLocked(want int) {
 	}
 	limit := p.cfg.MaxConcurrentDials
 	if limit == 0 {
-		limit = p.cfg.MaxSize
+		limit = p.maxSize
 	}
 	if p.downLocked() {
 		if now := p.clock.now(); now < p.dialing.retryAt {
@@ -65,7 +65,7 @@ func (p *Pool[C]) startDialsLocked(want int) {
 		}
 		limit = 1
 	}
-	want = min(want, p.cfg.MaxSize-p.openLocked(), limit-p.n[stateDialling])
+	want = min(want, p.maxSize-p.openLocked(), limit-p.n[stateDialling])
 	for range want {
 		p.dialStartLocked()
 		go p.dial()
@@ -105,7 +105,7 @@ func (p *Pool[C]) failFastLocked(now int64) error {
 		return nil
 	case p.inUseLocked()+p.n[stateDialling] > p.waiters.len:
 		return nil // a connection is coming for this caller
-	case now >= p.dialing.retryAt && p.n[stateDialling] == 0 && p.openLocked() < p.cfg.MaxSize:
+	case now >= p.dialing.retryAt && p.n[stateDialling] == 0 && p.openLocked() < p.maxSize:
 		return nil // this caller's wait starts the next probe
 	}
 	return p.dialing.lastErr
@@ -288,7 +288,7 @@ func (p *Pool[C]) WaitReady(ctx context.Context) error {
 		p.mu.Unlock()
 		return ErrPoolClosed
 	}
-	if p.liveLocked() >= p.cfg.MinSize {
+	if p.liveLocked() >= p.minSize {
 		p.mu.Unlock()
 		return nil
 	}
@@ -332,7 +332,7 @@ func (p *Pool[C]) notifyReadyLocked() {
 		switch {
 		case p.closed.Load():
 			r.ch <- ErrPoolClosed
-		case p.liveLocked() >= p.cfg.MinSize:
+		case p.liveLocked() >= p.minSize:
 			r.ch <- nil
 		case p.n[stateDialling] == 0 && r.failed != nil:
 			r.ch <- r.failed

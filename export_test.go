@@ -26,8 +26,10 @@ func (p *Pool[C]) ReapStep(now time.Time) (idle, lifetime int) {
 // CheckAccounting returns an error if the pool's books disagree with its
 // connections: each state's count with the states of the connections
 // open, the idle stack with the idle count and its entries' states, the
-// wait queue with its length; or if the pool is over MaxSize, holds idle
-// connections while callers wait, or has a negative count.
+// wait queue with its length; or if the pool is above MaxSize (unless a
+// SetMaxSize lowered it below what was open, and then with no idle
+// connection), holds idle connections while callers wait, or has a
+// negative count.
 func (p *Pool[C]) CheckAccounting() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -55,10 +57,16 @@ func (p *Pool[C]) CheckAccounting() error {
 		}
 	}
 	switch open := p.openLocked(); {
+	case open != len(p.conns)+p.n[stateDialling]:
+		return fmt.Errorf("counts say %d open, %d connections and %d dials", open, len(p.conns), p.n[stateDialling])
 	case len(p.idle) != p.n[stateIdle]:
 		return fmt.Errorf("idle stack holds %d, count says %d", len(p.idle), p.n[stateIdle])
-	case open > p.cfg.MaxSize:
-		return fmt.Errorf("open %d > max %d", open, p.cfg.MaxSize)
+	case open > p.maxSize && !p.shrunk:
+		return fmt.Errorf("open %d > max %d", open, p.maxSize)
+	case open-p.n[stateClosing] > p.maxSize && p.n[stateIdle] > 0:
+		// Only SetMaxSize puts a pool above its MaxSize, and then it
+		// keeps no idle connection until it is within it again.
+		return fmt.Errorf("%d idle while %d open > max %d", p.n[stateIdle], open-p.n[stateClosing], p.maxSize)
 	case len(p.idle) > 0 && p.waiters.len > 0:
 		return fmt.Errorf("%d idle while %d wait", len(p.idle), p.waiters.len)
 	}

@@ -38,6 +38,7 @@ const (
 	CloseBroken                        // failed a check or Reset, or was discarded (Stats.ClosedBroken)
 	ClosePoolClosed                    // the pool was closed (Stats.ClosedPool)
 	CloseAbandoned                     // its handle was dropped without Release (Stats.AbandonedLoans)
+	CloseResized                       // above a MaxSize lowered by SetMaxSize (Stats.ClosedResized)
 )
 
 // String returns the reason as a short lower-case word, such as "idle",
@@ -54,6 +55,8 @@ func (r CloseReason) String() string {
 		return "pool_closed"
 	case CloseAbandoned:
 		return "abandoned"
+	case CloseResized:
+		return "resized"
 	}
 	return "unknown"
 }

@@ -67,11 +67,19 @@ type Pool[C Connector] struct {
 	waiters waitList[C]
 	// n counts connections by state (states.go); n[stateIdle] ==
 	// len(idle), and the open connections, every state together, never
-	// exceed cfg.MaxSize.
+	// exceed maxSize but after SetMaxSize lowered it.
 	n [numStates]int
 	// lends counts loans started under mu (Stats.AcquireCount adds
 	// stats.handedLends, counted by the waiters).
 	lends int64
+	// maxSize and minSize are cfg's, or as SetMaxSize and SetMinSize last
+	// set them. After a SetMaxSize below the connections open, the pool
+	// stays above maxSize until its loans come back (see resize.go).
+	maxSize, minSize int
+	// shrunk is set once SetMaxSize has lowered maxSize below the
+	// connections open: from then on the pool may be above maxSize until
+	// its loans come back.
+	shrunk bool
 	// The fields above are the ones every Acquire and Release touch; they
 	// sit together, next to mu, so a critical section touches few cache
 	// lines.
@@ -111,6 +119,8 @@ func New[C Connector](factory Factory[C], cfg Config) (*Pool[C], error) {
 		cfg:     cfg,
 		clock:   newClock(),
 		drained: make(chan struct{}),
+		maxSize: cfg.MaxSize,
+		minSize: cfg.MinSize,
 	}
 	if cfg.Logger != nil {
 		p.log = cfg.Logger
@@ -129,8 +139,15 @@ func New[C Connector](factory Factory[C], cfg Config) (*Pool[C], error) {
 	return p, nil
 }
 
-// Config returns the configuration the pool was created with.
-func (p *Pool[C]) Config() Config { return p.cfg }
+// Config returns the configuration the pool was created with, with
+// MinSize and MaxSize as SetMinSize and SetMaxSize last set them.
+func (p *Pool[C]) Config() Config {
+	cfg := p.cfg
+	p.mu.Lock()
+	cfg.MinSize, cfg.MaxSize = p.minSize, p.maxSize
+	p.mu.Unlock()
+	return cfg
+}
 
 // Acquire lends a connection, waiting if none is free.
 //

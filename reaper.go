@@ -47,7 +47,7 @@ func (p *Pool[C]) reapLocked(now int64) []reaped[C] {
 		case now >= e.expiresAt:
 			closing = append(closing, reaped[C]{e, CloseLifetime})
 			open--
-		case p.cfg.MaxIdleTime > 0 && time.Duration(now-e.idleSince)-clockDoubt >= p.cfg.MaxIdleTime && open > p.cfg.MinSize:
+		case p.cfg.MaxIdleTime > 0 && time.Duration(now-e.idleSince)-clockDoubt >= p.cfg.MaxIdleTime && open > p.minSize:
 			closing = append(closing, reaped[C]{e, CloseIdle})
 			open--
 		default:

@@ -65,10 +65,10 @@ func (s connState) String() string { return stateNames[s] }
 // connection to a waiter (waking a goroutine is not done under the lock),
 // or close it. The zero handoff does nothing.
 type handoff[C Connector] struct {
-	e     *entry[C]
-	w     *waiter[C] // the waiter to give e to
-	check bool       // e is handed in state checking, not lent
-	close bool       // e is closing: the pool was closed
+	e      *entry[C]
+	w      *waiter[C]  // the waiter to give e to; nil if e is closing
+	check  bool        // e is handed in state checking, not lent
+	reason CloseReason // why e is closing, if it is
 }
 
 // do carries out h. p.mu must not be held. It returns Close's error when h
@@ -86,7 +86,7 @@ func (h handoff[C]) carryOut(p *Pool[C]) error {
 		h.w.ch <- result[C]{e: h.e, check: h.check}
 		return nil
 	}
-	return p.finishClose(h.e, ClosePoolClosed) // h.close
+	return p.finishClose(h.e, h.reason)
 }
 
 // moveLocked moves e to state to, with the counts. p.mu must be held.
@@ -169,13 +169,17 @@ func (p *Pool[C]) resetLocked(e *entry[C]) {
 
 // putLocked: dialling, checking, lent or resetting → the longest waiter
 // (see handLocked), else → idle, stamped idle since idleSince; on a
-// closed pool → closing. now is a coarse reading or better. p.mu must be
-// held.
+// closed pool, or one above a MaxSize lowered by SetMaxSize, → closing.
+// now is a coarse reading or better. p.mu must be held.
 func (p *Pool[C]) putLocked(e *entry[C], idleSince, now int64) handoff[C] {
 	e.idleSince = idleSince
-	if p.closed.Load() {
+	switch {
+	case p.closed.Load():
 		p.moveLocked(e, stateClosing)
-		return handoff[C]{e: e, close: true}
+		return handoff[C]{e: e, reason: ClosePoolClosed}
+	case p.openLocked()-p.n[stateClosing] > p.maxSize:
+		p.moveLocked(e, stateClosing)
+		return handoff[C]{e: e, reason: CloseResized}
 	}
 	if w := p.waiters.popFront(); w != nil {
 		return p.handLocked(e, w, now)
@@ -230,8 +234,9 @@ func (p *Pool[C]) checkDue(e *entry[C], now int64) bool {
 		(p.cfg.PingAfterIdle > 0 && soon-e.idleSince >= int64(p.cfg.PingAfterIdle))
 }
 
-// openLocked is the number of connections open: every state's count.
-// p.mu must be held.
+// openLocked is the number of connections open: every state's count, a
+// dial in flight included. p.mu must be held.
 func (p *Pool[C]) openLocked() int {
-	return len(p.conns) + p.n[stateDialling]
+	n := p.n
+	return n[stateDialling] + n[stateIdle] + n[stateChecking] + n[stateLent] + n[stateResetting] + n[stateClosing]
 }

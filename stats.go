@@ -20,6 +20,7 @@ type counters struct {
 	closedLifetime  atomic.Int64
 	closedBroken    atomic.Int64
 	closedPool      atomic.Int64
+	closedResized   atomic.Int64
 	leakedLoans     atomic.Int64
 	abandonedLoans  atomic.Int64
 	panicsRecovered atomic.Int64
@@ -37,6 +38,8 @@ func (c *counters) countClose(reason CloseReason) {
 		c.closedPool.Add(1)
 	case CloseAbandoned:
 		c.abandonedLoans.Add(1)
+	case CloseResized:
+		c.closedResized.Add(1)
 	}
 }
 
@@ -48,8 +51,8 @@ type Stats struct {
 	Dialing int // dials in flight
 	Closing int // connections taken out of service and being closed
 	Waiting int // Acquire calls waiting for a connection
-	MinSize int // Config.MinSize
-	MaxSize int // Config.MaxSize
+	MinSize int // Config.MinSize, or as SetMinSize last set it
+	MaxSize int // Config.MaxSize, or as SetMaxSize last set it
 
 	// Down is true while the source is down: the last dial failed (with
 	// Config.DialBackoff set) and none has succeeded since. Acquires for
@@ -71,6 +74,7 @@ type Stats struct {
 	ClosedLifetime int64 // closed after MaxLifetime
 	ClosedBroken   int64 // closed by a failed check, ErrBadConn, a panic or Discard
 	ClosedPool     int64 // closed because the pool was closed
+	ClosedResized  int64 // closed because SetMaxSize lowered MaxSize below the connections open
 
 	LeakedLoans     int64 // loans held past Config.LeakThreshold (each counted once)
 	AbandonedLoans  int64 // handles dropped without Release; their connections were closed
@@ -88,8 +92,8 @@ func (p *Pool[C]) Stats() Stats {
 		Dialing: p.n[stateDialling],
 		Closing: p.n[stateClosing],
 		Waiting: p.waiters.len,
-		MinSize: p.cfg.MinSize,
-		MaxSize: p.cfg.MaxSize,
+		MinSize: p.minSize,
+		MaxSize: p.maxSize,
 
 		Down:               p.downLocked(),
 		DialFailuresInARow: p.dialing.failures,
@@ -109,6 +113,7 @@ func (p *Pool[C]) Stats() Stats {
 	s.ClosedLifetime = c.closedLifetime.Load()
 	s.ClosedBroken = c.closedBroken.Load()
 	s.ClosedPool = c.closedPool.Load()
+	s.ClosedResized = c.closedResized.Load()
 	s.LeakedLoans = c.leakedLoans.Load()
 	s.AbandonedLoans = c.abandonedLoans.Load()
 	s.PanicsRecovered = c.panicsRecovered.Load()

@@ -206,7 +206,7 @@ func (p *Pool[C]) timedOutLocked(a *acquisition[C]) error {
 	if a.lastErr != nil {
 		cause = a.lastErr
 	}
-	msg := fmt.Sprintf("acquire timed out after %v (%d of %d in use", p.cfg.AcquireTimeout, inUse, p.cfg.MaxSize)
+	msg := fmt.Sprintf("acquire timed out after %v (%d of %d in use", p.cfg.AcquireTimeout, inUse, p.maxSize)
 	if cause != nil {
 		msg += "; last error: " + detail(cause)
 	}

@@ -12,7 +12,7 @@
 //	pool_connections_min{source}                 gauge: MinSize
 //	pool_connection_timeouts_total{source}       counter: acquires that ended at AcquireTimeout
 //	pool_connections_created_total{source}       counter
-//	pool_connections_closed_total{source,reason} counter: idle, lifetime, broken, pool_closed, abandoned
+//	pool_connections_closed_total{source,reason} counter: idle, lifetime, broken, pool_closed, abandoned, resized
 //	pool_dial_errors_total{source}               counter
 //	pool_acquires_total{source}                  counter: acquires that lent a connection
 //	pool_connection_acquire_seconds{source}      histogram: each Acquire's wait
@@ -174,6 +174,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 			counter(c.closed, s.ClosedBroken, pool.CloseBroken.String())
 			counter(c.closed, s.ClosedPool, pool.ClosePoolClosed.String())
 			counter(c.closed, s.AbandonedLoans, pool.CloseAbandoned.String())
+			counter(c.closed, s.ClosedResized, pool.CloseResized.String())
 		}
 	}
 	c.acquire.Collect(ch)

@@ -103,6 +103,7 @@ pool_connections_closed_total{reason="broken",source="pg-sales"} 1
 pool_connections_closed_total{reason="idle",source="pg-sales"} 0
 pool_connections_closed_total{reason="lifetime",source="pg-sales"} 0
 pool_connections_closed_total{reason="pool_closed",source="pg-sales"} 0
+pool_connections_closed_total{reason="resized",source="pg-sales"} 0
 # HELP pool_acquires_total Acquires that lent a connection.
 # TYPE pool_acquires_total counter
 pool_acquires_total{source="pg-sales"} 3

@@ -1,0 +1,67 @@
+package pool
+
+// SetMaxSize changes MaxSize while the pool is in use. Growing it serves
+// waiting callers at once, with new dials. Shrinking it closes idle
+// connections above the new size at once, oldest first, and connections
+// in use when they come back, so no loan is cut short; until they have,
+// the pool holds more than MaxSize and dials nothing. No waiter is lost:
+// each is served by a release once the pool is within MaxSize again.
+// Connections closed this way are counted in Stats.ClosedResized.
+//
+// n must be at least 1 and at least MinSize (ErrInvalidConfig otherwise).
+// On a closed pool SetMaxSize returns ErrPoolClosed. A pool that a Manager
+// or registry replaces is made from its registered Config again.
+func (p *Pool[C]) SetMaxSize(n int) error {
+	p.mu.Lock()
+	switch {
+	case p.closed.Load():
+		p.mu.Unlock()
+		return ErrPoolClosed
+	case n < 1:
+		p.mu.Unlock()
+		return invalidField("MaxSize", "is %d; it must be at least 1", n)
+	case n < p.minSize:
+		err := invalidField("MaxSize", "is %d, below MinSize %d", n, p.minSize)
+		p.mu.Unlock()
+		return err
+	}
+	p.maxSize = n
+	if p.openLocked()-p.n[stateClosing] > n {
+		p.shrunk = true
+	}
+	var closing []*entry[C]
+	for len(p.idle) > 0 && p.openLocked()-p.n[stateClosing] > n {
+		e := p.idle[0] // the oldest
+		p.idle = p.idle[1:]
+		p.closeLocked(e)
+		closing = append(closing, e)
+	}
+	p.refillLocked() // growing: dials for waiters
+	p.mu.Unlock()
+	for _, e := range closing {
+		_ = p.finishClose(e, CloseResized) // a panic in Close is logged there
+	}
+	return nil
+}
+
+// SetMinSize changes MinSize while the pool is in use. Raising it dials
+// the missing connections in the background (WaitReady waits for them);
+// lowering it lets the reaper close idle connections down to it.
+//
+// n must not be negative nor above MaxSize (ErrInvalidConfig otherwise).
+// On a closed pool SetMinSize returns ErrPoolClosed.
+func (p *Pool[C]) SetMinSize(n int) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch {
+	case p.closed.Load():
+		return ErrPoolClosed
+	case n < 0:
+		return invalidField("MinSize", "is %d; it must not be negative", n)
+	case n > p.maxSize:
+		return invalidField("MinSize", "is %d, above MaxSize %d", n, p.maxSize)
+	}
+	p.minSize = n
+	p.refillLocked()
+	return nil
+}
