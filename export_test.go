@@ -61,7 +61,7 @@ func (p *Pool[C]) CheckAccounting() error {
 		return fmt.Errorf("counts say %d open, %d connections and %d dials", open, len(p.conns), p.n[stateDialling])
 	case len(p.idle) != p.n[stateIdle]:
 		return fmt.Errorf("idle stack holds %d, count says %d", len(p.idle), p.n[stateIdle])
-	case open > p.maxSize && !p.shrunk:
+	case open > p.maxSize && !p.aboveMax:
 		return fmt.Errorf("open %d > max %d", open, p.maxSize)
 	case open-p.n[stateClosing] > p.maxSize && p.n[stateIdle] > 0:
 		// Only SetMaxSize puts a pool above its MaxSize, and then it

@@ -76,10 +76,11 @@ type Pool[C Connector] struct {
 	// set them. After a SetMaxSize below the connections open, the pool
 	// stays above maxSize until its loans come back (see resize.go).
 	maxSize, minSize int
-	// shrunk is set once SetMaxSize has lowered maxSize below the
-	// connections open: from then on the pool may be above maxSize until
-	// its loans come back.
-	shrunk bool
+	// aboveMax is set while the pool holds more than maxSize, since
+	// SetMaxSize lowered it below the connections open, until enough of
+	// them are closed (goneLocked clears it). Only then does a release
+	// have to count the connections open.
+	aboveMax bool
 	// The fields above are the ones every Acquire and Release touch; they
 	// sit together, next to mu, so a critical section touches few cache
 	// lines.

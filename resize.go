@@ -26,9 +26,7 @@ func (p *Pool[C]) SetMaxSize(n int) error {
 		return err
 	}
 	p.maxSize = n
-	if p.openLocked()-p.n[stateClosing] > n {
-		p.shrunk = true
-	}
+	p.aboveMax = p.openLocked() > n
 	var closing []*entry[C]
 	for len(p.idle) > 0 && p.openLocked()-p.n[stateClosing] > n {
 		e := p.idle[0] // the oldest

@@ -22,7 +22,8 @@ package pool
 //
 // Where putLocked (and dialledLocked) find a waiter, handLocked gives the
 // connection to it: lent, or checking when a check is due (checkDue).
-// On a closed pool putLocked sends it to closing instead. Every way a
+// On a closed pool, or one above a MaxSize that SetMaxSize lowered,
+// putLocked sends it to closing instead. Every way a
 // connection leaves lent: putLocked (Release, no Reset or IsValid),
 // resetLocked (Release, with them), closeLocked (Discard, ErrBadConn, a
 // panic in With's fn or in NeedsReset, a dropped handle).
@@ -177,7 +178,7 @@ func (p *Pool[C]) putLocked(e *entry[C], idleSince, now int64) handoff[C] {
 	case p.closed.Load():
 		p.moveLocked(e, stateClosing)
 		return handoff[C]{e: e, reason: ClosePoolClosed}
-	case p.openLocked()-p.n[stateClosing] > p.maxSize:
+	case p.aboveMax && p.openLocked()-p.n[stateClosing] > p.maxSize:
 		p.moveLocked(e, stateClosing)
 		return handoff[C]{e: e, reason: CloseResized}
 	}
@@ -217,6 +218,9 @@ func (p *Pool[C]) goneLocked(e *entry[C]) {
 	}
 	e.state = stateGone
 	p.n[stateClosing]--
+	if p.aboveMax && p.openLocked() <= p.maxSize {
+		p.aboveMax = false
+	}
 	last := p.conns[len(p.conns)-1]
 	p.conns[e.index] = last
 	last.index = e.index
