@@ -3,6 +3,7 @@ package pool_test
 import (
 	"context"
 	"errors"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
@@ -122,7 +123,9 @@ func TestConnectionHandedToWaiterThatGaveUpGoesBack(t *testing.T) {
 
 		held, err := p.Acquire(bg)
 		require.NoError(t, err)
-		ctx, cancel := context.WithCancel(bg)
+		// The hand-off sees the ctx alive, the waiter sees it ended: the
+		// two happen at once.
+		ctx, cancel := newRacingCtx()
 		got := make(chan error)
 		go func() {
 			_, err := p.Acquire(ctx)
@@ -447,4 +450,120 @@ func TestHealthChecksRunOutsideTheLock(t *testing.T) {
 	c.Release()
 	b.Release()
 	assert.NoError(t, p.CheckAccounting())
+}
+
+// With MaxWaiters set, a caller who would be one waiter too many fails at
+// once with ErrTooManyWaiters, through the registry too; those already
+// waiting are served as before.
+func TestMaxWaitersRefusesTheNextCallerAtOnce(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		src := newFakeSource(t)
+		cfg := testConfig(1)
+		cfg.MaxWaiters = 2
+		reg := newTestRegistry(t)
+		require.NoError(t, reg.Register(bg, "db", src.factory(), cfg))
+		held, err := reg.Get(bg, "db")
+		require.NoError(t, err)
+		served := make(chan error, 2)
+		for range 2 {
+			go func() { served <- reg.With(bg, "db", func(*fakeConn) error { return nil }) }()
+		}
+		synctest.Wait()
+		start := time.Now()
+		err = reg.With(bg, "db", func(*fakeConn) error { return nil })
+		require.ErrorIs(t, err, pool.ErrTooManyWaiters)
+		assert.ErrorContains(t, err, `source "db"`)
+		assert.Zero(t, time.Since(start), "refused without waiting")
+		require.NoError(t, reg.Release("db", held))
+		require.NoError(t, <-served)
+		require.NoError(t, <-served)
+		s := reg.Stats()["db"]
+		assert.EqualValues(t, 1, s.TooManyWaiters)
+		assert.EqualValues(t, 3, s.WaitCount, "the first Get, for the dial, and the two waiters")
+
+		cfg.MaxWaiters = -1
+		assert.ErrorIs(t, cfg.Validate(), pool.ErrInvalidConfig)
+	})
+}
+
+// racingCtx is a ctx whose end the pool's hand-off and its waiter see at
+// different instants: the first Done channel asked for (the one the
+// hand-off checks) stays open, later ones (the one the waiter selects on)
+// close on cancel. It forces the window where a connection is handed to a
+// waiter that has just given up.
+type racingCtx struct {
+	context.Context
+	mu     sync.Mutex
+	calls  int
+	first  chan struct{}
+	second chan struct{}
+}
+
+func newRacingCtx() (*racingCtx, func()) {
+	c := &racingCtx{Context: bg, first: make(chan struct{}), second: make(chan struct{})}
+	return c, func() { close(c.second) }
+}
+
+func (c *racingCtx) Done() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.calls++
+	if c.calls == 1 {
+		return c.first
+	}
+	return c.second
+}
+
+func (c *racingCtx) Err() error {
+	select {
+	case <-c.second:
+		return context.Canceled
+	default:
+		return nil
+	}
+}
+
+// A hand-off skips a waiter whose ctx has ended but which has not yet left
+// the queue, and serves the next one at once: the connection is never
+// handed to a caller who would only give it back.
+func TestHandOffSkipsAWaiterWhoseCtxHasEnded(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		src := newFakeSource(t)
+		p := newTestPool(t, src, testConfig(1))
+		inWindow := make(chan struct{})
+		gate := make(chan struct{})
+		p.SetGaveUpHook(func() { inWindow <- struct{}{}; <-gate })
+
+		held, err := p.Acquire(bg)
+		require.NoError(t, err)
+		ctx, cancel := context.WithCancel(bg)
+		gaveUp := make(chan error)
+		go func() {
+			_, err := p.Acquire(ctx)
+			gaveUp <- err
+		}()
+		synctest.Wait() // the first waiter is queued
+		next := make(chan *pool.PooledConn[*fakeConn])
+		go func() {
+			pc, err := p.Acquire(bg)
+			if err != nil {
+				t.Error(err)
+			}
+			next <- pc
+		}()
+		synctest.Wait() // and the second behind it
+		cancel()
+		<-inWindow // the first has given up, and is still queued
+		held.Release()
+		pc := <-next // served while the first is still in its window
+		close(gate)
+		assert.ErrorIs(t, <-gaveUp, context.Canceled)
+		require.NotNil(t, pc)
+		pc.Release()
+		s := p.Stats()
+		assert.EqualValues(t, 2, s.AcquireCount)
+		assert.EqualValues(t, 1, s.CanceledAcquires)
+		assert.Zero(t, s.Waiting)
+		require.NoError(t, p.CheckAccounting())
+	})
 }

@@ -105,6 +105,12 @@ type Config struct {
 	// server. Default 4. Zero means up to MaxSize. Negative is invalid.
 	MaxConcurrentDials int
 
+	// MaxWaiters bounds the callers waiting for a connection: one that
+	// would be waiter number MaxWaiters+1 fails at once with an error
+	// matching ErrTooManyWaiters, instead of queueing behind a backlog it
+	// cannot get through. Default zero: no bound. Negative is invalid.
+	MaxWaiters int
+
 	// LeakThreshold reports a loan held longer than this: once, with the
 	// stack of the code that acquired it, through Logger and in
 	// Stats.LeakedLoans. With it set, a handle dropped without Release is
@@ -160,6 +166,8 @@ func (c Config) Validate() error {
 		return bad("MinSize", "is %d, above MaxSize %d", c.MinSize, c.MaxSize)
 	case c.MaxConcurrentDials < 0:
 		return bad("MaxConcurrentDials", "is %d; it must not be negative", c.MaxConcurrentDials)
+	case c.MaxWaiters < 0:
+		return bad("MaxWaiters", "is %d; it must not be negative", c.MaxWaiters)
 	case c.DialBackoffMax > 0 && c.DialBackoffMax < c.DialBackoff:
 		return bad("DialBackoffMax", "is %v, below DialBackoff %v", c.DialBackoffMax, c.DialBackoff)
 	}

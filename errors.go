@@ -23,6 +23,10 @@ var (
 	// ready.
 	ErrPoolExhausted = errors.New("pool: no idle connection")
 
+	// ErrTooManyWaiters is returned by Acquire and With, at once, when
+	// Config.MaxWaiters callers are already waiting.
+	ErrTooManyWaiters = errors.New("pool: too many waiters")
+
 	// ErrBadConn is returned, or wrapped, by a With callback to say that the
 	// connection is broken: With then closes it instead of reusing it.
 	ErrBadConn = errors.New("pool: bad connection")
@@ -57,6 +61,9 @@ var (
 // errors above; errors that wrap them are built with newError, which
 // keeps "pool: " once.
 var (
+	// errGaveUp is what a hand-off sends a waiter it skips because the
+	// waiter's ctx has ended; wait turns it into the ctx's error.
+	errGaveUp = errors.New("pool: internal: the waiter's ctx had ended")
 	// errTimedOut is what the timeout timer sends a waiter whose
 	// AcquireTimeout has passed; wait turns it into the caller's error.
 	errTimedOut = errors.New("pool: internal: wait timed out")

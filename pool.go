@@ -12,6 +12,7 @@ package pool
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -299,8 +300,8 @@ func (p *Pool[C]) acquire(ctx context.Context, mode acquireMode) (*entry[C], err
 }
 
 // enqueueLocked queues the caller, or returns the error that ends its
-// call at once: its AcquireTimeout has passed, or the source is down and
-// no connection is coming for it. It reads the real clock: the caller is
+// call at once: its AcquireTimeout has passed, the source is down and no
+// connection is coming for it, or MaxWaiters callers already wait. It reads the real clock: the caller is
 // about to wait, and a coarse reading would start its AcquireTimeout
 // early. p.mu must be held.
 func (p *Pool[C]) enqueueLocked(ctx context.Context, a *acquisition[C]) (*waiter[C], error) {
@@ -315,7 +316,12 @@ func (p *Pool[C]) enqueueLocked(ctx context.Context, a *acquisition[C]) (*waiter
 		p.stats.failedFast.Add(1)
 		return nil, err
 	}
+	if max := p.cfg.MaxWaiters; max > 0 && p.waiters.len >= max {
+		p.stats.tooManyWaiters.Add(1)
+		return nil, newError(fmt.Sprintf("too many waiters: %d callers already wait (MaxWaiters)", max), ErrTooManyWaiters)
+	}
 	w := p.waiterCache.Get().(*waiter[C])
+	w.done = ctx.Done()
 	w.timeoutAt = a.timeoutAt
 	p.waiters.pushBack(w)
 	a.waitStart = now

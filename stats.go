@@ -14,6 +14,7 @@ type counters struct {
 	canceled        atomic.Int64
 	timedOut        atomic.Int64
 	failedFast      atomic.Int64
+	tooManyWaiters  atomic.Int64
 	created         atomic.Int64
 	dialErrors      atomic.Int64
 	closedIdle      atomic.Int64
@@ -67,6 +68,7 @@ type Stats struct {
 	CanceledAcquires int64         // Acquire calls ended by the caller's context
 	TimedOutAcquires int64         // Acquire calls ended by AcquireTimeout
 	FailedFast       int64         // Acquire calls refused at once while the source was down
+	TooManyWaiters   int64         // Acquire calls refused at once because Config.MaxWaiters callers were waiting
 
 	Created        int64 // connections dialled successfully
 	DialErrors     int64 // dials that failed, and new connections that failed their first check
@@ -107,6 +109,7 @@ func (p *Pool[C]) Stats() Stats {
 	s.CanceledAcquires = c.canceled.Load()
 	s.TimedOutAcquires = c.timedOut.Load()
 	s.FailedFast = c.failedFast.Load()
+	s.TooManyWaiters = c.tooManyWaiters.Load()
 	s.Created = c.created.Load()
 	s.DialErrors = c.dialErrors.Load()
 	s.ClosedIdle = c.closedIdle.Load()
