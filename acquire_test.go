@@ -486,22 +486,23 @@ func TestMaxWaitersRefusesTheNextCallerAtOnce(t *testing.T) {
 	})
 }
 
-// racingCtx is a ctx whose end the pool's hand-off and its waiter see at
-// different instants: the first Done channel asked for (the one the
-// hand-off checks) stays open, later ones (the one the waiter selects on)
-// close on cancel. It forces the window where a connection is handed to a
-// waiter that has just given up.
+// racingCtx is a ctx whose end the waiter and the pool's hand-off see at
+// different instants: the first Done channel asked for (by the waiter,
+// which selects on it) closes on cancel, later ones (asked for by the
+// hand-off, which checks that the waiter's ctx is still alive) stay open.
+// It forces the window where a connection is handed to a waiter that has
+// just given up.
 type racingCtx struct {
 	context.Context
-	mu     sync.Mutex
-	calls  int
-	first  chan struct{}
-	second chan struct{}
+	mu         sync.Mutex
+	calls      int
+	waiterSees chan struct{}
+	handOff    chan struct{}
 }
 
 func newRacingCtx() (*racingCtx, func()) {
-	c := &racingCtx{Context: bg, first: make(chan struct{}), second: make(chan struct{})}
-	return c, func() { close(c.second) }
+	c := &racingCtx{Context: bg, waiterSees: make(chan struct{}), handOff: make(chan struct{})}
+	return c, func() { close(c.waiterSees) }
 }
 
 func (c *racingCtx) Done() <-chan struct{} {
@@ -509,14 +510,14 @@ func (c *racingCtx) Done() <-chan struct{} {
 	defer c.mu.Unlock()
 	c.calls++
 	if c.calls == 1 {
-		return c.first
+		return c.waiterSees
 	}
-	return c.second
+	return c.handOff
 }
 
 func (c *racingCtx) Err() error {
 	select {
-	case <-c.second:
+	case <-c.waiterSees:
 		return context.Canceled
 	default:
 		return nil

@@ -27,12 +27,17 @@ func (p *Pool[C]) SetMaxSize(n int) error {
 	}
 	p.maxSize = n
 	p.aboveMax = p.openLocked() > n
+	// The oldest idle connections, at the bottom of the stack, go first.
+	over := min(len(p.idle), p.openLocked()-p.n[stateClosing]-n)
 	var closing []*entry[C]
-	for len(p.idle) > 0 && p.openLocked()-p.n[stateClosing] > n {
-		e := p.idle[0] // the oldest
-		p.idle = p.idle[1:]
-		p.closeLocked(e)
-		closing = append(closing, e)
+	if over > 0 {
+		closing = append(closing, p.idle[:over]...)
+		kept := copy(p.idle, p.idle[over:])
+		clear(p.idle[kept:])
+		p.idle = p.idle[:kept]
+		for _, e := range closing {
+			p.closeLocked(e)
+		}
 	}
 	p.refillLocked() // growing: dials for waiters
 	p.mu.Unlock()

@@ -198,7 +198,7 @@ func (p *Pool[C]) putLocked(e *entry[C], idleSince, now int64) handoff[C] {
 func (p *Pool[C]) liveWaiterLocked() *waiter[C] {
 	for w := p.waiters.popFront(); w != nil; w = p.waiters.popFront() {
 		select {
-		case <-w.done:
+		case <-w.ctx.Done(): // nil, never ready, for a ctx that never ends
 			w.ch <- result[C]{err: errGaveUp}
 		default:
 			return w

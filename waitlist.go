@@ -20,7 +20,7 @@ type result[C Connector] struct {
 // under the pool lock.
 type waiter[C Connector] struct {
 	ch         chan result[C]
-	done       <-chan struct{} // the caller's ctx.Done(), nil if it never ends
+	ctx        context.Context // the caller's, while queued
 	timeoutAt  int64           // when AcquireTimeout fails it (pool clock); 0: never
 	prev, next *waiter[C]
 	queued     bool
