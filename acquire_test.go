@@ -3,7 +3,6 @@ package pool_test
 import (
 	"context"
 	"errors"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
@@ -123,9 +122,7 @@ func TestConnectionHandedToWaiterThatGaveUpGoesBack(t *testing.T) {
 
 		held, err := p.Acquire(bg)
 		require.NoError(t, err)
-		// The hand-off sees the ctx alive, the waiter sees it ended: the
-		// two happen at once.
-		ctx, cancel := newRacingCtx()
+		ctx, cancel := context.WithCancel(bg)
 		got := make(chan error)
 		go func() {
 			_, err := p.Acquire(ctx)
@@ -483,88 +480,5 @@ func TestMaxWaitersRefusesTheNextCallerAtOnce(t *testing.T) {
 
 		cfg.MaxWaiters = -1
 		assert.ErrorIs(t, cfg.Validate(), pool.ErrInvalidConfig)
-	})
-}
-
-// racingCtx is a ctx whose end the waiter and the pool's hand-off see at
-// different instants: the first Done channel asked for (by the waiter,
-// which selects on it) closes on cancel, later ones (asked for by the
-// hand-off, which checks that the waiter's ctx is still alive) stay open.
-// It forces the window where a connection is handed to a waiter that has
-// just given up.
-type racingCtx struct {
-	context.Context
-	mu         sync.Mutex
-	calls      int
-	waiterSees chan struct{}
-	handOff    chan struct{}
-}
-
-func newRacingCtx() (*racingCtx, func()) {
-	c := &racingCtx{Context: bg, waiterSees: make(chan struct{}), handOff: make(chan struct{})}
-	return c, func() { close(c.waiterSees) }
-}
-
-func (c *racingCtx) Done() <-chan struct{} {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.calls++
-	if c.calls == 1 {
-		return c.waiterSees
-	}
-	return c.handOff
-}
-
-func (c *racingCtx) Err() error {
-	select {
-	case <-c.waiterSees:
-		return context.Canceled
-	default:
-		return nil
-	}
-}
-
-// A hand-off skips a waiter whose ctx has ended but which has not yet left
-// the queue, and serves the next one at once: the connection is never
-// handed to a caller who would only give it back.
-func TestHandOffSkipsAWaiterWhoseCtxHasEnded(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		src := newFakeSource(t)
-		p := newTestPool(t, src, testConfig(1))
-		inWindow := make(chan struct{})
-		gate := make(chan struct{})
-		p.SetGaveUpHook(func() { inWindow <- struct{}{}; <-gate })
-
-		held, err := p.Acquire(bg)
-		require.NoError(t, err)
-		ctx, cancel := context.WithCancel(bg)
-		gaveUp := make(chan error)
-		go func() {
-			_, err := p.Acquire(ctx)
-			gaveUp <- err
-		}()
-		synctest.Wait() // the first waiter is queued
-		next := make(chan *pool.PooledConn[*fakeConn])
-		go func() {
-			pc, err := p.Acquire(bg)
-			if err != nil {
-				t.Error(err)
-			}
-			next <- pc
-		}()
-		synctest.Wait() // and the second behind it
-		cancel()
-		<-inWindow // the first has given up, and is still queued
-		held.Release()
-		pc := <-next // served while the first is still in its window
-		close(gate)
-		assert.ErrorIs(t, <-gaveUp, context.Canceled)
-		require.NotNil(t, pc)
-		pc.Release()
-		s := p.Stats()
-		assert.EqualValues(t, 2, s.AcquireCount)
-		assert.EqualValues(t, 1, s.CanceledAcquires)
-		assert.Zero(t, s.Waiting)
-		require.NoError(t, p.CheckAccounting())
 	})
 }

@@ -61,9 +61,6 @@ var (
 // errors above; errors that wrap them are built with newError, which
 // keeps "pool: " once.
 var (
-	// errGaveUp is what a hand-off sends a waiter it skips because the
-	// waiter's ctx has ended; wait turns it into the ctx's error.
-	errGaveUp = errors.New("pool: internal: the waiter's ctx had ended")
 	// errTimedOut is what the timeout timer sends a waiter whose
 	// AcquireTimeout has passed; wait turns it into the caller's error.
 	errTimedOut = errors.New("pool: internal: wait timed out")

@@ -321,7 +321,6 @@ func (p *Pool[C]) enqueueLocked(ctx context.Context, a *acquisition[C]) (*waiter
 		return nil, newError(fmt.Sprintf("too many waiters: %d callers already wait (MaxWaiters)", max), ErrTooManyWaiters)
 	}
 	w := p.waiterCache.Get().(*waiter[C])
-	w.ctx = ctx // not ctx.Done(), which may allocate: not under the lock
 	w.timeoutAt = a.timeoutAt
 	p.waiters.pushBack(w)
 	a.waitStart = now
@@ -340,10 +339,7 @@ func (p *Pool[C]) enqueueLocked(ctx context.Context, a *acquisition[C]) (*waiter
 // it. It returns a connection in state lent, or the error that ends the
 // call.
 func (p *Pool[C]) waitTurn(ctx context.Context, w *waiter[C], a *acquisition[C]) (*entry[C], error) {
-	defer func() {
-		w.ctx = nil // out of the queue now: nobody else reads it
-		p.waiterCache.Put(w)
-	}()
+	defer p.waiterCache.Put(w)
 	for {
 		r, err := p.wait(ctx, w, a)
 		if err != nil {

@@ -182,29 +182,12 @@ func (p *Pool[C]) putLocked(e *entry[C], idleSince, now int64) handoff[C] {
 		p.moveLocked(e, stateClosing)
 		return handoff[C]{e: e, reason: CloseResized}
 	}
-	if w := p.liveWaiterLocked(); w != nil {
+	if w := p.waiters.popFront(); w != nil {
 		return p.handLocked(e, w, now)
 	}
 	p.moveLocked(e, stateIdle)
 	p.idle = append(p.idle, e)
 	return handoff[C]{}
-}
-
-// liveWaiterLocked dequeues the longest waiter whose ctx has not ended,
-// or returns nil. A waiter whose ctx has ended but that has not yet left
-// the queue is dequeued and told so (errGaveUp) instead of being handed a
-// connection it would only put back. The send does not block (see
-// waiter). p.mu must be held.
-func (p *Pool[C]) liveWaiterLocked() *waiter[C] {
-	for w := p.waiters.popFront(); w != nil; w = p.waiters.popFront() {
-		select {
-		case <-w.ctx.Done(): // nil, never ready, for a ctx that never ends
-			w.ch <- result[C]{err: errGaveUp}
-		default:
-			return w
-		}
-	}
-	return nil
 }
 
 // handLocked: any state but closing → lent, or → checking if a check is

@@ -20,8 +20,7 @@ type result[C Connector] struct {
 // under the pool lock.
 type waiter[C Connector] struct {
 	ch         chan result[C]
-	ctx        context.Context // the caller's, while queued
-	timeoutAt  int64           // when AcquireTimeout fails it (pool clock); 0: never
+	timeoutAt  int64 // when AcquireTimeout fails it (pool clock); 0: never
 	prev, next *waiter[C]
 	queued     bool
 }
@@ -157,12 +156,7 @@ func (p *Pool[C]) wait(ctx context.Context, w *waiter[C], a *acquisition[C]) (re
 	var err error
 	select {
 	case r := <-w.ch:
-		if r.err != errGaveUp {
-			return p.served(r, a)
-		}
-		// Skipped at a hand-off, its ctx having ended: dequeued already.
-		p.stats.canceled.Add(1)
-		return result[C]{}, ctx.Err()
+		return p.served(r, a)
 	case <-done:
 		err = ctx.Err()
 		p.stats.canceled.Add(1)
@@ -177,9 +171,8 @@ func (p *Pool[C]) wait(ctx context.Context, w *waiter[C], a *acquisition[C]) (re
 		return result[C]{}, err
 	}
 	p.mu.Unlock()
-	// Served at the same instant we gave up, or skipped: the result is
-	// already in the buffer. Pretend we were never served and put the
-	// connection back.
+	// Served at the same instant we gave up: the result is already in the
+	// buffer. Pretend we were never served and put the connection back.
 	r := <-w.ch
 	if r.e != nil {
 		p.putBack(r.e)
