@@ -35,7 +35,9 @@ type fuzzModel struct {
 // against a model: never more than MaxSize connections alive, each
 // state's count equal to the states of the connections open (and lent to
 // the loans the model holds, none checking or resetting), Stats equal to
-// the model, every counter grown or kept, every stale handle refused. At the end every connection must have been closed
+// the model, every counter grown or kept, every stale handle refused;
+// MaxSize and MinSize are also changed on the way (never above the
+// model's bound). At the end every connection must have been closed
 // exactly once and (by synctest) no goroutine may be left.
 func FuzzPool(f *testing.F) {
 	f.Add([]byte{0, 0, 2, 4, 1, 3, 5, 6, 7, 8, 0, 9, 0, 12, 2})
@@ -44,6 +46,7 @@ func FuzzPool(f *testing.F) {
 	f.Add([]byte{5, 5, 16, 5, 17, 5, 18, 0, 2, 19, 3, 11, 20, 0, 0, 21})
 	f.Add([]byte{0, 1, 0, 1, 0, 1, 0, 1, 22, 2, 2, 2, 2, 4, 4})
 	f.Add([]byte{14, 0, 15, 2, 16, 0, 2, 17, 0, 2, 18, 0, 3, 19, 11, 11, 20, 0, 23})
+	f.Add([]byte{0, 0, 0, 24, 2, 0, 50, 2, 2, 25, 76, 0, 24, 9, 2, 11, 102, 0, 1, 21})
 	f.Fuzz(func(t *testing.T, ops []byte) {
 		if len(ops) > 200 {
 			ops = ops[:200]
@@ -168,7 +171,7 @@ func runFuzzOps(t *testing.T, ops []byte) {
 	}
 	closed := false
 	for _, op := range ops {
-		switch op % 24 {
+		switch op % 26 {
 		case 0:
 			try(func() { acquired(p.Acquire(bg)) })
 		case 1:
@@ -200,7 +203,7 @@ func runFuzzOps(t *testing.T, ops []byte) {
 				}()
 				err := p.With(bg, func(c *fakeConn) error {
 					m.acquired++
-					switch op % 24 {
+					switch op % 26 {
 					case 6:
 						return pool.ErrBadConn
 					case 7:
@@ -240,8 +243,16 @@ func runFuzzOps(t *testing.T, ops []byte) {
 			faults.dialPanic.Store(!faults.dialPanic.Load())
 		case 20:
 			time.Sleep(200 * time.Millisecond) // idle connections expire
+		case 24: // resize while loans are out, within the model's bound
+			if err := p.SetMaxSize(1 + int(op/26)%maxSize); err != nil {
+				t.Fatalf("SetMaxSize: %v", err)
+			}
+		case 25:
+			if err := p.SetMinSize(int(op/26) % 2); err != nil && !errors.Is(err, pool.ErrInvalidConfig) {
+				t.Fatalf("SetMinSize: %v", err)
+			}
 		case 13, 21, 22, 23:
-			if op%24 == 13 || op%24 == 21 {
+			if op%26 == 13 || op%26 == 21 {
 				_ = p.Close()
 			} else {
 				ctx, cancel := context.WithTimeout(bg, 30*time.Millisecond)

@@ -1,6 +1,7 @@
 package pool_test
 
 import (
+	"errors"
 	"math/rand/v2"
 	"sync"
 	"testing"
@@ -196,6 +197,52 @@ func TestResizeUnderLoad(t *testing.T) {
 		require.NoError(t, p.CheckAccounting())
 		require.NoError(t, p.Close())
 		synctest.Wait()
+		src.checkAllClosedOnce(t)
+	})
+}
+
+// Shutdown while MaxSize changes under load: every loan finishes, the
+// resizer and the workers stop with ErrPoolClosed, and every connection is
+// closed exactly once.
+func TestShutdownWhileResizingUnderLoad(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		src := newFakeSource(t)
+		cfg := testConfig(4)
+		cfg.AcquireTimeout = 0
+		p := newTestPool(t, src, cfg)
+		var wg sync.WaitGroup
+		for range 8 {
+			wg.Go(func() {
+				for {
+					err := p.With(bg, func(c *fakeConn) error {
+						c.use(t)
+						time.Sleep(time.Duration(rand.IntN(300)) * time.Microsecond)
+						c.done()
+						return nil
+					})
+					if errors.Is(err, pool.ErrPoolClosed) {
+						return
+					}
+					if err != nil {
+						t.Error(err)
+						return
+					}
+				}
+			})
+		}
+		wg.Go(func() {
+			for {
+				time.Sleep(100 * time.Microsecond)
+				if err := p.SetMaxSize(1 + rand.IntN(5)); err != nil {
+					assert.ErrorIs(t, err, pool.ErrPoolClosed)
+					return
+				}
+			}
+		})
+		time.Sleep(20 * time.Millisecond)
+		require.NoError(t, p.Shutdown(bg))
+		wg.Wait()
+		assert.Zero(t, p.Stats().Total)
 		src.checkAllClosedOnce(t)
 	})
 }
