@@ -217,7 +217,7 @@ func (p *Pool[C]) dialFailed(err error, now int64) {
 	p.mu.Lock()
 	p.dialFailedLocked()
 	ev := p.sourceFailedLocked(err, now)
-	if w := p.waiters.popFront(); w != nil {
+	if w := p.nextWaiterLocked(now); w != nil {
 		w.ch <- result[C]{err: err}
 	}
 	if p.cfg.DialBackoff > 0 {

@@ -64,6 +64,9 @@ var (
 	// errTimedOut is what the timeout timer sends a waiter whose
 	// AcquireTimeout has passed; wait turns it into the caller's error.
 	errTimedOut = errors.New("pool: internal: wait timed out")
+	// errGaveUp is what a hand-off sends a waiter whose ctx has ended, in
+	// place of a connection; wait turns it into ctx's error.
+	errGaveUp = errors.New("pool: internal: waiter gave up")
 	// errInvalid is why a connection whose IsValid said false was closed.
 	errInvalid = errors.New("pool: the connection's IsValid reported false")
 	// errResetTimeout is why a connection whose Reset outlasted

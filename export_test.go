@@ -34,8 +34,18 @@ func (p *Pool[C]) CheckAccounting() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	n := 0
-	for w := p.waiters.head; w != nil; w = w.next {
-		n++
+	for c := range numClasses {
+		k := 0
+		for w := p.waiters.q[c].head; w != nil; w = w.next {
+			if int(w.class) != c {
+				return fmt.Errorf("a class %d waiter is queued in class %d", w.class, c)
+			}
+			k++
+		}
+		if k != p.waiters.q[c].len {
+			return fmt.Errorf("class %d has %d waiters, its len says %d", c, k, p.waiters.q[c].len)
+		}
+		n += k
 	}
 	if n != p.waiters.len {
 		return fmt.Errorf("wait list has %d waiters, len says %d", n, p.waiters.len)

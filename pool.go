@@ -322,6 +322,8 @@ func (p *Pool[C]) enqueueLocked(ctx context.Context, a *acquisition[C]) (*waiter
 	}
 	w := p.waiterCache.Get().(*waiter[C])
 	w.timeoutAt = a.timeoutAt
+	w.done = ctx.Done()
+	w.class = uint8(PriorityFrom(ctx).class())
 	p.waiters.pushBack(w)
 	a.waitStart = now
 	if a.timeoutAt != 0 {
@@ -339,7 +341,7 @@ func (p *Pool[C]) enqueueLocked(ctx context.Context, a *acquisition[C]) (*waiter
 // it. It returns a connection in state lent, or the error that ends the
 // call.
 func (p *Pool[C]) waitTurn(ctx context.Context, w *waiter[C], a *acquisition[C]) (*entry[C], error) {
-	defer p.waiterCache.Put(w)
+	defer p.recycle(w)
 	for {
 		r, err := p.wait(ctx, w, a)
 		if err != nil {
@@ -356,6 +358,13 @@ func (p *Pool[C]) waitTurn(ctx context.Context, w *waiter[C], a *acquisition[C])
 			return nil, err
 		}
 	}
+}
+
+// recycle puts w, no longer queued, back in the cache, holding on to
+// nothing of its caller.
+func (p *Pool[C]) recycle(w *waiter[C]) {
+	w.done = nil
+	p.waiterCache.Put(w)
 }
 
 // check runs the acquire-time checks on e, in state checking, outside the

@@ -182,7 +182,7 @@ func (p *Pool[C]) putLocked(e *entry[C], idleSince, now int64) handoff[C] {
 		p.moveLocked(e, stateClosing)
 		return handoff[C]{e: e, reason: CloseResized}
 	}
-	if w := p.waiters.popFront(); w != nil {
+	if w := p.nextWaiterLocked(now); w != nil {
 		return p.handLocked(e, w, now)
 	}
 	p.moveLocked(e, stateIdle)

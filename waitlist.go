@@ -15,79 +15,198 @@ type result[C Connector] struct {
 	check bool
 }
 
-// waiter is one Acquire waiting in the FIFO queue. ch has a buffer of one
-// and exactly one send per queueing, made by whoever dequeues the waiter
-// under the pool lock.
+// waiter is one Acquire waiting in the queue of its priority class. ch has
+// a buffer of one and exactly one send per queueing, made by whoever
+// dequeues the waiter under the pool lock.
 type waiter[C Connector] struct {
-	ch         chan result[C]
-	timeoutAt  int64 // when AcquireTimeout fails it (pool clock); 0: never
+	ch        chan result[C]
+	timeoutAt int64 // when AcquireTimeout fails it (pool clock); 0: never
+	// done is the caller's ctx.Done(), nil for a ctx that never ends: a
+	// hand-off polls it, so that no connection goes to a caller who has
+	// already given up.
+	done       <-chan struct{}
 	prev, next *waiter[C]
+	class      uint8
 	queued     bool
 }
 
-// waitList is an intrusive FIFO of waiters with O(1) removal. It is
-// protected by the pool's mu.
-type waitList[C Connector] struct {
+// gaveUp returns, if w's caller can no longer take a connection, what to
+// answer it: errTimedOut if its AcquireTimeout has passed by now, a coarse
+// reading (never ahead of the real clock, so never early), errGaveUp if
+// its ctx has ended; nil otherwise. Polling an open done takes no lock.
+func (w *waiter[C]) gaveUp(now int64) error {
+	if w.timeoutAt != 0 && now >= w.timeoutAt {
+		return errTimedOut
+	}
+	if w.done == nil {
+		return nil
+	}
+	select {
+	case <-w.done:
+		return errGaveUp
+	default:
+		return nil
+	}
+}
+
+// fifo is an intrusive FIFO of waiters with O(1) removal.
+type fifo[C Connector] struct {
 	head, tail *waiter[C]
 	len        int
 }
 
+// waitList holds the waiters, one FIFO per priority class (priority.go).
+// It is protected by the pool's mu.
+type waitList[C Connector] struct {
+	q   [numClasses]fifo[C]
+	len int // waiters in every class
+	// passed counts, per class, the hand-offs made to other classes while
+	// the class waited, since it was last served or began to wait.
+	passed [numClasses]int
+}
+
+// pushBack queues w at the end of its class.
 func (l *waitList[C]) pushBack(w *waiter[C]) {
-	w.prev, w.next, w.queued = l.tail, nil, true
-	if l.tail == nil {
-		l.head = w
-	} else {
-		l.tail.next = w
+	q := &l.q[w.class]
+	if q.len == 0 {
+		l.passed[w.class] = 0
 	}
-	l.tail = w
+	w.prev, w.next, w.queued = q.tail, nil, true
+	if q.tail == nil {
+		q.head = w
+	} else {
+		q.tail.next = w
+	}
+	q.tail = w
+	q.len++
 	l.len++
 }
 
-// pushFront queues w ahead of everyone: a waiter whose connection failed
-// its check goes back to the place it had.
+// pushFront queues w ahead of everyone in its class: a waiter whose
+// connection failed its check goes back to the place it had.
 func (l *waitList[C]) pushFront(w *waiter[C]) {
-	w.prev, w.next, w.queued = nil, l.head, true
-	if l.head == nil {
-		l.tail = w
-	} else {
-		l.head.prev = w
+	q := &l.q[w.class]
+	if q.len == 0 {
+		l.passed[w.class] = 0
 	}
-	l.head = w
+	w.prev, w.next, w.queued = nil, q.head, true
+	if q.head == nil {
+		q.tail = w
+	} else {
+		q.head.prev = w
+	}
+	q.head = w
+	q.len++
 	l.len++
 }
 
+// popFront dequeues the waiter whose turn it is: the longest waiter of the
+// class pickLocked chooses. With one class waiting, as when no caller sets
+// a priority, that is the longest waiter.
 func (l *waitList[C]) popFront() *waiter[C] {
-	w := l.head
-	if w != nil {
+	switch {
+	case l.len == 0:
+		return nil
+	case l.q[classNormal].len == l.len: // only the default class waits
+		w := l.q[classNormal].head
 		l.remove(w)
+		return w
 	}
+	w := l.q[l.pick()].head
+	l.remove(w)
 	return w
 }
 
-func (l *waitList[C]) popBack() *waiter[C] {
-	w := l.tail
-	if w != nil {
-		l.remove(w)
+// pick returns the class to serve next, of at least two that wait, and
+// counts the turn: the class passed over longest if it has been passed
+// over floorEvery-1 times or more, else the highest class that waits.
+func (l *waitList[C]) pick() int {
+	c, owed := -1, -1
+	for i := range numClasses {
+		if l.q[i].len == 0 {
+			continue
+		}
+		if c < 0 {
+			c = i
+		}
+		if l.passed[i] >= floorEvery-1 && (owed < 0 || l.passed[i] > l.passed[owed]) {
+			owed = i
+		}
 	}
-	return w
+	if owed >= 0 {
+		c = owed
+	}
+	for i := range numClasses {
+		if i != c && l.q[i].len > 0 {
+			l.passed[i]++
+		}
+	}
+	l.passed[c] = 0
+	return c
+}
+
+// popBack dequeues the newest waiter of the lowest class that waits: the
+// first to fail when not every waiter can be served.
+func (l *waitList[C]) popBack() *waiter[C] {
+	for i := numClasses - 1; i >= 0; i-- {
+		if w := l.q[i].tail; w != nil {
+			l.remove(w)
+			return w
+		}
+	}
+	return nil
+}
+
+// each calls fn for every waiter, highest class first, FIFO within a
+// class; fn may remove the waiter it is given.
+func (l *waitList[C]) each(fn func(*waiter[C])) {
+	for i := range numClasses {
+		for w := l.q[i].head; w != nil; {
+			next := w.next
+			fn(w)
+			w = next
+		}
+	}
 }
 
 func (l *waitList[C]) remove(w *waiter[C]) {
 	if !w.queued {
-		panic("pool: removing a waiter that is not queued")
+		panic("pool: internal: removing a waiter that is not queued")
 	}
+	q := &l.q[w.class]
 	if w.prev == nil {
-		l.head = w.next
+		q.head = w.next
 	} else {
 		w.prev.next = w.next
 	}
 	if w.next == nil {
-		l.tail = w.prev
+		q.tail = w.prev
 	} else {
 		w.next.prev = w.prev
 	}
 	w.prev, w.next, w.queued = nil, nil, false
+	q.len--
 	l.len--
+}
+
+// nextWaiterLocked dequeues the waiter to hand a connection to, skipping
+// (and answering) any whose caller has given up: a connection never goes
+// to a caller who can no longer take it. now is a coarse reading or
+// better. p.mu must be held.
+func (p *Pool[C]) nextWaiterLocked(now int64) *waiter[C] {
+	for {
+		w := p.waiters.popFront()
+		if w == nil {
+			return nil
+		}
+		err := w.gaveUp(now)
+		if err == nil {
+			return w
+		}
+		// Its goroutine is waking, or about to, on its own; this answer,
+		// which wait turns into the caller's error, is what it will find.
+		w.ch <- result[C]{err: err}
+	}
 }
 
 // timeoutTimer is the pool's one timer for AcquireTimeout. Waiters carry
@@ -128,8 +247,7 @@ func (p *Pool[C]) expireWaiters() {
 	}
 	now := p.clock.now()
 	next := int64(math.MaxInt64)
-	for w := p.waiters.head; w != nil; {
-		following := w.next
+	p.waiters.each(func(w *waiter[C]) {
 		switch {
 		case w.timeoutAt == 0:
 		case w.timeoutAt <= now:
@@ -138,8 +256,7 @@ func (p *Pool[C]) expireWaiters() {
 		default:
 			next = min(next, w.timeoutAt)
 		}
-		w = following
-	}
+	})
 	if next != math.MaxInt64 {
 		p.armTimeoutLocked(next, now)
 	}
@@ -151,12 +268,12 @@ func (p *Pool[C]) expireWaiters() {
 func (p *Pool[C]) wait(ctx context.Context, w *waiter[C], a *acquisition[C]) (result[C], error) {
 	done := ctx.Done()
 	if done == nil { // a ctx that never ends: a plain receive is cheaper than select
-		return p.served(<-w.ch, a)
+		return p.served(ctx, <-w.ch, a)
 	}
 	var err error
 	select {
 	case r := <-w.ch:
-		return p.served(r, a)
+		return p.served(ctx, r, a)
 	case <-done:
 		err = ctx.Err()
 		p.stats.canceled.Add(1)
@@ -181,12 +298,15 @@ func (p *Pool[C]) wait(ctx context.Context, w *waiter[C], a *acquisition[C]) (re
 }
 
 // served turns what a waiter received into Acquire's result.
-func (p *Pool[C]) served(r result[C], a *acquisition[C]) (result[C], error) {
+func (p *Pool[C]) served(ctx context.Context, r result[C], a *acquisition[C]) (result[C], error) {
 	switch r.err {
 	case nil:
 		return r, nil
 	case errTimedOut:
 		return r, p.timedOut(a)
+	case errGaveUp: // skipped at a hand-off: ctx had ended
+		p.stats.canceled.Add(1)
+		return r, ctx.Err()
 	}
 	return r, r.err
 }
