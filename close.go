@@ -58,7 +58,9 @@ func (p *Pool[C]) stop() (idle []*entry[C], first bool) {
 	}
 	p.notifyReadyLocked()
 	p.signalDrainedLocked()
+	p.leaveBudgetLocked()
 	p.mu.Unlock()
+	p.settleBudget()
 	p.cancelDials()
 	if p.reapTimer != nil {
 		p.reapTimer.Stop()
@@ -142,5 +144,6 @@ func (p *Pool[C]) finishClose(e *entry[C], reason CloseReason) error {
 	p.notifyReadyLocked()
 	p.signalDrainedLocked()
 	p.mu.Unlock()
+	p.settleBudget()
 	return err
 }

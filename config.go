@@ -111,6 +111,18 @@ type Config struct {
 	// cannot get through. Default zero: no bound. Negative is invalid.
 	MaxWaiters int
 
+	// Budget, if set, is shared with other pools: together they never
+	// hold more than its limit open, and this pool's MinSize is reserved
+	// on it (see Budget). Nil (the default): the pool is bounded by
+	// MaxSize alone.
+	Budget *Budget
+
+	// Weight is the pool's share of its Budget when pools compete for
+	// it: a pool of weight 2 is entitled to twice the connections of one
+	// of weight 1. Default zero: weight 1. Negative is invalid; without a
+	// Budget it has no effect.
+	Weight int
+
 	// LeakThreshold reports a loan held longer than this: once, with the
 	// stack of the code that acquired it, through Logger and in
 	// Stats.LeakedLoans. With it set, a handle dropped without Release is
@@ -168,6 +180,8 @@ func (c Config) Validate() error {
 		return bad("MaxConcurrentDials", "is %d; it must not be negative", c.MaxConcurrentDials)
 	case c.MaxWaiters < 0:
 		return bad("MaxWaiters", "is %d; it must not be negative", c.MaxWaiters)
+	case c.Weight < 0:
+		return bad("Weight", "is %d; it must not be negative", c.Weight)
 	case c.DialBackoffMax > 0 && c.DialBackoffMax < c.DialBackoff:
 		return bad("DialBackoffMax", "is %v, below DialBackoff %v", c.DialBackoffMax, c.DialBackoff)
 	}

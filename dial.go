@@ -67,6 +67,9 @@ func (p *Pool[C]) startDialsLocked(want int) {
 	}
 	want = min(want, p.maxSize-p.openLocked(), limit-p.n[stateDialling])
 	for range want {
+		if !p.takeSlotLocked() {
+			return // the budget is full: it grants a slot when one frees
+		}
 		p.dialStartLocked()
 		go p.dial()
 	}
@@ -229,6 +232,7 @@ func (p *Pool[C]) dialFailed(err error, now int64) {
 	p.notifyReadyLocked()
 	p.signalDrainedLocked()
 	p.mu.Unlock()
+	p.settleBudget()
 	p.emit(ev)
 }
 

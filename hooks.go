@@ -39,6 +39,7 @@ const (
 	ClosePoolClosed                    // the pool was closed (Stats.ClosedPool)
 	CloseAbandoned                     // its handle was dropped without Release (Stats.AbandonedLoans)
 	CloseResized                       // above a MaxSize lowered by SetMaxSize (Stats.ClosedResized)
+	CloseBudget                        // its slot went to another pool on the Budget (Stats.ClosedBudget)
 )
 
 // String returns the reason as a short lower-case word, such as "idle",
@@ -57,6 +58,8 @@ func (r CloseReason) String() string {
 		return "abandoned"
 	case CloseResized:
 		return "resized"
+	case CloseBudget:
+		return "budget"
 	}
 	return "unknown"
 }

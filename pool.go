@@ -36,6 +36,8 @@ type Pool[C Connector] struct {
 	log *slog.Logger
 	// manager is the Manager that made the pool, nil for New.
 	manager *Manager[C]
+	// bm is the pool's account with cfg.Budget, nil without one.
+	bm *member
 
 	// testHookGaveUp, if set, runs when a waiter has given up and before it
 	// takes the lock to leave the queue. Tests use it to serve the waiter
@@ -128,6 +130,12 @@ func New[C Connector](factory Factory[C], cfg Config) (*Pool[C], error) {
 		p.log = cfg.Logger
 		if cfg.Name != "" {
 			p.log = cfg.Logger.With("source", cfg.Name)
+		}
+	}
+	if b := cfg.Budget; b != nil {
+		var err error
+		if p.bm, err = b.join(p, cfg.Name, cfg.MinSize, max(cfg.Weight, 1)); err != nil {
+			return nil, err
 		}
 	}
 	p.dialCtx, p.cancelDials = context.WithCancel(context.Background())
@@ -286,6 +294,7 @@ func (p *Pool[C]) acquire(ctx context.Context, mode acquireMode) (*entry[C], err
 				p.startDialsLocked(1)
 			}
 			p.mu.Unlock()
+			p.settleBudget()
 			return nil, ErrPoolExhausted
 		}
 		w, err := p.enqueueLocked(ctx, &a)
@@ -293,6 +302,7 @@ func (p *Pool[C]) acquire(ctx context.Context, mode acquireMode) (*entry[C], err
 		if err != nil {
 			return nil, err
 		}
+		p.settleBudget() // a dial the budget refused: reclaim a slot
 		e, err := p.waitTurn(ctx, w, &a)
 		p.recordWait(a.waitStart)
 		return e, err
@@ -322,7 +332,7 @@ func (p *Pool[C]) enqueueLocked(ctx context.Context, a *acquisition[C]) (*waiter
 	}
 	w := p.waiterCache.Get().(*waiter[C])
 	w.timeoutAt = a.timeoutAt
-	w.done = ctx.Done()
+	w.ctx = ctx
 	w.class = uint8(PriorityFrom(ctx).class())
 	p.waiters.pushBack(w)
 	a.waitStart = now
@@ -363,7 +373,7 @@ func (p *Pool[C]) waitTurn(ctx context.Context, w *waiter[C], a *acquisition[C])
 // recycle puts w, no longer queued, back in the cache, holding on to
 // nothing of its caller.
 func (p *Pool[C]) recycle(w *waiter[C]) {
-	w.done = nil
+	w.ctx = nil
 	p.waiterCache.Put(w)
 }
 

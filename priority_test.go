@@ -11,23 +11,24 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// queueInOrder starts one Acquire per priority in prios, each queued
-// before the next, on a pool whose only connection is held. Each caller,
-// once served, records its label and releases. It returns the labels in
-// the order they were served once every caller is done.
-func queueInOrder(t *testing.T, p *pool.Pool[*fakeConn], prios []pool.Priority, acquire func(ctx context.Context) error) func() []string {
+// queueInOrder starts one acquire per priority in prios, each queued
+// before the next, on a pool whose only connection is held. Each caller
+// calls served while it holds the connection, which records its label.
+// It returns the labels in the order they were served once every caller
+// is done.
+func queueInOrder(t *testing.T, p *pool.Pool[*fakeConn], prios []pool.Priority, acquire func(ctx context.Context, served func()) error) func() []string {
 	var mu sync.Mutex
 	var served []string
 	var wg sync.WaitGroup
 	for i, pr := range prios {
 		label := pr.String() + "#" + string(rune('a'+i))
 		wg.Go(func() {
-			err := acquire(pool.WithPriority(bg, pr))
-			if assert.NoError(t, err, label) {
+			err := acquire(pool.WithPriority(bg, pr), func() {
 				mu.Lock()
 				served = append(served, label)
 				mu.Unlock()
-			}
+			})
+			assert.NoError(t, err, label)
 		})
 		synctest.Wait()
 	}
@@ -42,19 +43,15 @@ func TestHigherPriorityIsServedFirstAndFIFOWithinAClass(t *testing.T) {
 	prios := []pool.Priority{pool.PriorityBatch, pool.PriorityNormal, pool.PriorityInteractive,
 		pool.PriorityNormal, pool.PriorityBatch, pool.PriorityInteractive}
 	want := []string{"interactive#c", "interactive#f", "normal#b", "normal#d", "batch#a", "batch#e"}
-	ways := map[string]func(p *pool.Pool[*fakeConn]) func(context.Context) error{
-		"Acquire": func(p *pool.Pool[*fakeConn]) func(context.Context) error {
-			return func(ctx context.Context) error {
-				pc, err := p.Acquire(ctx)
-				if err == nil {
-					defer pc.Release()
-				}
-				return err
+	ways := map[string]func(p *pool.Pool[*fakeConn]) func(context.Context, func()) error{
+		"Acquire": func(p *pool.Pool[*fakeConn]) func(context.Context, func()) error {
+			return func(ctx context.Context, served func()) error {
+				return acquireAndRelease(p, ctx, served)
 			}
 		},
-		"With": func(p *pool.Pool[*fakeConn]) func(context.Context) error {
-			return func(ctx context.Context) error {
-				return p.With(ctx, func(*fakeConn) error { return nil })
+		"With": func(p *pool.Pool[*fakeConn]) func(context.Context, func()) error {
+			return func(ctx context.Context, served func()) error {
+				return p.With(ctx, func(*fakeConn) error { served(); return nil })
 			}
 		},
 	}
@@ -66,12 +63,7 @@ func TestHigherPriorityIsServedFirstAndFIFOWithinAClass(t *testing.T) {
 				require.NoError(t, err)
 				done := queueInOrder(t, p, prios, way(p))
 				held.Release()
-				got := done()
-				// Each caller records itself after it has the connection
-				// and releases after: labels are in service order, but a
-				// caller records after the previous one released, so the
-				// order is exact.
-				assert.Equal(t, want, got)
+				assert.Equal(t, want, done())
 				require.NoError(t, p.CheckAccounting())
 			})
 		})
@@ -89,8 +81,8 @@ func TestPriorityWorksThroughTheRegistry(t *testing.T) {
 		held, err := p.Acquire(bg)
 		require.NoError(t, err)
 		done := queueInOrder(t, p, []pool.Priority{pool.PriorityBatch, pool.PriorityInteractive},
-			func(ctx context.Context) error {
-				return reg.With(ctx, "db", func(*fakeConn) error { return nil })
+			func(ctx context.Context, served func()) error {
+				return reg.With(ctx, "db", func(*fakeConn) error { served(); return nil })
 			})
 		held.Release()
 		assert.Equal(t, []string{"interactive#b", "batch#a"}, done())
@@ -111,12 +103,8 @@ func TestLowerPriorityGetsOneHandOffInTen(t *testing.T) {
 		for range 25 {
 			prios = append(prios, pool.PriorityInteractive)
 		}
-		done := queueInOrder(t, p, prios, func(ctx context.Context) error {
-			pc, err := p.Acquire(ctx)
-			if err == nil {
-				pc.Release()
-			}
-			return err
+		done := queueInOrder(t, p, prios, func(ctx context.Context, served func()) error {
+			return acquireAndRelease(p, ctx, served)
 		})
 		held.Release()
 		got := done()
@@ -141,12 +129,8 @@ func TestEveryWaitingClassGetsItsFloor(t *testing.T) {
 		for range 30 {
 			prios = append(prios, pool.PriorityInteractive)
 		}
-		done := queueInOrder(t, p, prios, func(ctx context.Context) error {
-			pc, err := p.Acquire(ctx)
-			if err == nil {
-				pc.Release()
-			}
-			return err
+		done := queueInOrder(t, p, prios, func(ctx context.Context, served func()) error {
+			return acquireAndRelease(p, ctx, served)
 		})
 		held.Release()
 		got := done()
@@ -235,4 +219,16 @@ func TestSkippedWaiterReturnsItsContextError(t *testing.T) {
 		assert.Equal(t, 1, s.Idle, "the connection was not put back")
 		require.NoError(t, p.CheckAccounting())
 	})
+}
+
+// acquireAndRelease acquires from p, calls served while it holds the
+// connection, and releases it.
+func acquireAndRelease(p *pool.Pool[*fakeConn], ctx context.Context, served func()) error {
+	pc, err := p.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	served()
+	pc.Release()
+	return nil
 }

@@ -64,6 +64,9 @@ func (p *Pool[C]) SetMinSize(n int) error {
 	case n > p.maxSize:
 		return invalidField("MinSize", "is %d, above MaxSize %d", n, p.maxSize)
 	}
+	if err := p.setBudgetMinLocked(n); err != nil {
+		return err
+	}
 	p.minSize = n
 	p.refillLocked()
 	return nil

@@ -101,16 +101,18 @@ func (p *Pool[C]) moveLocked(e *entry[C], to connState) {
 }
 
 // dialStartLocked: a free slot → dialling. The caller starts the dial
-// goroutine. p.mu must be held, the pool open and below MaxSize.
+// goroutine. p.mu must be held, the pool open and below MaxSize, and on a
+// budget, the budget's slot taken (takeSlotLocked, or a grant).
 func (p *Pool[C]) dialStartLocked() {
 	p.n[stateDialling]++
 	p.bg.Add(1)
 }
 
-// dialFailedLocked: dialling → gone, for a dial that failed. p.mu must be
-// held.
+// dialFailedLocked: dialling → gone, for a dial that failed; its budget
+// slot is given back. p.mu must be held.
 func (p *Pool[C]) dialFailedLocked() {
 	p.n[stateDialling]--
+	p.freeSlotLocked(false)
 }
 
 // dialledLocked: dialling → idle, lent or checking (to a waiter), or
@@ -176,14 +178,19 @@ func (p *Pool[C]) putLocked(e *entry[C], idleSince, now int64) handoff[C] {
 	e.idleSince = idleSince
 	switch {
 	case p.closed.Load():
-		p.moveLocked(e, stateClosing)
+		p.closeLocked(e)
 		return handoff[C]{e: e, reason: ClosePoolClosed}
 	case p.aboveMax && p.openLocked()-p.n[stateClosing] > p.maxSize:
-		p.moveLocked(e, stateClosing)
+		p.closeLocked(e)
 		return handoff[C]{e: e, reason: CloseResized}
+	case p.bm != nil && !e.fresh && p.yieldLocked(): // a new connection serves once first
+		p.closeLocked(e)
+		return handoff[C]{e: e, reason: CloseBudget}
 	}
-	if w := p.nextWaiterLocked(now); w != nil {
-		return p.handLocked(e, w, now)
+	if p.waiters.len > 0 {
+		if w := p.nextWaiterLocked(now); w != nil {
+			return p.handLocked(e, w, now)
+		}
 	}
 	p.moveLocked(e, stateIdle)
 	p.idle = append(p.idle, e)
@@ -206,18 +213,22 @@ func (p *Pool[C]) handLocked(e *entry[C], w *waiter[C], now int64) handoff[C] {
 
 // closeLocked: idle, checking, lent or resetting → closing. An idle
 // connection must already be off the idle stack. The caller closes it
-// with finishClose after unlocking. p.mu must be held.
+// with finishClose after unlocking. On a budget, the slot counts as on
+// its way back. p.mu must be held.
 func (p *Pool[C]) closeLocked(e *entry[C]) {
 	p.moveLocked(e, stateClosing)
+	p.closingSlotLocked()
 }
 
-// goneLocked: closing → gone, once Close has returned. p.mu must be held.
+// goneLocked: closing → gone, once Close has returned; its budget slot is
+// given back. p.mu must be held.
 func (p *Pool[C]) goneLocked(e *entry[C]) {
 	if e.state != stateClosing {
 		panic("pool: internal: a " + e.state.String() + " connection forgotten")
 	}
 	e.state = stateGone
 	p.n[stateClosing]--
+	p.freeSlotLocked(true)
 	if p.aboveMax && p.openLocked() <= p.maxSize {
 		p.aboveMax = false
 	}

@@ -22,6 +22,7 @@ type counters struct {
 	closedBroken    atomic.Int64
 	closedPool      atomic.Int64
 	closedResized   atomic.Int64
+	closedBudget    atomic.Int64
 	leakedLoans     atomic.Int64
 	abandonedLoans  atomic.Int64
 	panicsRecovered atomic.Int64
@@ -41,6 +42,8 @@ func (c *counters) countClose(reason CloseReason) {
 		c.abandonedLoans.Add(1)
 	case CloseResized:
 		c.closedResized.Add(1)
+	case CloseBudget:
+		c.closedBudget.Add(1)
 	}
 }
 
@@ -77,6 +80,7 @@ type Stats struct {
 	ClosedBroken   int64 // closed by a failed check, ErrBadConn, a panic or Discard
 	ClosedPool     int64 // closed because the pool was closed
 	ClosedResized  int64 // closed because SetMaxSize lowered MaxSize below the connections open
+	ClosedBudget   int64 // closed so that their slot went to another pool on the Budget (see Budget)
 
 	LeakedLoans     int64 // loans held past Config.LeakThreshold (each counted once)
 	AbandonedLoans  int64 // handles dropped without Release; their connections were closed
@@ -117,6 +121,7 @@ func (p *Pool[C]) Stats() Stats {
 	s.ClosedBroken = c.closedBroken.Load()
 	s.ClosedPool = c.closedPool.Load()
 	s.ClosedResized = c.closedResized.Load()
+	s.ClosedBudget = c.closedBudget.Load()
 	s.LeakedLoans = c.leakedLoans.Load()
 	s.AbandonedLoans = c.abandonedLoans.Load()
 	s.PanicsRecovered = c.panicsRecovered.Load()

@@ -21,10 +21,10 @@ type result[C Connector] struct {
 type waiter[C Connector] struct {
 	ch        chan result[C]
 	timeoutAt int64 // when AcquireTimeout fails it (pool clock); 0: never
-	// done is the caller's ctx.Done(), nil for a ctx that never ends: a
-	// hand-off polls it, so that no connection goes to a caller who has
-	// already given up.
-	done       <-chan struct{}
+	// ctx is the caller's: a hand-off checks it, so that no connection
+	// goes to a caller who has already given up. (Storing it costs two
+	// words; calling ctx.Done() under the lock could allocate.)
+	ctx        context.Context
 	prev, next *waiter[C]
 	class      uint8
 	queued     bool
@@ -33,20 +33,16 @@ type waiter[C Connector] struct {
 // gaveUp returns, if w's caller can no longer take a connection, what to
 // answer it: errTimedOut if its AcquireTimeout has passed by now, a coarse
 // reading (never ahead of the real clock, so never early), errGaveUp if
-// its ctx has ended; nil otherwise. Polling an open done takes no lock.
+// its ctx has ended; nil otherwise. The standard library's contexts
+// answer Err with an atomic load.
 func (w *waiter[C]) gaveUp(now int64) error {
 	if w.timeoutAt != 0 && now >= w.timeoutAt {
 		return errTimedOut
 	}
-	if w.done == nil {
-		return nil
-	}
-	select {
-	case <-w.done:
+	if w.ctx.Err() != nil {
 		return errGaveUp
-	default:
-		return nil
 	}
+	return nil
 }
 
 // fifo is an intrusive FIFO of waiters with O(1) removal.

@@ -175,6 +175,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 			counter(c.closed, s.ClosedPool, pool.ClosePoolClosed.String())
 			counter(c.closed, s.AbandonedLoans, pool.CloseAbandoned.String())
 			counter(c.closed, s.ClosedResized, pool.CloseResized.String())
+			counter(c.closed, s.ClosedBudget, pool.CloseBudget.String())
 		}
 	}
 	c.acquire.Collect(ch)

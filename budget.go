@@ -1,0 +1,602 @@
+package pool
+
+import (
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Budget is a number of connections shared by the pools whose
+// Config.Budget points at it, for pools that reach one server (or one
+// account): together they never hold more than its limit open, counting
+// every connection idle, in use, being dialled or being closed, whatever
+// Pool, Manager or registry they belong to.
+//
+// Within the limit:
+//   - each pool's MinSize connections are reserved for it;
+//   - a pool alone in wanting more may use every slot the others do not
+//     hold or reserve;
+//   - when the budget is full and pools wait, slots move to the pool
+//     furthest below its weighted share (Config.Weight): a freed slot
+//     goes to the waiting pool with the fewest connections per unit of
+//     weight, a pool holding more than that closes the connection it
+//     releases instead of reusing it, and idle connections of other
+//     pools are closed at once, least recently used first.
+//
+// A Budget is safe for concurrent use. Pools join it in New and leave it
+// when they are closed. The zero Budget is not usable: make one with
+// NewBudget.
+type Budget struct {
+	// settling is held by the one goroutine running settle; others leave
+	// the work to it through dirty.
+	settling sync.Mutex
+	dirty    atomic.Bool
+	// wanting counts the members that want a slot; read without mu on the
+	// release path, to skip the budget when nobody wants.
+	wanting atomic.Int32
+	// over is set while open exceeds limit (after SetLimit or a join).
+	over atomic.Bool
+
+	moved     atomic.Int64
+	yielded   atomic.Int64
+	reclaimed atomic.Int64
+
+	// mu protects the fields below and every member's. It is taken with a
+	// pool's mu held, never the other way round: the budget never locks a
+	// pool while it holds mu.
+	mu      sync.Mutex
+	name    string
+	limit   int
+	open    int // slots held by members: their connections open, closing ones included
+	slots   uint64 // slots handed out, ever: the clock of member.lastSlot
+	mins    int // the members' MinSizes, summed
+	members []*member
+}
+
+// member is one pool's account with a budget. Its fields are protected
+// by the budget's mu.
+type member struct {
+	pool    budgetPool
+	name    string
+	weight  int
+	min     int
+	open    int  // connections open, in any state (dials in flight included)
+	closing int  // of which being closed: their slots are on their way back
+	want    bool // has callers waiting for a dial that the budget refused
+	need    int  // how many dials it wanted when last refused, less the slots granted since
+	// lastSlot is when it last got a slot, in slots handed out by the
+	// budget: of two members equally far below their share, the one
+	// served longest ago goes first, so that two pools on one slot take
+	// turns.
+	lastSlot uint64
+	closed  bool // the pool is closed; it leaves when open reaches 0
+}
+
+// budgetPool is what a budget asks of a member pool. Each method locks the
+// pool; the budget calls them with its own mu unlocked.
+type budgetPool interface {
+	// grant gives the pool a slot the budget has counted for it already:
+	// it dials with it, or gives it back if it no longer needs it.
+	grant()
+	// oldestIdle returns when its least recently used idle connection went
+	// idle, if it has one it may give up (it is above its MinSize).
+	oldestIdle() (time.Time, bool)
+	// reclaimIdle closes its least recently used idle connection for the
+	// budget, if it still has one it may give up.
+	reclaimIdle() bool
+	// waiting returns the number of its callers that wait.
+	waiting() int
+}
+
+// NewBudget returns a budget of limit connections; limit must be at least
+// 1 (ErrInvalidConfig otherwise).
+func NewBudget(limit int) (*Budget, error) {
+	if limit < 1 {
+		return nil, newError(fmt.Sprintf("invalid config: budget limit is %d; it must be at least 1", limit), ErrInvalidConfig)
+	}
+	return &Budget{limit: limit}, nil
+}
+
+// SetName names the budget in its errors and Stats.
+func (b *Budget) SetName(name string) {
+	b.mu.Lock()
+	b.name = name
+	b.mu.Unlock()
+}
+
+// label is how errors name the budget. b.mu must be held.
+func (b *Budget) labelLocked() string {
+	if b.name != "" {
+		return fmt.Sprintf("budget %q (limit %d)", b.name, b.limit)
+	}
+	return fmt.Sprintf("budget (limit %d)", b.limit)
+}
+
+// SetLimit changes the limit while the budget is in use. Raising it lets
+// waiting pools dial at once. Lowering it below the connections open
+// closes idle connections at once (least recently used first, never below
+// a pool's MinSize) and connections in use when they are released, so no
+// loan is cut short; until then no pool dials. n must be at least 1 and at
+// least the sum of the MinSizes of the pools on the budget
+// (ErrInvalidConfig otherwise).
+func (b *Budget) SetLimit(n int) error {
+	b.mu.Lock()
+	switch {
+	case n < 1:
+		b.mu.Unlock()
+		return newError(fmt.Sprintf("invalid config: budget limit is %d; it must be at least 1", n), ErrInvalidConfig)
+	case n < b.mins:
+		err := newError(fmt.Sprintf("invalid config: %s: limit %d is below the MinSizes of its pools, which sum to %d",
+			b.labelLocked(), n, b.mins), ErrInvalidConfig)
+		b.mu.Unlock()
+		return err
+	}
+	b.limit = n
+	b.checkOverLocked()
+	b.mu.Unlock()
+	b.settle()
+	return nil
+}
+
+// BudgetStats is a snapshot of a budget.
+type BudgetStats struct {
+	Name  string // as SetName set it
+	Limit int    // the limit
+	Open  int    // connections open in its pools, closing ones included
+	// Pools has one line per pool on the budget, in the order they joined.
+	Pools []BudgetPoolStats
+	// Moved counts slots the budget gave to a waiting pool: freed by a
+	// release, a close or a reclaim, or never used.
+	Moved int64
+	// Yielded counts connections a pool closed at release, instead of
+	// reusing them, so that their slot went to a pool further below its
+	// share (or back under a lowered limit).
+	Yielded int64
+	// ReclaimedIdle counts idle connections closed at once because another
+	// pool waited and the budget was full (or over its limit).
+	ReclaimedIdle int64
+}
+
+// BudgetPoolStats is one pool's share of a budget.
+type BudgetPoolStats struct {
+	Name    string // the pool's Config.Name (its source ID in a Manager or registry)
+	Weight  int    // its Config.Weight
+	MinSize int    // its reserved minimum
+	Open    int    // connections it has open, closing ones included
+	Waiting int    // its callers waiting for a connection
+	Closed  bool   // the pool is closed and its last connections are closing
+}
+
+// Stats returns a snapshot of the budget. The slots are read together;
+// each pool's Waiting is read just after, from the pool.
+func (b *Budget) Stats() BudgetStats {
+	b.mu.Lock()
+	s := BudgetStats{Name: b.name, Limit: b.limit, Open: b.open}
+	pools := make([]budgetPool, len(b.members))
+	for i, m := range b.members {
+		s.Pools = append(s.Pools, BudgetPoolStats{Name: m.name, Weight: m.weight, MinSize: m.min, Open: m.open, Closed: m.closed})
+		pools[i] = m.pool
+	}
+	b.mu.Unlock()
+	for i, p := range pools {
+		s.Pools[i].Waiting = p.waiting()
+	}
+	s.Moved, s.Yielded, s.ReclaimedIdle = b.moved.Load(), b.yielded.Load(), b.reclaimed.Load()
+	return s
+}
+
+// join adds a pool with the given MinSize and weight.
+func (b *Budget) join(p budgetPool, name string, minSize, weight int) (*member, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.mins+minSize > b.limit {
+		return nil, newError(fmt.Sprintf("invalid config: %s: the MinSizes of its pools would sum to %d",
+			b.labelLocked(), b.mins+minSize), ErrInvalidConfig)
+	}
+	m := &member{pool: p, name: name, weight: weight, min: minSize}
+	b.members = append(b.members, m)
+	b.mins += minSize
+	return m, nil
+}
+
+// setMinLocked changes m's reserved minimum. b.mu must be held.
+func (b *Budget) setMinLocked(m *member, n int) error {
+	if b.mins-m.min+n > b.limit {
+		return newError(fmt.Sprintf("invalid config: MinSize %d: the MinSizes of the pools on %s would sum to %d",
+			n, b.labelLocked(), b.mins-m.min+n), ErrInvalidConfig)
+	}
+	b.mins += n - m.min
+	m.min = n
+	return nil
+}
+
+// leaveLocked marks m's pool closed: its reservation ends at once, and it
+// leaves the budget when its last connection is gone. b.mu must be held.
+func (b *Budget) leaveLocked(m *member) {
+	if m.closed {
+		return
+	}
+	m.closed = true
+	b.mins -= m.min
+	m.min = 0
+	b.setWantLocked(m, false)
+	b.forgetIfDoneLocked(m)
+}
+
+func (b *Budget) forgetIfDoneLocked(m *member) {
+	if !m.closed || m.open > 0 {
+		return
+	}
+	if i := slices.Index(b.members, m); i >= 0 {
+		b.members = slices.Delete(b.members, i, i+1)
+	}
+}
+
+func (b *Budget) setWantLocked(m *member, want bool) {
+	if !want {
+		m.need = 0
+	}
+	if m.want == want {
+		return
+	}
+	m.want = want
+	if want {
+		b.wanting.Add(1)
+		b.dirty.Store(true)
+	} else {
+		b.wanting.Add(-1)
+	}
+}
+
+// needier reports whether x should get a slot before y: x is below its
+// MinSize and y is not, or x holds fewer connections per unit of weight,
+// or as few and got its last slot earlier.
+func needier(x, y *member) bool {
+	xBelow, yBelow := x.open < x.min, y.open < y.min
+	if xBelow != yBelow {
+		return xBelow
+	}
+	xs, ys := (x.open-x.closing)*y.weight, (y.open-y.closing)*x.weight
+	if xs != ys {
+		return xs < ys
+	}
+	return x.lastSlot < y.lastSlot
+}
+
+// handOutLocked counts a slot given to m. b.mu must be held.
+func (b *Budget) handOutLocked(m *member) {
+	m.open++
+	b.open++
+	b.slots++
+	m.lastSlot = b.slots
+	m.need = max(m.need-1, 0)
+}
+
+// neediestLocked returns the wanting member that should get the next
+// slot, other than not, or nil. b.mu must be held.
+func (b *Budget) neediestLocked(not *member) *member {
+	var best *member
+	for _, m := range b.members {
+		if m.want && m != not && !m.closed && (best == nil || needier(m, best)) {
+			best = m
+		}
+	}
+	return best
+}
+
+// needierThanLocked reports whether a member that wants a slot should
+// get one before m. b.mu must be held.
+func (b *Budget) needierThanLocked(m *member) bool {
+	t := b.neediestLocked(m)
+	return t != nil && needier(t, m)
+}
+
+// roomLocked is the number of slots m may take now: below its MinSize,
+// any slot not open (its reservation); above, what no member holds or
+// reserves. b.mu must be held.
+func (b *Budget) roomLocked(m *member) int {
+	free := b.limit - b.open
+	if m.open < m.min {
+		return free
+	}
+	reserved := 0
+	for _, o := range b.members {
+		reserved += max(0, o.min-o.open)
+	}
+	return free - reserved
+}
+
+// takeLocked takes a slot for a dial of m's pool, or records that m
+// wants need slots and returns false: the budget is full, or another
+// member that wants a slot is further below its share. b.mu must be held.
+func (b *Budget) takeLocked(m *member, need int) bool {
+	if m.closed {
+		return false
+	}
+	if b.roomLocked(m) <= 0 || b.needierThanLocked(m) {
+		b.setWantLocked(m, true)
+		m.need = need
+		return false
+	}
+	b.handOutLocked(m)
+	return true
+}
+
+// freeLocked gives back the slot of a connection of m that is gone
+// (closing says whether it went through closingLocked) or of a dial that
+// failed or was never started. b.mu must be held.
+func (b *Budget) freeLocked(m *member, closing bool) {
+	if closing {
+		m.closing--
+	}
+	m.open--
+	b.open--
+	b.checkOverLocked()
+	if b.wanting.Load() > 0 {
+		b.dirty.Store(true)
+	}
+	b.forgetIfDoneLocked(m)
+}
+
+func (b *Budget) checkOverLocked() {
+	over := b.open > b.limit
+	if over {
+		b.dirty.Store(true)
+	}
+	b.over.Store(over)
+}
+
+// mustYieldLocked reports whether m's pool must close a connection it is
+// releasing, instead of reusing it, so that its slot goes elsewhere. It
+// must when the budget is over its limit; or when the budget is full, a
+// member that wants a slot is further below its share, and fewer slots
+// are on their way back (connections closing) than members want. Further
+// below means: below its MinSize, or at zero, or still holding no more
+// per unit of weight than m would with one connection fewer. A pool
+// never yields below its MinSize. b.mu must be held.
+func (b *Budget) mustYieldLocked(m *member) bool {
+	eff := m.open - m.closing
+	if eff <= m.min {
+		return false
+	}
+	closing, need := b.closingLocked()
+	if b.open-closing > b.limit {
+		return true
+	}
+	t := b.neediestLocked(m)
+	if t == nil || b.roomLocked(t) > 0 || closing >= need {
+		return false
+	}
+	teff := t.open - t.closing
+	return teff < t.min || teff == 0 || (teff+1)*m.weight <= (eff-1)*t.weight
+}
+
+// closingLocked sums the members' closing connections (slots on their
+// way back) and the slots wanted (at least one per member that wants).
+// b.mu must be held.
+func (b *Budget) closingLocked() (closing, need int) {
+	for _, m := range b.members {
+		closing += m.closing
+		if m.want {
+			need += max(m.need, 1)
+		}
+	}
+	return closing, need
+}
+
+// settle does the budget's deferred work, with no pool lock held: it
+// gives free slots to the members that want them, neediest first, and
+// when the budget is full (or over its limit) with members still wanting,
+// closes idle connections of other pools, least recently used first. Any
+// goroutine that may have made work (freed a slot, been refused one,
+// changed the limit) calls it after unlocking; one runs it at a time, and
+// it runs again for work that arrived while it ran.
+func (b *Budget) settle() {
+	for b.dirty.Load() {
+		if !b.settling.TryLock() {
+			return // the goroutine settling sees dirty
+		}
+		for b.dirty.Swap(false) {
+			for b.settleStep() {
+			}
+		}
+		b.settling.Unlock()
+	}
+}
+
+// settleStep does one piece of the work and reports whether it did any.
+func (b *Budget) settleStep() bool {
+	b.mu.Lock()
+	closing, _ := b.closingLocked()
+	over := b.open-closing > b.limit
+	t := b.neediestLocked(nil)
+	switch {
+	case t != nil && b.roomLocked(t) > 0:
+		b.handOutLocked(t)
+		b.mu.Unlock()
+		t.pool.grant()
+		return true
+	case t == nil && !over:
+		b.mu.Unlock()
+		return false
+	}
+	// Full, with a member wanting, or over the limit: reclaim the least
+	// recently used idle connection that a pool may give up.
+	pools := make([]budgetPool, 0, len(b.members))
+	for _, m := range b.members {
+		if m != t && m.open-m.closing > m.min {
+			pools = append(pools, m.pool)
+		}
+	}
+	b.mu.Unlock()
+	var victim budgetPool
+	var oldest time.Time
+	for _, p := range pools {
+		if since, ok := p.oldestIdle(); ok && (victim == nil || since.Before(oldest)) {
+			victim, oldest = p, since
+		}
+	}
+	if victim == nil || !victim.reclaimIdle() {
+		return false
+	}
+	b.reclaimed.Add(1)
+	return true
+}
+
+// The pool's side of a budget.
+
+// takeSlotLocked takes a budget slot for one dial, if the pool is on a
+// budget; it reports false if the budget refused, which then records how
+// many slots the pool wants (for its waiters, or to reach MinSize). p.mu
+// must be held.
+func (p *Pool[C]) takeSlotLocked() bool {
+	if p.bm == nil {
+		return true
+	}
+	b := p.cfg.Budget
+	open := p.openLocked()
+	need := min(max(p.waiters.len-p.n[stateDialling], p.minSize-open, 1), p.maxSize-open)
+	b.mu.Lock()
+	ok := b.takeLocked(p.bm, need)
+	b.mu.Unlock()
+	return ok
+}
+
+// freeSlotLocked gives back the budget slot of a connection that is gone
+// (closing: it went through closeLocked) or a dial that failed. p.mu must
+// be held.
+func (p *Pool[C]) freeSlotLocked(closing bool) {
+	if p.bm == nil {
+		return
+	}
+	b := p.cfg.Budget
+	b.mu.Lock()
+	b.freeLocked(p.bm, closing)
+	b.mu.Unlock()
+}
+
+// settleBudget runs the budget's deferred work, if the pool is on a
+// budget. p.mu must not be held.
+func (p *Pool[C]) settleBudget() {
+	if p.bm != nil {
+		p.cfg.Budget.settle()
+	}
+}
+
+// yieldLocked reports whether a connection being put back must close so
+// that its slot goes to another pool (see Budget.mustYieldLocked), and
+// forgets that the pool wants a slot when nobody waits. p.mu must be held.
+func (p *Pool[C]) yieldLocked() bool {
+	b := p.cfg.Budget
+	if b.wanting.Load() == 0 && !b.over.Load() {
+		return false
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if p.waiters.len == 0 {
+		b.setWantLocked(p.bm, false)
+	}
+	if b.mustYieldLocked(p.bm) {
+		b.yielded.Add(1)
+		return true
+	}
+	return false
+}
+
+// closingSlotLocked records that a connection is being closed, so that
+// the budget counts its slot as on its way back. p.mu must be held.
+func (p *Pool[C]) closingSlotLocked() {
+	if p.bm == nil {
+		return
+	}
+	b := p.cfg.Budget
+	b.mu.Lock()
+	p.bm.closing++
+	b.mu.Unlock()
+}
+
+// grant is budgetPool.grant.
+func (p *Pool[C]) grant() {
+	p.mu.Lock()
+	b := p.cfg.Budget
+	open := p.openLocked()
+	need := min(max(p.waiters.len-p.n[stateDialling], p.minSize-open), p.maxSize-open)
+	if !p.closed.Load() && need > 0 {
+		p.dialStartLocked()
+		go p.dial()
+		if need <= 1 {
+			b.mu.Lock()
+			b.setWantLocked(p.bm, false)
+			b.mu.Unlock()
+		}
+		p.mu.Unlock()
+		b.moved.Add(1)
+		return
+	}
+	b.mu.Lock()
+	b.setWantLocked(p.bm, false)
+	b.freeLocked(p.bm, false)
+	b.mu.Unlock()
+	p.mu.Unlock()
+}
+
+// oldestIdle is budgetPool.oldestIdle.
+func (p *Pool[C]) oldestIdle() (time.Time, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.idle) == 0 || p.openLocked()-p.n[stateClosing] <= p.minSize {
+		return time.Time{}, false
+	}
+	return p.clock.time(p.idle[0].idleSince), true
+}
+
+// reclaimIdle is budgetPool.reclaimIdle.
+func (p *Pool[C]) reclaimIdle() bool {
+	p.mu.Lock()
+	if len(p.idle) == 0 || p.openLocked()-p.n[stateClosing] <= p.minSize {
+		p.mu.Unlock()
+		return false
+	}
+	e := p.idle[0]
+	kept := copy(p.idle, p.idle[1:])
+	p.idle[kept] = nil
+	p.idle = p.idle[:kept]
+	p.closeLocked(e)
+	p.mu.Unlock()
+	_ = p.finishClose(e, CloseBudget) // a panic in Close is logged there
+	return true
+}
+
+// waiting is budgetPool.waiting.
+func (p *Pool[C]) waiting() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.waiters.len
+}
+
+// leaveBudgetLocked ends the pool's reservation on its budget, which it
+// leaves once its last connection is gone. p.mu must be held.
+func (p *Pool[C]) leaveBudgetLocked() {
+	if p.bm == nil {
+		return
+	}
+	b := p.cfg.Budget
+	b.mu.Lock()
+	b.leaveLocked(p.bm)
+	b.checkOverLocked()
+	b.mu.Unlock()
+}
+
+// setBudgetMinLocked changes the pool's reservation on its budget. p.mu
+// must be held.
+func (p *Pool[C]) setBudgetMinLocked(n int) error {
+	if p.bm == nil {
+		return nil
+	}
+	b := p.cfg.Budget
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.setMinLocked(p.bm, n)
+}
