@@ -49,9 +49,9 @@ type Budget struct {
 	mu      sync.Mutex
 	name    string
 	limit   int
-	open    int // slots held by members: their connections open, closing ones included
+	open    int    // slots held by members: their connections open, closing ones included
 	slots   uint64 // slots handed out, ever: the clock of member.lastSlot
-	mins    int // the members' MinSizes, summed
+	mins    int    // the members' MinSizes, summed
 	members []*member
 }
 
@@ -71,7 +71,7 @@ type member struct {
 	// served longest ago goes first, so that two pools on one slot take
 	// turns.
 	lastSlot uint64
-	closed  bool // the pool is closed; it leaves when open reaches 0
+	closed   bool // the pool is closed; it leaves when open reaches 0
 }
 
 // budgetPool is what a budget asks of a member pool. Each method locks the
