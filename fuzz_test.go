@@ -37,8 +37,12 @@ type fuzzModel struct {
 // the loans the model holds, none checking or resetting), Stats equal to
 // the model, every counter grown or kept, every stale handle refused;
 // MaxSize and MinSize are also changed on the way (never above the
-// model's bound). At the end every connection must have been closed
-// exactly once and (by synctest) no goroutine may be left.
+// model's bound). The pool shares a Budget with a neighbour pool, which
+// the input also drives (loans taken and ended, the limit changed): the
+// two never hold more than the limit alive, but what was already open
+// when SetLimit lowered it, and the budget's books match the pools'. Some
+// acquires carry a priority. At the end every connection must have been
+// closed exactly once and (by synctest) no goroutine may be left.
 func FuzzPool(f *testing.F) {
 	f.Add([]byte{0, 0, 2, 4, 1, 3, 5, 6, 7, 8, 0, 9, 0, 12, 2})
 	f.Add([]byte{0, 0, 0, 0, 7, 2, 2, 4, 4, 10, 11, 0, 13})
@@ -46,7 +50,8 @@ func FuzzPool(f *testing.F) {
 	f.Add([]byte{5, 5, 16, 5, 17, 5, 18, 0, 2, 19, 3, 11, 20, 0, 0, 21})
 	f.Add([]byte{0, 1, 0, 1, 0, 1, 0, 1, 22, 2, 2, 2, 2, 4, 4})
 	f.Add([]byte{14, 0, 15, 2, 16, 0, 2, 17, 0, 2, 18, 0, 3, 19, 11, 11, 20, 0, 23})
-	f.Add([]byte{0, 0, 0, 24, 2, 0, 50, 2, 2, 25, 76, 0, 24, 9, 2, 11, 102, 0, 1, 21})
+	f.Add([]byte{0, 0, 0, 24, 2, 0, 54, 2, 2, 25, 85, 0, 24, 9, 2, 11, 114, 0, 1, 21})
+	f.Add([]byte{26, 26, 0, 0, 26, 28, 0, 27, 2, 58, 29, 0, 59, 27, 26, 2, 88, 0, 0, 11, 27, 27, 2})
 	f.Fuzz(func(t *testing.T, ops []byte) {
 		if len(ops) > 200 {
 			ops = ops[:200]
@@ -65,6 +70,9 @@ func runFuzzOps(t *testing.T, ops []byte) {
 		closeCalls = map[*fakeConn]int{}
 		alive      int
 		maxAlive   int
+		// neighbourAlive counts the neighbour pool's connections alive,
+		// stepMax the most alive in both pools at once in one step.
+		neighbourAlive, stepMax int
 	)
 	src := newFakeSource(t)
 	src.onDial = func(ctx context.Context) error {
@@ -78,6 +86,7 @@ func runFuzzOps(t *testing.T, ops []byte) {
 		mu.Lock()
 		alive++
 		maxAlive = max(maxAlive, alive)
+		stepMax = max(stepMax, alive+neighbourAlive)
 		mu.Unlock()
 		return nil
 	}
@@ -125,10 +134,35 @@ func runFuzzOps(t *testing.T, ops []byte) {
 	cfg.ResetTimeout = 100 * time.Millisecond
 	cfg.DialBackoff = 5 * time.Millisecond
 	cfg.DialBackoffMax = 40 * time.Millisecond
+	budget, err := pool.NewBudget(4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Budget, cfg.Name = budget, "main"
 	p, err := pool.New(src.factory(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The neighbour shares the budget; its connections are counted in
+	// neighbourAlive.
+	limit := 4
+	limitBound := limit
+	nsrc := newFakeSource(t)
+	nsrc.onDial = func(context.Context) error {
+		mu.Lock()
+		neighbourAlive++
+		stepMax = max(stepMax, alive+neighbourAlive)
+		mu.Unlock()
+		return nil
+	}
+	nsrc.onClose = func(*fakeConn) error { mu.Lock(); neighbourAlive--; mu.Unlock(); return nil }
+	ncfg := testConfig(maxSize)
+	ncfg.Budget, ncfg.Name = budget, "neighbour"
+	neighbour, err := pool.New(nsrc.factory(), ncfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var neighbourHeld []*pool.PooledConn[*fakeConn]
 	var m fuzzModel
 
 	// try runs a call that may re-raise a connector's panic.
@@ -171,7 +205,10 @@ func runFuzzOps(t *testing.T, ops []byte) {
 	}
 	closed := false
 	for _, op := range ops {
-		switch op % 26 {
+		mu.Lock()
+		stepMax = alive + neighbourAlive
+		mu.Unlock()
+		switch op % 30 {
 		case 0:
 			try(func() { acquired(p.Acquire(bg)) })
 		case 1:
@@ -244,13 +281,38 @@ func runFuzzOps(t *testing.T, ops []byte) {
 		case 20:
 			time.Sleep(200 * time.Millisecond) // idle connections expire
 		case 24: // resize while loans are out, within the model's bound
-			if err := p.SetMaxSize(1 + int(op/26)%maxSize); err != nil {
+			if err := p.SetMaxSize(1 + int(op/30)%maxSize); err != nil {
 				t.Fatalf("SetMaxSize: %v", err)
 			}
 		case 25:
-			if err := p.SetMinSize(int(op/26) % 2); err != nil && !errors.Is(err, pool.ErrInvalidConfig) {
+			if err := p.SetMinSize(int(op/30) % 2); err != nil && !errors.Is(err, pool.ErrInvalidConfig) {
 				t.Fatalf("SetMinSize: %v", err)
 			}
+		case 26: // the neighbour takes a loan, waiting a little at most
+			ctx, cancel := context.WithTimeout(bg, 5*time.Millisecond)
+			if pc, err := neighbour.Acquire(ctx); err == nil {
+				neighbourHeld = append(neighbourHeld, pc)
+			} else if !errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("neighbour Acquire: %v", err)
+			}
+			cancel()
+		case 27:
+			if len(neighbourHeld) > 0 {
+				neighbourHeld[0].Release()
+				neighbourHeld = neighbourHeld[1:]
+			}
+		case 28: // the limit changes, below what is open too
+			n := 2 + int(op/30)%4
+			open := budget.Stats().Open
+			if err := budget.SetLimit(n); err != nil {
+				t.Fatalf("SetLimit(%d): %v", n, err)
+			}
+			limit, limitBound = n, max(n, open)
+		case 29: // an acquire with a priority
+			prio := pool.Priority(int(op/30)%3 - 1)
+			ctx, cancel := context.WithTimeout(pool.WithPriority(bg, prio), 5*time.Millisecond)
+			try(func() { acquired(p.Acquire(ctx)) })
+			cancel()
 		case 13, 21, 22, 23:
 			if op%26 == 13 || op%26 == 21 {
 				_ = p.Close()
@@ -267,7 +329,15 @@ func runFuzzOps(t *testing.T, ops []byte) {
 		if maxAlive > maxSize {
 			t.Fatalf("%d connections alive at once, MaxSize %d", maxAlive, maxSize)
 		}
+		if stepMax > limitBound {
+			t.Fatalf("%d connections alive at once on a budget of %d (bound %d)", stepMax, limit, limitBound)
+		}
+		total := alive + neighbourAlive
 		mu.Unlock()
+		if total <= limit {
+			limitBound = limit
+		}
+		checkBudgetBooks(t, budget, p, neighbour)
 		if closed {
 			break
 		}
@@ -279,6 +349,10 @@ func runFuzzOps(t *testing.T, ops []byte) {
 	}
 	faults.closeSlow.Store(false)
 	_ = p.Close()
+	for _, pc := range neighbourHeld {
+		pc.Release()
+	}
+	_ = neighbour.Close()
 	time.Sleep(2 * time.Second) // closes that were hanging finish
 	synctest.Wait()
 	s := p.Stats()
@@ -294,6 +368,29 @@ func runFuzzOps(t *testing.T, ops []byte) {
 	}
 	if s.AcquireCount != m.acquired {
 		t.Fatalf("AcquireCount %d, model %d", s.AcquireCount, m.acquired)
+	}
+}
+
+// checkBudgetBooks fails the test unless the budget counts, for each
+// pool, the connections the pool has open; between steps no slot is in
+// transit.
+func checkBudgetBooks(t *testing.T, b *pool.Budget, pools ...*pool.Pool[*fakeConn]) {
+	t.Helper()
+	s := b.Stats()
+	open := map[string]int{}
+	for _, ps := range s.Pools {
+		open[ps.Name] = ps.Open
+	}
+	sum := 0
+	for _, p := range pools {
+		name, total := p.Config().Name, p.Stats().Total
+		sum += total
+		if open[name] != total {
+			t.Fatalf("budget counts %d open for pool %s, which has %d", open[name], name, total)
+		}
+	}
+	if s.Open != sum {
+		t.Fatalf("budget counts %d open, its pools %d: %+v", s.Open, sum, s)
 	}
 }
 

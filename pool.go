@@ -36,8 +36,6 @@ type Pool[C Connector] struct {
 	log *slog.Logger
 	// manager is the Manager that made the pool, nil for New.
 	manager *Manager[C]
-	// bm is the pool's account with cfg.Budget, nil without one.
-	bm *member
 
 	// testHookGaveUp, if set, runs when a waiter has given up and before it
 	// takes the lock to leave the queue. Tests use it to serve the waiter
@@ -66,8 +64,7 @@ type Pool[C Connector] struct {
 	// idle is a stack: the most recently released connection is on top
 	// (the end), so reuse is newest first and the reaper scans the oldest
 	// from the bottom. When idle is not empty, waiters is empty.
-	idle    []*entry[C]
-	waiters waitList[C]
+	idle []*entry[C]
 	// n counts connections by state (states.go); n[stateIdle] ==
 	// len(idle), and the open connections, every state together, never
 	// exceed maxSize but after SetMaxSize lowered it.
@@ -75,18 +72,25 @@ type Pool[C Connector] struct {
 	// lends counts loans started under mu (Stats.AcquireCount adds
 	// stats.handedLends, counted by the waiters).
 	lends int64
-	// maxSize and minSize are cfg's, or as SetMaxSize and SetMinSize last
-	// set them. After a SetMaxSize below the connections open, the pool
-	// stays above maxSize until its loans come back (see resize.go).
-	maxSize, minSize int
 	// aboveMax is set while the pool holds more than maxSize, since
 	// SetMaxSize lowered it below the connections open, until enough of
 	// them are closed (goneLocked clears it). Only then does a release
 	// have to count the connections open.
 	aboveMax bool
-	// The fields above are the ones every Acquire and Release touch; they
-	// sit together, next to mu, so a critical section touches few cache
-	// lines.
+	// bm is the pool's account with cfg.Budget, nil without one. Set in
+	// New, then only read.
+	bm *member
+	// waiters starts with its length, which every release reads; its
+	// queues follow.
+	waiters waitList[C]
+	// The fields from mu to waiters.len are the ones every Acquire and
+	// Release touch; they sit together, on two cache lines, so a critical
+	// section touches few (TestEntryFillsWholeCacheLines checks it).
+
+	// maxSize and minSize are cfg's, or as SetMaxSize and SetMinSize last
+	// set them. After a SetMaxSize below the connections open, the pool
+	// stays above maxSize until its loans come back (see resize.go).
+	maxSize, minSize int
 
 	// conns holds every connection dialled and not yet closed, each at
 	// its entry.index: what CheckAccounting counts states from.

@@ -54,8 +54,8 @@ type fifo[C Connector] struct {
 // waitList holds the waiters, one FIFO per priority class (priority.go).
 // It is protected by the pool's mu.
 type waitList[C Connector] struct {
-	q   [numClasses]fifo[C]
 	len int // waiters in every class
+	q   [numClasses]fifo[C]
 	// passed counts, per class, the hand-offs made to other classes while
 	// the class waited, since it was last served or began to wait.
 	passed [numClasses]int
