@@ -100,6 +100,7 @@ pool_connections_created_total{source="pg-sales"} 2
 # TYPE pool_connections_closed_total counter
 pool_connections_closed_total{reason="abandoned",source="pg-sales"} 0
 pool_connections_closed_total{reason="broken",source="pg-sales"} 1
+pool_connections_closed_total{reason="budget",source="pg-sales"} 0
 pool_connections_closed_total{reason="idle",source="pg-sales"} 0
 pool_connections_closed_total{reason="lifetime",source="pg-sales"} 0
 pool_connections_closed_total{reason="pool_closed",source="pg-sales"} 0
