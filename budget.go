@@ -42,6 +42,9 @@ type Budget struct {
 	moved     atomic.Int64
 	yielded   atomic.Int64
 	reclaimed atomic.Int64
+	refusals  atomic.Int64 // dials of its pools refused for capacity
+
+	epoch time.Time // the budget's clock starts here (see now)
 
 	// mu protects the fields below and every member's. It is taken with a
 	// pool's mu held, never the other way round: the budget never locks a
@@ -53,6 +56,12 @@ type Budget struct {
 	slots   uint64 // slots handed out, ever: the clock of member.lastSlot
 	mins    int    // the members' MinSizes, summed
 	members []*member
+	// ceiling is the capacity ceiling below limit, while the server
+	// refuses dials (capacity.go); probeTimer settles the budget when the
+	// next probe is due, armed while probeArmed.
+	ceiling    ceilingState
+	probeTimer *time.Timer
+	probeArmed bool
 }
 
 // member is one pool's account with a budget. Its fields are protected
@@ -96,7 +105,7 @@ func NewBudget(limit int) (*Budget, error) {
 	if limit < 1 {
 		return nil, newError(fmt.Sprintf("invalid config: budget limit is %d; it must be at least 1", limit), ErrInvalidConfig)
 	}
-	return &Budget{limit: limit}, nil
+	return &Budget{limit: limit, epoch: time.Now()}, nil
 }
 
 // SetName names the budget in its errors and Stats.
@@ -144,7 +153,10 @@ func (b *Budget) SetLimit(n int) error {
 type BudgetStats struct {
 	Name  string // as SetName set it
 	Limit int    // the limit
-	Open  int    // connections open in its pools, closing ones included
+	// Ceiling is the most connections its pools may open now: Limit, or
+	// less while the server refuses dials for capacity (see ErrCapacity).
+	Ceiling int
+	Open    int // connections open in its pools, closing ones included
 	// Pools has one line per pool on the budget, in the order they joined.
 	Pools []BudgetPoolStats
 	// Moved counts slots the budget gave to a waiting pool: freed by a
@@ -157,6 +169,9 @@ type BudgetStats struct {
 	// ReclaimedIdle counts idle connections closed at once because another
 	// pool waited and the budget was full (or over its limit).
 	ReclaimedIdle int64
+	// Refused counts dials of its pools that the server refused for
+	// capacity (see ErrCapacity).
+	Refused int64
 }
 
 // BudgetPoolStats is one pool's share of a budget.
@@ -173,7 +188,7 @@ type BudgetPoolStats struct {
 // each pool's Waiting is read just after, from the pool.
 func (b *Budget) Stats() BudgetStats {
 	b.mu.Lock()
-	s := BudgetStats{Name: b.name, Limit: b.limit, Open: b.open}
+	s := BudgetStats{Name: b.name, Limit: b.limit, Ceiling: b.capLocked(), Open: b.open}
 	pools := make([]budgetPool, len(b.members))
 	for i, m := range b.members {
 		s.Pools = append(s.Pools, BudgetPoolStats{Name: m.name, Weight: m.weight, MinSize: m.min, Open: m.open, Closed: m.closed})
@@ -184,6 +199,7 @@ func (b *Budget) Stats() BudgetStats {
 		s.Pools[i].Waiting = p.waiting()
 	}
 	s.Moved, s.Yielded, s.ReclaimedIdle = b.moved.Load(), b.yielded.Load(), b.reclaimed.Load()
+	s.Refused = b.refusals.Load()
 	return s
 }
 
@@ -297,7 +313,7 @@ func (b *Budget) needierThanLocked(m *member) bool {
 // any slot not open (its reservation); above, what no member holds or
 // reserves. b.mu must be held.
 func (b *Budget) roomLocked(m *member) int {
-	free := b.limit - b.open
+	free := b.capLocked() - b.open
 	if m.open < m.min {
 		return free
 	}
@@ -413,7 +429,7 @@ func (b *Budget) settleStep() bool {
 	over := b.open-closing > b.limit
 	t := b.neediestLocked(nil)
 	switch {
-	case t != nil && b.roomLocked(t) > 0:
+	case t != nil && (b.roomLocked(t) > 0 || (b.probeLocked() && b.roomLocked(t) > 0)):
 		b.handOutLocked(t)
 		b.mu.Unlock()
 		t.pool.grant()

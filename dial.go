@@ -22,6 +22,9 @@ type dialState struct {
 	// waiters; armed while retryArmed.
 	retryTimer *time.Timer
 	retryArmed bool
+	// ceiling caps the connections open while the server refuses dials
+	// for capacity, on a pool without a budget (capacity.go).
+	ceiling ceilingState
 }
 
 // downLocked reports whether the source is down: the last dial failed and
@@ -60,12 +63,16 @@ func (p *Pool[C]) startDialsLocked(want int) {
 	}
 	if p.downLocked() {
 		if now := p.clock.now(); now < p.dialing.retryAt {
-			p.armRetryLocked(now)
+			p.armRetryLocked(now, p.dialing.retryAt)
 			return
 		}
 		limit = 1
 	}
-	want = min(want, p.maxSize-p.openLocked(), limit-p.n[stateDialling])
+	room := p.capLocked() - p.openLocked()
+	if room <= 0 && p.dialing.ceiling.set && p.openLocked() < p.maxSize && p.probeLocked(p.clock.now()) {
+		room = 1 // a probe above the capacity ceiling
+	}
+	want = min(want, room, limit-p.n[stateDialling])
 	for range want {
 		if !p.takeSlotLocked() {
 			return // the budget is full: it grants a slot when one frees
@@ -75,14 +82,15 @@ func (p *Pool[C]) startDialsLocked(want int) {
 	}
 }
 
-// armRetryLocked makes the retry timer refill the pool at retryAt.
-// p.mu must be held.
-func (p *Pool[C]) armRetryLocked(now int64) {
+// armRetryLocked makes the retry timer refill the pool at at: when the
+// backoff of a down source ends, or the next probe above the capacity
+// ceiling is due. p.mu must be held.
+func (p *Pool[C]) armRetryLocked(now, at int64) {
 	d := &p.dialing
 	if d.retryArmed {
 		return
 	}
-	wait := time.Duration(d.retryAt - now)
+	wait := time.Duration(at - now)
 	if d.retryTimer == nil {
 		d.retryTimer = time.AfterFunc(wait, p.retryDials)
 	} else {
@@ -99,14 +107,17 @@ func (p *Pool[C]) retryDials() {
 }
 
 // failFastLocked returns the error that fails an Acquire at once, without
-// queueing it: when the source is down, no connection is coming for the
-// caller (every connection in use or being dialled is spoken for), and no
-// dial may start for it yet. Otherwise it returns nil. p.mu must be held.
+// queueing it: when the source is down, nothing is open that will come
+// back (no connection in use), no dial in flight is left for the caller,
+// and no dial may start for it yet. Otherwise it returns nil. p.mu must
+// be held.
 func (p *Pool[C]) failFastLocked(now int64) error {
 	switch {
 	case !p.downLocked():
 		return nil
-	case p.inUseLocked()+p.n[stateDialling] > p.waiters.len:
+	case p.inUseLocked() > 0:
+		return nil // a lent connection comes back, to the waiters in turn
+	case p.n[stateDialling] > p.waiters.len:
 		return nil // a connection is coming for this caller
 	case now >= p.dialing.retryAt && p.n[stateDialling] == 0 && p.openLocked() < p.maxSize:
 		return nil // this caller's wait starts the next probe
@@ -115,12 +126,14 @@ func (p *Pool[C]) failFastLocked(now int64) error {
 }
 
 // failUncoveredLocked fails fast, newest first, the waiters for whom no
-// connection is coming while the source is down. p.mu must be held.
+// connection is coming while the source is down: none is in use, to come
+// back, and there are more waiters than dials in flight. p.mu must be
+// held.
 func (p *Pool[C]) failUncoveredLocked() {
-	if !p.downLocked() {
+	if !p.downLocked() || p.inUseLocked() > 0 {
 		return
 	}
-	for p.waiters.len > p.inUseLocked()+p.n[stateDialling] {
+	for p.waiters.len > p.n[stateDialling] {
 		w := p.waiters.popBack()
 		p.stats.failedFast.Add(1)
 		w.ch <- result[C]{err: p.dialing.lastErr}
@@ -204,6 +217,7 @@ func (p *Pool[C]) dial() {
 	var ev event
 	if !p.closed.Load() {
 		ev = p.sourceUpLocked()
+		p.dialSucceededLocked()
 	}
 	h := p.dialledLocked(e, now)
 	p.refillLocked() // dials held back by MaxConcurrentDials or backoff
@@ -213,19 +227,32 @@ func (p *Pool[C]) dial() {
 	p.emit(ev)
 }
 
-// dialFailed uncounts a failed dial and hands its error to the longest
-// waiter.
+// dialFailed uncounts a failed dial. It hands its error to the longest
+// waiter only if nothing the waiter could wait for is coming: a dial
+// refused for capacity lowers the ceiling and the waiters wait (for a
+// connection to come back, or a probe); after any other failure they wait
+// while connections are in use, since those come back to them in turn.
 func (p *Pool[C]) dialFailed(err error, now int64) {
 	p.stats.dialErrors.Add(1)
+	refused := isCapacity(err)
 	p.mu.Lock()
 	p.dialFailedLocked()
-	ev := p.sourceFailedLocked(err, now)
-	if w := p.nextWaiterLocked(now); w != nil {
-		w.ch <- result[C]{err: err}
-	}
-	if p.cfg.DialBackoff > 0 {
-		p.refillLocked() // gated by retryAt
+	var ev event
+	if refused {
+		ev = p.refusedLocked(err, now)
 	} else {
+		ev = p.sourceFailedLocked(err, now)
+	}
+	wait := refused || p.inUseLocked() > 0
+	if !wait {
+		if w := p.nextWaiterLocked(now); w != nil {
+			w.ch <- result[C]{err: err}
+		}
+	}
+	switch {
+	case p.cfg.DialBackoff > 0 || refused:
+		p.refillLocked() // gated by retryAt, or by the ceiling's probes
+	case !wait:
 		p.dialForWaitersLocked() // never refill MinSize in a loop
 	}
 	p.failUncoveredLocked()

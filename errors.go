@@ -36,6 +36,16 @@ var (
 	// fast because the source is down (see Config.DialBackoff).
 	ErrDial = errors.New("pool: dial failed")
 
+	// ErrCapacity is what a Factory's error matches (errors.Is) when the
+	// server refused the connection because it is at its connection limit:
+	// PostgreSQL's too_many_connections (SQLSTATE 53300) or
+	// configuration_limit_exceeded (53400), Blob storage's 503 ServerBusy
+	// or a 429. The pool takes it as a signal of capacity, not of failure:
+	// the source is not marked down, callers wait for a connection instead
+	// of failing, and the pool opens no more than the server accepted,
+	// probing for more one dial at a time (see Stats.Ceiling).
+	ErrCapacity = errors.New("pool: server at connection capacity")
+
 	// ErrInvalidConfig is returned by Config.Validate, New, the Manager and
 	// Register when an argument is out of range; the message names it.
 	ErrInvalidConfig = errors.New("pool: invalid config")

@@ -15,7 +15,7 @@ import (
 // fuzzFaults are the connector's misbehaviours that the fuzz input
 // switches on and off.
 type fuzzFaults struct {
-	dialFail, dialPanic, pingFail, pingPanic, resetPanic, validPanic, closeSlow, closePanic atomic.Bool
+	dialFail, dialRefuse, dialPanic, pingFail, pingPanic, resetPanic, validPanic, closeSlow, closePanic atomic.Bool
 }
 
 // fuzzModel is what the pool should report, kept by the driver.
@@ -52,6 +52,7 @@ func FuzzPool(f *testing.F) {
 	f.Add([]byte{14, 0, 15, 2, 16, 0, 2, 17, 0, 2, 18, 0, 3, 19, 11, 11, 20, 0, 23})
 	f.Add([]byte{0, 0, 0, 24, 2, 0, 54, 2, 2, 25, 85, 0, 24, 9, 2, 11, 114, 0, 1, 21})
 	f.Add([]byte{26, 26, 0, 0, 26, 28, 0, 27, 2, 58, 29, 0, 59, 27, 26, 2, 88, 0, 0, 11, 27, 27, 2})
+	f.Add([]byte{0, 0, 40, 0, 0, 0, 11, 2, 0, 26, 26, 9, 11, 40, 0, 2, 0, 2})
 	f.Fuzz(func(t *testing.T, ops []byte) {
 		if len(ops) > 200 {
 			ops = ops[:200]
@@ -73,15 +74,26 @@ func runFuzzOps(t *testing.T, ops []byte) {
 		// neighbourAlive counts the neighbour pool's connections alive,
 		// stepMax the most alive in both pools at once in one step.
 		neighbourAlive, stepMax int
+		// dialling counts the main pool's dials in flight.
+		dialling int
 	)
 	src := newFakeSource(t)
 	src.onDial = func(ctx context.Context) error {
+		// A dial holds its budget slot from the start: the model counts
+		// it in flight until it has succeeded or failed.
+		mu.Lock()
+		dialling++
+		mu.Unlock()
+		defer func() { mu.Lock(); dialling--; mu.Unlock() }()
 		time.Sleep(time.Millisecond)
 		if faults.dialPanic.Load() {
 			panic(errFuzzPanic)
 		}
 		if faults.dialFail.Load() {
 			return errors.New("connection refused")
+		}
+		if faults.dialRefuse.Load() {
+			return errTooManyClients
 		}
 		mu.Lock()
 		alive++
@@ -184,6 +196,9 @@ func runFuzzOps(t *testing.T, ops []byte) {
 			m.held = append(m.held, pc)
 			return
 		}
+		if errors.Is(err, pool.ErrCapacity) && !errors.Is(err, pool.ErrAcquireTimeout) {
+			t.Fatalf("a refusal for capacity failed a caller: %v", err)
+		}
 		if !errors.Is(err, pool.ErrAcquireTimeout) && !errors.Is(err, pool.ErrDial) &&
 			!errors.Is(err, pool.ErrPoolExhausted) && !errors.Is(err, context.Canceled) &&
 			!errors.Is(err, context.DeadlineExceeded) {
@@ -204,7 +219,7 @@ func runFuzzOps(t *testing.T, ops []byte) {
 		}
 	}
 	closed := false
-	for _, op := range ops {
+	for step, op := range ops {
 		mu.Lock()
 		stepMax = alive + neighbourAlive
 		mu.Unlock()
@@ -260,8 +275,12 @@ func runFuzzOps(t *testing.T, ops []byte) {
 			ctx, cancel := context.WithTimeout(bg, 3*time.Millisecond)
 			try(func() { acquired(p.Acquire(ctx)) })
 			cancel()
-		case 10:
-			faults.dialFail.Store(!faults.dialFail.Load())
+		case 10: // the source goes down, or (op/30 odd) refuses for capacity
+			if op/30%2 == 1 {
+				faults.dialRefuse.Store(!faults.dialRefuse.Load())
+			} else {
+				faults.dialFail.Store(!faults.dialFail.Load())
+			}
 		case 11:
 			time.Sleep(25 * time.Millisecond) // the reaper runs; backoff ends
 		case 12:
@@ -330,9 +349,9 @@ func runFuzzOps(t *testing.T, ops []byte) {
 			t.Fatalf("%d connections alive at once, MaxSize %d", maxAlive, maxSize)
 		}
 		if stepMax > limitBound {
-			t.Fatalf("%d connections alive at once on a budget of %d (bound %d)", stepMax, limit, limitBound)
+			t.Fatalf("step %d (op %d): %d connections alive at once on a budget of %d (bound %d); budget %+v", step, op%30, stepMax, limit, limitBound, budget.Stats())
 		}
-		total := alive + neighbourAlive
+		total := alive + dialling + neighbourAlive
 		mu.Unlock()
 		if total <= limit {
 			limitBound = limit

@@ -324,7 +324,7 @@ func TestStatsCountEveryEvent(t *testing.T) {
 		b, _ := p.Acquire(bg)
 		s := p.Stats()
 		// Both waited, for no time, on their dial.
-		assert.Equal(t, pool.Stats{Total: 2, InUse: 2, MinSize: 0, MaxSize: 2, AcquireCount: 2, WaitCount: 2, Created: 2}, s)
+		assert.Equal(t, pool.Stats{Total: 2, InUse: 2, MinSize: 0, MaxSize: 2, Ceiling: 2, AcquireCount: 2, WaitCount: 2, Created: 2}, s)
 
 		_, err := p.Acquire(bg) // times out after 1s
 		require.ErrorIs(t, err, pool.ErrAcquireTimeout)

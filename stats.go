@@ -17,6 +17,7 @@ type counters struct {
 	tooManyWaiters  atomic.Int64
 	created         atomic.Int64
 	dialErrors      atomic.Int64
+	refused         atomic.Int64
 	closedIdle      atomic.Int64
 	closedLifetime  atomic.Int64
 	closedBroken    atomic.Int64
@@ -57,6 +58,10 @@ type Stats struct {
 	Waiting int // Acquire calls waiting for a connection
 	MinSize int // Config.MinSize, or as SetMinSize last set it
 	MaxSize int // Config.MaxSize, or as SetMaxSize last set it
+	// Ceiling is the most connections the pool may open now: MaxSize, or
+	// less while the server refuses dials for capacity (see ErrCapacity).
+	// On a Budget the ceiling is the budget's (BudgetStats.Ceiling).
+	Ceiling int
 
 	// Down is true while the source is down: the last dial failed (with
 	// Config.DialBackoff set) and none has succeeded since. Acquires for
@@ -75,6 +80,7 @@ type Stats struct {
 
 	Created        int64 // connections dialled successfully
 	DialErrors     int64 // dials that failed, and new connections that failed their first check
+	Refused        int64 // dials the server refused for capacity (ErrCapacity), of DialErrors
 	ClosedIdle     int64 // closed after MaxIdleTime
 	ClosedLifetime int64 // closed after MaxLifetime
 	ClosedBroken   int64 // closed by a failed check, ErrBadConn, a panic or Discard
@@ -100,6 +106,7 @@ func (p *Pool[C]) Stats() Stats {
 		Waiting: p.waiters.len,
 		MinSize: p.minSize,
 		MaxSize: p.maxSize,
+		Ceiling: p.capLocked(),
 
 		Down:               p.downLocked(),
 		DialFailuresInARow: p.dialing.failures,
@@ -116,6 +123,7 @@ func (p *Pool[C]) Stats() Stats {
 	s.TooManyWaiters = c.tooManyWaiters.Load()
 	s.Created = c.created.Load()
 	s.DialErrors = c.dialErrors.Load()
+	s.Refused = c.refused.Load()
 	s.ClosedIdle = c.closedIdle.Load()
 	s.ClosedLifetime = c.closedLifetime.Load()
 	s.ClosedBroken = c.closedBroken.Load()
