@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -396,6 +397,46 @@ func TestThrottledHonoursRetryAfter(t *testing.T) {
 		gap := throttled[i].Sub(throttled[i-1])
 		assert.GreaterOrEqual(t, gap, 300*time.Millisecond, "retry %d came %v after the previous try, before Retry-After", i, gap)
 	}
+}
+
+// A dial that the account throttles (503 ServerBusy, or 429) matches
+// pool.ErrCapacity: the pool does not mark the container down, its caller
+// waits, and is served once the account takes the connection.
+func TestThrottledDialIsCapacity(t *testing.T) {
+	var busy atomic.Int64
+	busy.Store(3) // dials answered 503 before one is accepted
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("restype") == "container" && busy.Add(-1) >= 0 {
+			w.Header().Set("x-ms-error-code", "ServerBusy")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		w.WriteHeader(http.StatusOK)
+	}))
+	defer srv.Close()
+	dial, err := azblob.Factory(azblob.Options{
+		ContainerURL: srv.URL + "/acct/box", SASToken: "sv=2024-01-01&sp=r&sig=c2VjcmV0",
+		TLSConfig: srv.Client().Transport.(*http.Transport).TLSClientConfig,
+		Retry:     policy.RetryOptions{MaxRetries: 1, RetryDelay: time.Millisecond, MaxRetryDelay: time.Millisecond},
+	})
+	require.NoError(t, err)
+
+	_, err = dial(context.Background())
+	require.ErrorIs(t, err, pool.ErrCapacity)
+	require.ErrorIs(t, err, azblob.ErrThrottled)
+
+	busy.Store(3)
+	cfg := pool.DefaultConfig()
+	cfg.MinSize = 0
+	cfg.AcquireTimeout = 10 * time.Second
+	p, err := pool.New(dial, cfg)
+	require.NoError(t, err)
+	defer p.Close()
+	require.NoError(t, p.With(context.Background(), func(*azblob.Conn) error { return nil }))
+	s := p.Stats()
+	assert.Positive(t, s.Refused)
+	assert.False(t, s.Down)
+	assert.Zero(t, s.FailedFast)
 }
 
 // A handler given a source of another kind gets an error naming it, and

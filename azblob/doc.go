@@ -42,7 +42,9 @@
 // ErrBlobNotFound, ErrContainerNotFound, ErrAuth and ErrThrottled. A 429 or
 // 503 is retried by the SDK's retry policy first, which honours the
 // service's Retry-After; ErrThrottled is what is left when the retries run
-// out.
+// out. A dial that is still throttled also matches pool.ErrCapacity: the
+// pool keeps its callers waiting and opens no more connections than the
+// account accepts, probing for more one at a time.
 //
 // # Readers
 //

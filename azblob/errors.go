@@ -11,6 +11,8 @@ import (
 	"strings"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+
+	"github.com/deepanalyze/pool"
 )
 
 var (
@@ -23,7 +25,10 @@ var (
 	// permissions (401 or 403), also by the dial of a new connection.
 	ErrAuth = errors.New("azblob: authentication failed")
 	// ErrThrottled is returned when the service still answered 429 or 503
-	// after the SDK's retries, which honour its Retry-After.
+	// after the SDK's retries, which honour its Retry-After. When the dial
+	// of a new connection is throttled, its error also matches
+	// pool.ErrCapacity, so that the pool waits for the account instead of
+	// failing its callers.
 	ErrThrottled = errors.New("azblob: throttled by the service")
 )
 
@@ -74,6 +79,11 @@ func (c *Conn) wrap(op, blob string, err error) error {
 		sentinel := classify(e.StatusCode, e.Code, blob != "")
 		if sentinel != nil {
 			e.wrapped = append(e.wrapped, sentinel)
+			if sentinel == ErrThrottled && op == "connect" {
+				// The account refused a new connection for load: the
+				// pool waits and probes instead of failing its callers.
+				e.wrapped = append(e.wrapped, pool.ErrCapacity)
+			}
 			what = strings.TrimPrefix(sentinel.Error(), "azblob: ")
 		} else {
 			what = "request failed"

@@ -8,3 +8,6 @@ func (c *Conn) ResetRoundTrips() int { return c.resets }
 func Classify(sql string) string {
 	return [...]string{stmtClean: "clean", stmtDirty: "dirty", stmtPrepared: "prepared"}[classify(sql)]
 }
+
+// AtCapacity exposes the mapping of connect errors to pool.ErrCapacity.
+func AtCapacity(err error) error { return atCapacity(err) }

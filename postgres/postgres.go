@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/deepanalyze/pool"
 )
@@ -188,8 +189,8 @@ func Factory(cfg *pgx.ConnConfig, opts Options) pool.Factory[*Conn] {
 		}
 		conn, err := pgx.ConnectConfig(ctx, dialCfg)
 		if err != nil {
-			return nil, redact(fmt.Errorf("postgres: connect to %s@%s:%d/%s: %w",
-				cfg.User, cfg.Host, cfg.Port, cfg.Database, err), password)
+			return nil, redact(atCapacity(fmt.Errorf("postgres: connect to %s@%s:%d/%s: %w",
+				cfg.User, cfg.Host, cfg.Port, cfg.Database, err)), password)
 		}
 		return &Conn{conn: conn, opts: opts, session: s}, nil
 	}
@@ -221,6 +222,32 @@ func Dial(ctx context.Context, dsn string) (*Conn, error) {
 		return nil, err
 	}
 	return f(ctx)
+}
+
+// capacityError is a connect error that says the server is full: it
+// matches pool.ErrCapacity as well as the error it wraps.
+type capacityError struct{ err error }
+
+func (e *capacityError) Error() string   { return e.err.Error() }
+func (e *capacityError) Unwrap() []error { return []error{e.err, pool.ErrCapacity} }
+
+// atCapacity marks err as pool.ErrCapacity when the server refused the
+// connection for its connection limit: SQLSTATE 53300
+// (too_many_connections: max_connections, or a role's or a database's
+// CONNECTION LIMIT) or 53400 (configuration_limit_exceeded), or
+// PgBouncer's "no more connections allowed" (its max_client_conn), which
+// it sends with a protocol-violation code.
+func atCapacity(err error) error {
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) {
+		return err
+	}
+	switch {
+	case pe.Code == "53300" || pe.Code == "53400",
+		pe.Code == "08P01" && strings.HasPrefix(pe.Message, "no more connections allowed"):
+		return &capacityError{err}
+	}
+	return err
 }
 
 // redactedError hides a password in the text of the error it wraps, and

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -270,47 +271,115 @@ func TestCancelledQueryDoesNotReturnDirtyConnection(t *testing.T) {
 	}))
 }
 
-func TestRoleConnectionLimitGivesClearErrorsAndNoLeak(t *testing.T) {
+// The server's refusal at a role's CONNECTION LIMIT (SQLSTATE 53300) is
+// capacity, not failure: with a role limited to 3 connections, a pool of 8
+// and 16 callers running 10 ms queries for 5 s, no caller fails, the pool
+// settles at 3 connections, and its refused dials stay few (one probe per
+// pause, the pause growing to DialBackoffMax).
+func TestRoleConnectionLimitIsCapacityNotFailure(t *testing.T) {
 	base := dsn(t)
 	a := admin(t)
 	role := fmt.Sprintf("pool_limited_%d", time.Now().UnixNano()%1e9)
-	_, err := a.Exec(bg, fmt.Sprintf("CREATE ROLE %s LOGIN CONNECTION LIMIT 2", role))
+	_, err := a.Exec(bg, fmt.Sprintf("CREATE ROLE %s LOGIN CONNECTION LIMIT 3", role))
 	require.NoError(t, err)
 	t.Cleanup(func() { _, _ = a.Exec(bg, "DROP ROLE IF EXISTS "+role) })
 	cfg, tag := tagged(t, base)
 	cfg.User = role
+
+	// The dial's own error says what the server said, and is capacity.
+	var held []*postgres.Conn
+	dial := postgres.Factory(cfg, postgres.Options{})
+	for range 3 {
+		c, err := dial(bg)
+		require.NoError(t, err)
+		held = append(held, c)
+	}
+	_, err = dial(bg)
+	require.ErrorIs(t, err, pool.ErrCapacity)
+	assert.Contains(t, err.Error(), "53300")
+	for _, c := range held {
+		require.NoError(t, c.Close())
+	}
+	waitBackends(t, a, tag, 0)
+
 	pcfg := pool.DefaultConfig()
-	pcfg.MinSize, pcfg.MaxSize = 0, 5
-	pcfg.AcquireTimeout = 3 * time.Second
+	pcfg.MinSize, pcfg.MaxSize = 0, 8
+	pcfg.AcquireTimeout = 5 * time.Second
 	p, err := pool.New(postgres.Factory(cfg, postgres.Options{}), pcfg)
 	require.NoError(t, err)
 
-	var ok, refused atomic.Int64
+	var served, failed atomic.Int64
+	var maxBackends atomic.Int64
+	stop := make(chan struct{})
 	var wg sync.WaitGroup
-	for range 10 {
+	for range 16 {
 		wg.Go(func() {
-			err := p.With(bg, func(c *postgres.Conn) error {
-				_, err := c.Conn().Exec(bg, "select pg_sleep(0.2)")
-				return err
-			})
-			switch {
-			case err == nil:
-				ok.Add(1)
-			case errors.Is(err, pool.ErrDial) && strings.Contains(err.Error(), "too many connections for role"):
-				refused.Add(1)
-			default:
-				t.Errorf("unclear error: %v", err)
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				err := p.With(bg, func(c *postgres.Conn) error {
+					_, err := c.Conn().Exec(bg, "select pg_sleep(0.01)")
+					return err
+				})
+				if err != nil {
+					if failed.Add(1) <= 3 {
+						t.Errorf("caller failed: %v", err)
+					}
+					continue
+				}
+				served.Add(1)
 			}
 		})
 	}
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		if n := int64(backends(t, a, tag)); n > maxBackends.Load() {
+			maxBackends.Store(n)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	close(stop)
 	wg.Wait()
 	s := p.Stats()
-	assert.Positive(t, ok.Load())
-	assert.Positive(t, refused.Load(), "the limit was never hit")
-	assert.LessOrEqual(t, s.Total, 2)
-	assert.LessOrEqual(t, s.DialErrors, int64(10), "more dials failed than there were requests: a dial storm")
+	t.Logf("role limit 3, MaxSize 8, 16 callers, 10 ms queries, 5 s: served %d, failed %d, refused dials %d, ceiling %d, backends at most %d",
+		served.Load(), failed.Load(), s.Refused, s.Ceiling, maxBackends.Load())
+	assert.Zero(t, failed.Load())
+	assert.Positive(t, s.Refused, "the limit was never hit")
+	assert.Equal(t, 3, s.Ceiling)
+	assert.False(t, s.Down)
+	assert.LessOrEqual(t, maxBackends.Load(), int64(3))
+	// Probes: a first burst of up to MaxConcurrentDials, then one per
+	// pause of 25 to 500 ms: about 20 in 5 s.
+	assert.LessOrEqual(t, s.Refused, int64(40), "a connect storm")
 	require.NoError(t, p.Close())
 	waitBackends(t, a, tag, 0)
+}
+
+// The errors that say the server is full match pool.ErrCapacity; others
+// do not.
+func TestConnectErrorsThatMeanCapacity(t *testing.T) {
+	for _, c := range []struct {
+		err  *pgconn.PgError
+		full bool
+	}{
+		{&pgconn.PgError{Severity: "FATAL", Code: "53300", Message: "sorry, too many clients already"}, true},
+		{&pgconn.PgError{Severity: "FATAL", Code: "53300", Message: `too many connections for role "app"`}, true},
+		{&pgconn.PgError{Severity: "FATAL", Code: "53400", Message: "configuration limit exceeded"}, true},
+		{&pgconn.PgError{Severity: "FATAL", Code: "08P01", Message: "no more connections allowed (max_client_conn)"}, true},
+		{&pgconn.PgError{Severity: "FATAL", Code: "08P01", Message: "invalid startup packet"}, false},
+		{&pgconn.PgError{Severity: "FATAL", Code: "28P01", Message: "password authentication failed"}, false},
+		{&pgconn.PgError{Severity: "FATAL", Code: "57P03", Message: "the database system is starting up"}, false},
+	} {
+		err := postgres.AtCapacity(fmt.Errorf("postgres: connect: %w", c.err))
+		assert.Equal(t, c.full, errors.Is(err, pool.ErrCapacity), "%s %s", c.err.Code, c.err.Message)
+		var pe *pgconn.PgError
+		assert.ErrorAs(t, err, &pe, "the PgError is still there")
+		assert.Equal(t, fmt.Sprintf("postgres: connect: %v", c.err), err.Error())
+	}
+	assert.NotErrorIs(t, postgres.AtCapacity(errors.New("dial tcp: connection refused")), pool.ErrCapacity)
 }
 
 func TestThroughPgBouncerTransactionMode(t *testing.T) {
