@@ -56,6 +56,9 @@ func (p *Pool[C]) stop() (idle []*entry[C], first bool) {
 	if p.dialing.retryTimer != nil {
 		p.dialing.retryTimer.Stop()
 	}
+	if p.demand.timer != nil {
+		p.demand.timer.Stop()
+	}
 	p.notifyReadyLocked()
 	p.signalDrainedLocked()
 	p.leaveBudgetLocked()

@@ -123,6 +123,24 @@ type Config struct {
 	// Budget it has no effect.
 	Weight int
 
+	// Adaptive keeps open, between MinSize and MaxSize, what the pool's
+	// demand needs: the arrival rate of the last seconds times the mean
+	// loan length, plus a quarter and one for headroom. Idle connections
+	// above that are closed once idle for a second, so that a quiet pool
+	// hands its share of the server (or of its Budget) back within
+	// seconds, not MaxIdleTime. Loans are then timed, which costs two
+	// clock readings per loan. Default false.
+	Adaptive bool
+
+	// ShedHopeless fails at once, instead of queueing it to time out, a
+	// caller whose deadline (its ctx's, or AcquireTimeout) will pass
+	// before its predicted turn: the waiters ahead of it, times the mean
+	// loan length, over the connections in use. The error wraps
+	// context.DeadlineExceeded (Stats.Shed counts them). It applies only
+	// while the pool cannot dial for the caller. Loans are then timed, as
+	// for Adaptive. Default false.
+	ShedHopeless bool
+
 	// LeakThreshold reports a loan held longer than this: once, with the
 	// stack of the code that acquired it, through Logger and in
 	// Stats.LeakedLoans. With it set, a handle dropped without Release is

@@ -77,6 +77,10 @@ var (
 	// errGaveUp is what a hand-off sends a waiter whose ctx has ended, in
 	// place of a connection; wait turns it into ctx's error.
 	errGaveUp = errors.New("pool: internal: waiter gave up")
+	// errShed is what a hand-off sends a waiter left with less time than
+	// a mean hold, under ShedHopeless; wait turns it into the caller's
+	// error.
+	errShed = errors.New("pool: internal: waiter shed")
 	// errInvalid is why a connection whose IsValid said false was closed.
 	errInvalid = errors.New("pool: the connection's IsValid reported false")
 	// errResetTimeout is why a connection whose Reset outlasted

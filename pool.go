@@ -98,6 +98,7 @@ type Pool[C Connector] struct {
 	ready   []*readyWaiter // WaitReady callers
 	timeout timeoutTimer
 	dialing dialState
+	demand  demandState
 
 	// The counters are atomics, kept off the cache line of mu: counting
 	// an event must not slow the lock down.
@@ -109,8 +110,11 @@ type Pool[C Connector] struct {
 	// LeakThreshold, the check intervals) shares no line with a field
 	// another core writes. Placed first, once Hooks had grown it, the
 	// parallel benchmark ran about 30 % slower (bench/NOTES.md).
-	_   [64]byte
-	cfg Config
+	_ [64]byte
+	// timeLoans is set when loans are timed: for the Release hook, or to
+	// measure demand. Set in New, then only read.
+	timeLoans bool
+	cfg       Config
 }
 
 // New validates cfg and returns a pool that dials with factory. It does not
@@ -148,6 +152,10 @@ func New[C Connector](factory Factory[C], cfg Config) (*Pool[C], error) {
 	p.refillLocked()
 	if cfg.ReapInterval > 0 {
 		p.reapTimer = time.AfterFunc(cfg.ReapInterval, p.reap)
+	}
+	p.timeLoans = cfg.Hooks.Release != nil || cfg.measuresDemand()
+	if cfg.measuresDemand() {
+		p.startDemandLocked()
 	}
 	p.mu.Unlock()
 	return p, nil
@@ -330,6 +338,12 @@ func (p *Pool[C]) enqueueLocked(ctx context.Context, a *acquisition[C]) (*waiter
 		p.stats.failedFast.Add(1)
 		return nil, err
 	}
+	class := PriorityFrom(ctx).class()
+	if p.cfg.ShedHopeless {
+		if err := p.shedLocked(ctx, class, a.timeoutAt, now); err != nil {
+			return nil, err
+		}
+	}
 	if max := p.cfg.MaxWaiters; max > 0 && p.waiters.len >= max {
 		p.stats.tooManyWaiters.Add(1)
 		return nil, newError(fmt.Sprintf("too many waiters: %d callers already wait (MaxWaiters)", max), ErrTooManyWaiters)
@@ -337,7 +351,7 @@ func (p *Pool[C]) enqueueLocked(ctx context.Context, a *acquisition[C]) (*waiter
 	w := p.waiterCache.Get().(*waiter[C])
 	w.timeoutAt = a.timeoutAt
 	w.ctx = ctx
-	w.class = uint8(PriorityFrom(ctx).class())
+	w.class = uint8(class)
 	p.waiters.pushBack(w)
 	a.waitStart = now
 	if a.timeoutAt != 0 {

@@ -198,26 +198,34 @@ func (p *Pool[C]) lend(e *entry[C]) *PooledConn[C] {
 	return e.handleFor(loan)
 }
 
-// loanStarted stamps the start of a loan for the Release hook. The caller
-// owns e.
+// loanStarted stamps the start of a loan, for the Release hook and the
+// demand measure. The caller owns e.
 func (p *Pool[C]) loanStarted(e *entry[C]) {
-	if p.cfg.Hooks.Release != nil {
+	if p.timeLoans {
 		e.loanStart = p.clock.now()
 	}
 }
 
-// loanEnded reports the end of a loan to the Release hook. The caller has
-// just ended the loan and still owns e. It is small enough to inline, so
-// that with no hook the hot path pays only the nil check.
+// loanEnded reports the end of a loan to the Release hook and the demand
+// measure. The caller has just ended the loan and still owns e. It is
+// small enough to inline, so that when loans are not timed the hot path
+// pays only the check.
 func (p *Pool[C]) loanEnded(e *entry[C]) {
-	if p.cfg.Hooks.Release != nil {
+	if p.timeLoans {
 		p.reportLoan(e)
 	}
 }
 
 func (p *Pool[C]) reportLoan(e *entry[C]) {
-	defer p.recoverHook("Hooks.Release")
-	p.cfg.Hooks.Release(time.Duration(p.clock.now() - e.loanStart))
+	d := p.clock.now() - e.loanStart
+	if p.cfg.measuresDemand() {
+		p.stats.holds.Add(1)
+		p.stats.holdNanos.Add(d)
+	}
+	if p.cfg.Hooks.Release != nil {
+		defer p.recoverHook("Hooks.Release")
+		p.cfg.Hooks.Release(time.Duration(d))
+	}
 }
 
 // runWith calls fn with a connection lent as loan, and ends the loan as

@@ -18,6 +18,9 @@ type counters struct {
 	created         atomic.Int64
 	dialErrors      atomic.Int64
 	refused         atomic.Int64
+	shed            atomic.Int64
+	holds           atomic.Int64 // loans timed, with Adaptive or ShedHopeless
+	holdNanos       atomic.Int64 // their lengths, summed
 	closedIdle      atomic.Int64
 	closedLifetime  atomic.Int64
 	closedBroken    atomic.Int64
@@ -62,6 +65,12 @@ type Stats struct {
 	// less while the server refuses dials for capacity (see ErrCapacity).
 	// On a Budget the ceiling is the budget's (BudgetStats.Ceiling).
 	Ceiling int
+	// MeanHold is the mean loan length over the last seconds, measured
+	// with Config.Adaptive or Config.ShedHopeless; zero otherwise.
+	MeanHold time.Duration
+	// Target is the connections Config.Adaptive keeps open for the
+	// demand; zero without it.
+	Target int
 
 	// Down is true while the source is down: the last dial failed (with
 	// Config.DialBackoff set) and none has succeeded since. Acquires for
@@ -77,6 +86,7 @@ type Stats struct {
 	TimedOutAcquires int64         // Acquire calls ended by AcquireTimeout
 	FailedFast       int64         // Acquire calls refused at once while the source was down
 	TooManyWaiters   int64         // Acquire calls refused at once because Config.MaxWaiters callers were waiting
+	Shed             int64         // Acquire calls failed at once because their deadline would pass before their turn (Config.ShedHopeless)
 
 	Created        int64 // connections dialled successfully
 	DialErrors     int64 // dials that failed, and new connections that failed their first check
@@ -108,6 +118,9 @@ func (p *Pool[C]) Stats() Stats {
 		MaxSize: p.maxSize,
 		Ceiling: p.capLocked(),
 
+		MeanHold: time.Duration(p.demand.meanHold),
+		Target:   p.demand.target,
+
 		Down:               p.downLocked(),
 		DialFailuresInARow: p.dialing.failures,
 	}
@@ -121,6 +134,7 @@ func (p *Pool[C]) Stats() Stats {
 	s.TimedOutAcquires = c.timedOut.Load()
 	s.FailedFast = c.failedFast.Load()
 	s.TooManyWaiters = c.tooManyWaiters.Load()
+	s.Shed = c.shed.Load()
 	s.Created = c.created.Load()
 	s.DialErrors = c.dialErrors.Load()
 	s.Refused = c.refused.Load()

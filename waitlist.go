@@ -196,6 +196,9 @@ func (p *Pool[C]) nextWaiterLocked(now int64) *waiter[C] {
 			return nil
 		}
 		err := w.gaveUp(now)
+		if err == nil && p.cfg.ShedHopeless {
+			err = p.tooLateLocked(w, now)
+		}
 		if err == nil {
 			return w
 		}
@@ -303,6 +306,9 @@ func (p *Pool[C]) served(ctx context.Context, r result[C], a *acquisition[C]) (r
 	case errGaveUp: // skipped at a hand-off: ctx had ended
 		p.stats.canceled.Add(1)
 		return r, ctx.Err()
+	case errShed: // skipped at a hand-off: too little time left
+		p.stats.shed.Add(1)
+		return r, newError("shed: less time left before the deadline than a mean hold (ShedHopeless)", context.DeadlineExceeded)
 	}
 	return r, r.err
 }
