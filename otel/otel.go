@@ -14,6 +14,14 @@
 //     db.client.connection.use_time (histograms, s): each dial, each
 //     acquire, each loan.
 //
+// Beyond the conventions, in the pool.* namespace:
+//
+//   - pool.connection.ceiling {connection}: the most connections the pool
+//     may open now, MaxSize or less while the server refuses for capacity;
+//   - pool.connection.refused {connection}: dials refused for capacity;
+//   - pool.acquire.shed {request}: acquires failed at once under
+//     ShedHopeless.
+//
 // Every point carries db.client.connection.pool.name, the source ID. The
 // gauges and the timeout count are read from Stats when the reader
 // collects, so they cost nothing between collections; the histograms are
@@ -57,12 +65,14 @@ type Metrics struct {
 	count, idleMax, idleMin, max  metric.Int64ObservableUpDownCounter
 	pending                       metric.Int64ObservableUpDownCounter
 	timeouts                      metric.Int64ObservableCounter
+	ceiling                       metric.Int64ObservableUpDownCounter
+	refused, shed                 metric.Int64ObservableCounter
 }
 
 // New creates the instruments on mp's meter for ScopeName.
 func New(mp metric.MeterProvider) (*Metrics, error) {
 	m := &Metrics{meter: mp.Meter(ScopeName)}
-	var errs [9]error
+	var errs [12]error
 	hist := func(name, desc string, i int) metric.Float64Histogram {
 		h, err := m.meter.Float64Histogram(name, metric.WithUnit("s"), metric.WithDescription(desc),
 			metric.WithExplicitBucketBoundaries(durationBuckets...))
@@ -84,6 +94,13 @@ func New(mp metric.MeterProvider) (*Metrics, error) {
 	m.pending = gauge("db.client.connection.pending_requests", "{request}", "The number of current pending requests for an open connection.", 7)
 	m.timeouts, errs[8] = m.meter.Int64ObservableCounter("db.client.connection.timeouts", metric.WithUnit("{timeout}"),
 		metric.WithDescription("The number of connection timeouts that have occurred trying to obtain a connection from the pool."))
+	// Not in the semantic conventions: the pool's capacity ceiling and
+	// what it refused or shed.
+	m.ceiling = gauge("pool.connection.ceiling", "{connection}", "The most connections the pool may open now: its maximum, or less while the server refuses connections for capacity.", 9)
+	m.refused, errs[10] = m.meter.Int64ObservableCounter("pool.connection.refused", metric.WithUnit("{connection}"),
+		metric.WithDescription("The number of new connections the server refused for capacity."))
+	m.shed, errs[11] = m.meter.Int64ObservableCounter("pool.acquire.shed", metric.WithUnit("{request}"),
+		metric.WithDescription("The number of requests failed at once because their deadline would pass before their turn."))
 	if err := errors.Join(errs[:]...); err != nil {
 		return nil, err
 	}
@@ -142,7 +159,10 @@ func (m *Metrics) observe(stats func() map[string]pool.Stats) (metric.Registrati
 			o.ObserveInt64(m.max, int64(s.MaxSize), set)
 			o.ObserveInt64(m.pending, int64(s.Waiting), set)
 			o.ObserveInt64(m.timeouts, s.TimedOutAcquires, set)
+			o.ObserveInt64(m.ceiling, int64(s.Ceiling), set)
+			o.ObserveInt64(m.refused, s.Refused, set)
+			o.ObserveInt64(m.shed, s.Shed, set)
 		}
 		return nil
-	}, m.count, m.idleMax, m.idleMin, m.max, m.pending, m.timeouts)
+	}, m.count, m.idleMax, m.idleMin, m.max, m.pending, m.timeouts, m.ceiling, m.refused, m.shed)
 }

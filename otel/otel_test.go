@@ -2,6 +2,7 @@ package poolotel_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -209,4 +210,57 @@ func TestObservePoolUsesThePoolsName(t *testing.T) {
 	defer r.Unregister()
 	got := collect(t, reader)
 	assert.EqualValues(t, 7, sumValue(t, got["db.client.connection.max"], poolotel.PoolNameKey.String("reports")))
+}
+
+// A dial the server refuses for capacity lowers the ceiling and counts a
+// refusal; a caller shed under ShedHopeless is counted too.
+func TestMetricsOfCapacityAndShedding(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		reader := sdkmetric.NewManualReader()
+		m, err := poolotel.New(sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)))
+		require.NoError(t, err)
+		cfg := pool.DefaultConfig()
+		cfg.MinSize, cfg.MaxSize = 0, 3
+		cfg.ReapInterval, cfg.PingAfterIdle = 0, 0
+		cfg.ShedHopeless = true
+		cfg.DialBackoff, cfg.DialBackoffMax = time.Second, time.Second // no probe while it waits
+		dials := 0
+		p, err := pool.New(func(context.Context) (conn, error) {
+			if dials++; dials > 1 {
+				return conn{}, fmt.Errorf("too many clients: %w", pool.ErrCapacity)
+			}
+			return conn{}, nil
+		}, cfg)
+		require.NoError(t, err)
+		defer p.Close()
+		reg, err := m.ObservePool("pg-sales", p)
+		require.NoError(t, err)
+		defer reg.Unregister()
+
+		bg := context.Background()
+		a, err := p.Acquire(bg)
+		require.NoError(t, err)
+		time.Sleep(time.Second) // a loan of 1 s: the mean hold
+		a.Release()
+		time.Sleep(200 * time.Millisecond) // sampled
+		a, err = p.Acquire(bg)
+		require.NoError(t, err)
+		ctx, cancel := context.WithTimeout(bg, 100*time.Millisecond)
+		_, err = p.Acquire(ctx) // its dial is refused; it waits for a, and times out
+		cancel()
+		require.ErrorIs(t, err, context.DeadlineExceeded)
+		ctx, cancel = context.WithTimeout(bg, 100*time.Millisecond)
+		_, err = p.Acquire(ctx) // the pool is at its ceiling: shed at once
+		cancel()
+		require.ErrorIs(t, err, context.DeadlineExceeded)
+		a.Release()
+
+		got := collect(t, reader)
+		pn := poolotel.PoolNameKey.String("pg-sales")
+		assert.EqualValues(t, 1, sumValue(t, got["pool.connection.ceiling"], pn))
+		assert.EqualValues(t, 1, sumValue(t, got["pool.connection.refused"], pn))
+		assert.EqualValues(t, 1, sumValue(t, got["pool.acquire.shed"], pn))
+		assert.True(t, got["pool.connection.refused"].Data.(metricdata.Sum[int64]).IsMonotonic)
+		assert.False(t, got["pool.connection.ceiling"].Data.(metricdata.Sum[int64]).IsMonotonic)
+	})
 }

@@ -12,9 +12,12 @@
 //	pool_connections_min{source}                 gauge: MinSize
 //	pool_connection_timeouts_total{source}       counter: acquires that ended at AcquireTimeout
 //	pool_connections_created_total{source}       counter
-//	pool_connections_closed_total{source,reason} counter: idle, lifetime, broken, pool_closed, abandoned, resized
+//	pool_connections_closed_total{source,reason} counter: idle, lifetime, broken, pool_closed, abandoned, resized, budget
 //	pool_dial_errors_total{source}               counter
 //	pool_acquires_total{source}                  counter: acquires that lent a connection
+//	pool_connections_ceiling{source}             gauge: MaxSize, or less while the server refuses for capacity
+//	pool_dials_refused_total{source}             counter: dials refused for capacity (pool.ErrCapacity)
+//	pool_acquires_shed_total{source}             counter: acquires failed at once under ShedHopeless
 //	pool_connection_acquire_seconds{source}      histogram: each Acquire's wait
 //	pool_connection_usage_seconds{source}        histogram: each loan's length
 //	pool_connection_creation_seconds{source}     histogram: each successful dial
@@ -59,6 +62,7 @@ type Collector struct {
 
 	connections, active, idle, pending, max, min *prometheus.Desc
 	timeouts, created, closed, dialErrors, acqs  *prometheus.Desc
+	ceiling, refused, shed                       *prometheus.Desc
 }
 
 // New returns a Collector whose metric names start with namespace ("pool"
@@ -90,6 +94,9 @@ func New(namespace string) *Collector {
 		closed:      desc("connections_closed_total", "Connections closed, by reason.", "reason"),
 		dialErrors:  desc("dial_errors_total", "Failed dials."),
 		acqs:        desc("acquires_total", "Acquires that lent a connection."),
+		ceiling:     desc("connections_ceiling", "The most connections the pool may open now: MaxSize, or less while the server refuses dials for capacity."),
+		refused:     desc("dials_refused_total", "Dials the server refused for capacity (pool.ErrCapacity), of the failed dials."),
+		shed:        desc("acquires_shed_total", "Acquires failed at once because their deadline would pass before their turn (ShedHopeless)."),
 	}
 }
 
@@ -133,7 +140,7 @@ func (c *Collector) add(f func() map[string]pool.Stats) {
 
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.connections, c.active, c.idle, c.pending, c.max, c.min, c.timeouts, c.created, c.closed, c.dialErrors, c.acqs} {
+	for _, d := range []*prometheus.Desc{c.connections, c.active, c.idle, c.pending, c.max, c.min, c.timeouts, c.created, c.closed, c.dialErrors, c.acqs, c.ceiling, c.refused, c.shed} {
 		ch <- d
 	}
 	c.acquire.Describe(ch)
@@ -169,6 +176,9 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 			counter(c.created, s.Created)
 			counter(c.dialErrors, s.DialErrors)
 			counter(c.acqs, s.AcquireCount)
+			gauge(c.ceiling, s.Ceiling)
+			counter(c.refused, s.Refused)
+			counter(c.shed, s.Shed)
 			counter(c.closed, s.ClosedIdle, pool.CloseIdle.String())
 			counter(c.closed, s.ClosedLifetime, pool.CloseLifetime.String())
 			counter(c.closed, s.ClosedBroken, pool.CloseBroken.String())

@@ -3,6 +3,7 @@ package poolprom_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"strings"
@@ -265,4 +266,59 @@ func TestAddPoolUsesThePoolsName(t *testing.T) {
 # TYPE db_connections_max gauge
 db_connections_max{source="reports"} 7
 `), "db_connections_max"))
+}
+
+// A dial the server refuses for capacity lowers the ceiling and counts a
+// refusal; a caller shed under ShedHopeless is counted too.
+func TestCollectorReportsCapacityAndShedding(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c := poolprom.New("")
+		cfg := pool.DefaultConfig()
+		cfg.MinSize, cfg.MaxSize = 0, 3
+		cfg.ReapInterval, cfg.PingAfterIdle = 0, 0
+		cfg.ShedHopeless = true
+		cfg.DialBackoff, cfg.DialBackoffMax = time.Second, time.Second // no probe while it waits
+		dials := 0
+		p, err := pool.New(func(context.Context) (conn, error) {
+			if dials++; dials > 1 {
+				return conn{}, fmt.Errorf("too many clients: %w", pool.ErrCapacity)
+			}
+			return conn{}, nil
+		}, cfg)
+		require.NoError(t, err)
+		defer p.Close()
+		c.AddPool("pg-sales", p)
+
+		bg := context.Background()
+		a, err := p.Acquire(bg)
+		require.NoError(t, err)
+		time.Sleep(time.Second) // a loan of 1 s: the mean hold
+		a.Release()
+		time.Sleep(200 * time.Millisecond) // sampled
+		a, err = p.Acquire(bg)
+		require.NoError(t, err)
+		ctx, cancel := context.WithTimeout(bg, 100*time.Millisecond)
+		_, err = p.Acquire(ctx) // its dial is refused; it waits for a, and times out
+		cancel()
+		require.ErrorIs(t, err, context.DeadlineExceeded)
+		ctx, cancel = context.WithTimeout(bg, 100*time.Millisecond)
+		_, err = p.Acquire(ctx) // the pool is at its ceiling: shed at once
+		cancel()
+		require.ErrorIs(t, err, context.DeadlineExceeded)
+		a.Release()
+
+		const want = `
+# HELP pool_connections_ceiling The most connections the pool may open now: MaxSize, or less while the server refuses dials for capacity.
+# TYPE pool_connections_ceiling gauge
+pool_connections_ceiling{source="pg-sales"} 1
+# HELP pool_dials_refused_total Dials the server refused for capacity (pool.ErrCapacity), of the failed dials.
+# TYPE pool_dials_refused_total counter
+pool_dials_refused_total{source="pg-sales"} 1
+# HELP pool_acquires_shed_total Acquires failed at once because their deadline would pass before their turn (ShedHopeless).
+# TYPE pool_acquires_shed_total counter
+pool_acquires_shed_total{source="pg-sales"} 1
+`
+		require.NoError(t, testutil.CollectAndCompare(c, strings.NewReader(want),
+			"pool_connections_ceiling", "pool_dials_refused_total", "pool_acquires_shed_total"))
+	})
 }
