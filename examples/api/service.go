@@ -13,6 +13,7 @@ import (
 	"path"
 	"regexp"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -28,8 +29,17 @@ import (
 
 // Config is the service's configuration file.
 type Config struct {
-	Addr    string         `json:"addr"`
-	Sources []SourceConfig `json:"sources"`
+	Addr string `json:"addr"`
+	// Budgets are connection budgets shared by the sources that name
+	// them, by name: for sources on one server, so that together they
+	// never open more than its limit.
+	Budgets map[string]BudgetConfig `json:"budgets"`
+	Sources []SourceConfig          `json:"sources"`
+}
+
+// BudgetConfig is one shared budget.
+type BudgetConfig struct {
+	Limit int `json:"limit"`
 }
 
 // SourceConfig registers one data source. DSN, and CACert, may name
@@ -53,6 +63,16 @@ type SourceConfig struct {
 	MinSize        *int   `json:"min_size"`
 	MaxSize        *int   `json:"max_size"`
 	AcquireTimeout string `json:"acquire_timeout"`
+	// Budget names one of the config's budgets, shared with the other
+	// sources that name it; Weight is this source's share of it when
+	// sources compete (default 1).
+	Budget string `json:"budget"`
+	Weight int    `json:"weight"`
+	// Adaptive keeps open what the source's demand needs and hands the
+	// rest back within seconds; ShedHopeless fails at once a request
+	// whose deadline would pass before its turn (see pool.Config).
+	Adaptive     bool `json:"adaptive"`
+	ShedHopeless bool `json:"shed_hopeless"`
 }
 
 // LoadConfig reads and checks a configuration file.
@@ -70,7 +90,15 @@ func LoadConfig(path string) (Config, error) {
 	if len(c.Sources) == 0 {
 		return c, fmt.Errorf("%s: no sources", path)
 	}
+	for name, b := range c.Budgets {
+		if _, err := pool.NewBudget(b.Limit); err != nil {
+			return c, fmt.Errorf("%s: budget %q: limit %d: it must be at least 1", path, name, b.Limit)
+		}
+	}
 	for _, s := range c.Sources {
+		if _, ok := c.Budgets[s.Budget]; s.Budget != "" && !ok {
+			return c, fmt.Errorf("%s: source %q: budget %q is not in budgets", path, s.ID, s.Budget)
+		}
 		if err := s.checkKind(); err != nil {
 			return c, fmt.Errorf("%s: source %q: %w", path, s.ID, err)
 		}
@@ -170,6 +198,9 @@ func (s SourceConfig) poolConfig() (pool.Config, error) {
 		}
 		cfg.AcquireTimeout = d
 	}
+	cfg.Weight = s.Weight
+	cfg.Adaptive = s.Adaptive
+	cfg.ShedHopeless = s.ShedHopeless
 	return cfg, cfg.Validate()
 }
 
@@ -177,7 +208,8 @@ func (s SourceConfig) poolConfig() (pool.Config, error) {
 // from one registry.
 type Service struct {
 	reg     *pool.PooledRegistry[pool.Connector]
-	kinds   map[string]string // source ID to kind; written only by NewService
+	budgets map[string]*pool.Budget // by name; written only by NewService
+	kinds   map[string]string       // source ID to kind; written only by NewService
 	metrics *prometheus.Registry
 	hooks   func(id string) pool.Hooks // the pool metrics of source id
 	log     *slog.Logger
@@ -186,7 +218,15 @@ type Service struct {
 // NewService registers every source, test-connecting each, and fails on
 // the first that cannot be reached.
 func NewService(ctx context.Context, c Config) (*Service, error) {
-	s := &Service{reg: pool.NewRegistry[pool.Connector](), kinds: map[string]string{}, log: slog.Default()}
+	s := &Service{reg: pool.NewRegistry[pool.Connector](), kinds: map[string]string{}, budgets: map[string]*pool.Budget{}, log: slog.Default()}
+	for name, bc := range c.Budgets {
+		b, err := pool.NewBudget(bc.Limit)
+		if err != nil {
+			return nil, fmt.Errorf("budget %q: %w", name, err)
+		}
+		b.SetName(name)
+		s.budgets[name] = b
+	}
 	collector := poolprom.New("")
 	collector.AddRegistry(s.reg)
 	s.metrics = prometheus.NewRegistry()
@@ -208,6 +248,7 @@ func (s *Service) register(ctx context.Context, src SourceConfig) error {
 		return err
 	}
 	cfg.Hooks = s.hooks(src.ID)
+	cfg.Budget = s.budgets[src.Budget] // nil for none
 	dsn, err := src.dsn()
 	if err != nil {
 		return err
@@ -234,8 +275,12 @@ func (s *Service) register(ctx context.Context, src SourceConfig) error {
 //	GET /sources/{id}/blobs?prefix=p      lists a page of blobs of Blob source id
 //	GET /sources/{id}/blobs/{name...}     reads one blob
 //	GET /stats                            every pool's statistics
+//	GET /budgets                          every budget's statistics
 //	GET /metrics                          the pools' metrics, for Prometheus
 //
+// A request may carry X-Priority: interactive, normal (the default) or
+// batch; when sources are busy, interactive requests are served first and
+// batch ones last, each class still getting a floor of the connections.
 // Every answer but /metrics, errors included (400, 404, 405, 503, 500), is
 // JSON.
 func (s *Service) Handler() http.Handler {
@@ -244,6 +289,7 @@ func (s *Service) Handler() http.Handler {
 	mux.HandleFunc("/sources/{id}/blobs", method(http.MethodGet, s.listBlobs))
 	mux.HandleFunc("/sources/{id}/blobs/{name...}", method(http.MethodGet, s.readBlob))
 	mux.HandleFunc("/stats", method(http.MethodGet, s.stats))
+	mux.HandleFunc("/budgets", method(http.MethodGet, s.budgetStats))
 	mux.Handle("/metrics", method(http.MethodGet, promhttp.HandlerFor(s.metrics, promhttp.HandlerOpts{}).ServeHTTP))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no such endpoint: "+r.URL.Path)
@@ -255,8 +301,23 @@ func (s *Service) Handler() http.Handler {
 			writeError(w, http.StatusNotFound, "no such endpoint: "+p)
 			return
 		}
+		if h := r.Header.Values("X-Priority"); len(h) > 0 {
+			prio, ok := priorities[strings.ToLower(strings.TrimSpace(h[0]))]
+			if !ok || len(h) > 1 {
+				writeError(w, http.StatusBadRequest, "X-Priority must be given once, as interactive, normal or batch")
+				return
+			}
+			r = r.WithContext(pool.WithPriority(r.Context(), prio))
+		}
 		mux.ServeHTTP(w, r)
 	})
+}
+
+// priorities are the values of the X-Priority header.
+var priorities = map[string]pool.Priority{
+	"interactive": pool.PriorityInteractive,
+	"normal":      pool.PriorityNormal,
+	"batch":       pool.PriorityBatch,
 }
 
 func method(m string, h http.HandlerFunc) http.HandlerFunc {
@@ -329,7 +390,9 @@ func (s *Service) writeSourceError(w http.ResponseWriter, r *http.Request, id st
 	switch {
 	case errors.Is(err, azblob.ErrBlobNotFound):
 		writeError(w, http.StatusNotFound, "no such blob")
-	case errors.Is(err, azblob.ErrThrottled):
+	case errors.Is(err, azblob.ErrThrottled), errors.Is(err, pool.ErrTooManyWaiters),
+		errors.Is(err, context.DeadlineExceeded) && r.Context().Err() == nil: // shed: its turn would come too late
+		w.Header().Set("Retry-After", "1")
 		writeError(w, http.StatusServiceUnavailable, fmt.Sprintf("source %q is busy; try again later", id))
 	case errors.Is(err, pool.ErrUnknownSource):
 		writeError(w, http.StatusNotFound, fmt.Sprintf("unknown source %q", id))
@@ -355,6 +418,9 @@ type sourceStats struct {
 	Waiting            int     `json:"waiting"`
 	MinSize            int     `json:"min_size"`
 	MaxSize            int     `json:"max_size"`
+	Ceiling            int     `json:"ceiling"`
+	Target             int     `json:"target"`
+	MeanHoldSeconds    float64 `json:"mean_hold_seconds"`
 	Down               bool    `json:"down"`
 	DialFailuresInARow int     `json:"dial_failures_in_a_row"`
 	AcquireCount       int64   `json:"acquire_count"`
@@ -363,12 +429,17 @@ type sourceStats struct {
 	CanceledAcquires   int64   `json:"canceled_acquires"`
 	TimedOutAcquires   int64   `json:"timed_out_acquires"`
 	FailedFast         int64   `json:"failed_fast"`
+	TooManyWaiters     int64   `json:"too_many_waiters"`
+	Shed               int64   `json:"shed"`
 	Created            int64   `json:"created"`
 	DialErrors         int64   `json:"dial_errors"`
+	Refused            int64   `json:"refused"`
 	ClosedIdle         int64   `json:"closed_idle"`
 	ClosedLifetime     int64   `json:"closed_lifetime"`
 	ClosedBroken       int64   `json:"closed_broken"`
 	ClosedPool         int64   `json:"closed_pool"`
+	ClosedResized      int64   `json:"closed_resized"`
+	ClosedBudget       int64   `json:"closed_budget"`
 	LeakedLoans        int64   `json:"leaked_loans"`
 	AbandonedLoans     int64   `json:"abandoned_loans"`
 	PanicsRecovered    int64   `json:"panics_recovered"`
@@ -378,11 +449,14 @@ func toSourceStats(s pool.Stats) sourceStats {
 	return sourceStats{
 		Total: s.Total, Idle: s.Idle, InUse: s.InUse, Dialing: s.Dialing, Closing: s.Closing,
 		Waiting: s.Waiting, MinSize: s.MinSize, MaxSize: s.MaxSize,
+		Ceiling: s.Ceiling, Target: s.Target, MeanHoldSeconds: s.MeanHold.Seconds(),
 		Down: s.Down, DialFailuresInARow: s.DialFailuresInARow,
 		AcquireCount: s.AcquireCount, WaitCount: s.WaitCount, WaitSeconds: s.WaitDuration.Seconds(),
 		CanceledAcquires: s.CanceledAcquires, TimedOutAcquires: s.TimedOutAcquires, FailedFast: s.FailedFast,
-		Created: s.Created, DialErrors: s.DialErrors,
+		TooManyWaiters: s.TooManyWaiters, Shed: s.Shed,
+		Created: s.Created, DialErrors: s.DialErrors, Refused: s.Refused,
 		ClosedIdle: s.ClosedIdle, ClosedLifetime: s.ClosedLifetime, ClosedBroken: s.ClosedBroken, ClosedPool: s.ClosedPool,
+		ClosedResized: s.ClosedResized, ClosedBudget: s.ClosedBudget,
 		LeakedLoans: s.LeakedLoans, AbandonedLoans: s.AbandonedLoans, PanicsRecovered: s.PanicsRecovered,
 	}
 }
@@ -391,6 +465,41 @@ func (s *Service) stats(w http.ResponseWriter, _ *http.Request) {
 	out := map[string]sourceStats{}
 	for id, st := range s.reg.Stats() {
 		out[id] = toSourceStats(st)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// budgetJSON is one budget's statistics in the JSON of /budgets.
+type budgetJSON struct {
+	Limit         int                   `json:"limit"`
+	Ceiling       int                   `json:"ceiling"`
+	Open          int                   `json:"open"`
+	Sources       map[string]budgetPool `json:"sources"`
+	Moved         int64                 `json:"moved"`
+	Yielded       int64                 `json:"yielded"`
+	ReclaimedIdle int64                 `json:"reclaimed_idle"`
+	Refused       int64                 `json:"refused"`
+}
+
+type budgetPool struct {
+	Weight  int `json:"weight"`
+	MinSize int `json:"min_size"`
+	Open    int `json:"open"`
+	Waiting int `json:"waiting"`
+}
+
+func (s *Service) budgetStats(w http.ResponseWriter, _ *http.Request) {
+	out := map[string]budgetJSON{}
+	for name, b := range s.budgets {
+		st := b.Stats()
+		j := budgetJSON{Limit: st.Limit, Ceiling: st.Ceiling, Open: st.Open, Sources: map[string]budgetPool{},
+			Moved: st.Moved, Yielded: st.Yielded, ReclaimedIdle: st.ReclaimedIdle, Refused: st.Refused}
+		for _, ps := range st.Pools {
+			if !ps.Closed {
+				j.Sources[ps.Name] = budgetPool{Weight: ps.Weight, MinSize: ps.MinSize, Open: ps.Open, Waiting: ps.Waiting}
+			}
+		}
+		out[name] = j
 	}
 	writeJSON(w, http.StatusOK, out)
 }
