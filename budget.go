@@ -53,6 +53,7 @@ type Budget struct {
 	name    string
 	limit   int
 	open    int    // slots held by members: their connections open, closing ones included
+	dialing int    // of which dials in flight (at most budgetDials)
 	slots   uint64 // slots handed out, ever: the clock of member.lastSlot
 	mins    int    // the members' MinSizes, summed
 	members []*member
@@ -157,6 +158,7 @@ type BudgetStats struct {
 	// less while the server refuses dials for capacity (see ErrCapacity).
 	Ceiling int
 	Open    int // connections open in its pools, closing ones included
+	Dialing int // of which being dialled (at most 4 at once for the budget)
 	// Pools has one line per pool on the budget, in the order they joined.
 	Pools []BudgetPoolStats
 	// Moved counts slots the budget gave to a waiting pool: freed by a
@@ -188,7 +190,7 @@ type BudgetPoolStats struct {
 // each pool's Waiting is read just after, from the pool.
 func (b *Budget) Stats() BudgetStats {
 	b.mu.Lock()
-	s := BudgetStats{Name: b.name, Limit: b.limit, Ceiling: b.capLocked(), Open: b.open}
+	s := BudgetStats{Name: b.name, Limit: b.limit, Ceiling: b.capLocked(), Open: b.open, Dialing: b.dialing}
 	pools := make([]budgetPool, len(b.members))
 	for i, m := range b.members {
 		s.Pools = append(s.Pools, BudgetPoolStats{Name: m.name, Weight: m.weight, MinSize: m.min, Open: m.open, Closed: m.closed})
@@ -281,10 +283,18 @@ func needier(x, y *member) bool {
 	return x.lastSlot < y.lastSlot
 }
 
-// handOutLocked counts a slot given to m. b.mu must be held.
+// budgetDials bounds the dials in flight for a budget's pools together.
+// Slots that move between pools are dialled anew, and on PostgreSQL a new
+// connection is a new backend process: forty at once on a small server
+// took a second each in the fleet benchmark (bench/RESULTS.md), during
+// which their slots served nothing.
+const budgetDials = 4
+
+// handOutLocked counts a slot given to m, for a dial. b.mu must be held.
 func (b *Budget) handOutLocked(m *member) {
 	m.open++
 	b.open++
+	b.dialing++
 	b.slots++
 	m.lastSlot = b.slots
 	m.need = max(m.need-1, 0)
@@ -331,7 +341,7 @@ func (b *Budget) takeLocked(m *member, need int) bool {
 	if m.closed {
 		return false
 	}
-	if b.roomLocked(m) <= 0 || b.needierThanLocked(m) {
+	if b.roomLocked(m) <= 0 || b.dialing >= budgetDials || b.needierThanLocked(m) {
 		b.setWantLocked(m, true)
 		m.need = need
 		return false
@@ -346,6 +356,8 @@ func (b *Budget) takeLocked(m *member, need int) bool {
 func (b *Budget) freeLocked(m *member, closing bool) {
 	if closing {
 		m.closing--
+	} else {
+		b.dialing-- // a dial that failed, or a slot granted and not used
 	}
 	m.open--
 	b.open--
@@ -365,14 +377,13 @@ func (b *Budget) checkOverLocked() {
 }
 
 // mustYieldLocked reports whether m's pool must close a connection it is
-// releasing, instead of reusing it, so that its slot goes elsewhere. It
-// must when the budget is over its limit; or when the budget is full, a
-// member that wants a slot is further below its share, and fewer slots
-// are on their way back (connections closing) than members want. Further
-// below means: below its MinSize, or at zero, or still holding no more
-// per unit of weight than m would with one connection fewer. A pool
-// never yields below its MinSize. b.mu must be held.
-func (b *Budget) mustYieldLocked(m *member) bool {
+// releasing, instead of reusing it, so that its slot goes elsewhere; held
+// is how long m has had the connection's slot. It must when the budget is
+// over its limit; or when the budget is full, a member that wants a slot
+// is further below its share (see outranks), and fewer slots are on their
+// way back (connections closing) than members want. A pool never yields
+// below its MinSize. b.mu must be held.
+func (b *Budget) mustYieldLocked(m *member, held time.Duration) bool {
 	eff := m.open - m.closing
 	if eff <= m.min {
 		return false
@@ -385,8 +396,31 @@ func (b *Budget) mustYieldLocked(m *member) bool {
 	if t == nil || b.roomLocked(t) > 0 || closing >= need {
 		return false
 	}
+	return outranks(t, m, eff, held)
+}
+
+// rotateAfter is how long a pool keeps a slot before it must give it to a
+// waiting pool that holds none, when it is not otherwise ahead of it: a
+// slot that moves costs a dial (a TCP, TLS and authentication handshake,
+// and on PostgreSQL a new backend process), so slots rotate among more
+// waiting pools than the budget has slots at this pace, not at every
+// release.
+const rotateAfter = 250 * time.Millisecond
+
+// outranks reports whether t, which wants a slot, should get one that m,
+// holding eff connections (not closing), has held for held: t is below
+// its MinSize; or m holds at least two more per unit of weight than t
+// (m would still hold as many as t after giving one up); or t holds none
+// and m has had the slot for rotateAfter or longer. b.mu must be held.
+func outranks(t, m *member, eff int, held time.Duration) bool {
 	teff := t.open - t.closing
-	return teff < t.min || teff == 0 || (teff+1)*m.weight <= (eff-1)*t.weight
+	switch {
+	case teff < t.min:
+		return true
+	case (teff+1)*m.weight <= (eff-1)*t.weight:
+		return true
+	}
+	return teff == 0 && held >= rotateAfter
 }
 
 // closingLocked sums the members' closing connections (slots on their
@@ -429,6 +463,9 @@ func (b *Budget) settleStep() bool {
 	over := b.open-closing > b.limit
 	t := b.neediestLocked(nil)
 	switch {
+	case t != nil && b.dialing >= budgetDials:
+		b.mu.Unlock()
+		return false // a dial that ends settles the budget again
 	case t != nil && (b.roomLocked(t) > 0 || (b.probeLocked() && b.roomLocked(t) > 0)):
 		b.handOutLocked(t)
 		b.mu.Unlock()
@@ -439,19 +476,34 @@ func (b *Budget) settleStep() bool {
 		return false
 	}
 	// Full, with a member wanting, or over the limit: reclaim the least
-	// recently used idle connection that a pool may give up.
-	pools := make([]budgetPool, 0, len(b.members))
+	// recently used idle connection that a pool may give up: over the
+	// limit, any; else one of a pool that t outranks, counting the time
+	// the connection has been idle as the time held.
+	type candidate struct {
+		pool budgetPool
+		m    member // a copy, read under mu
+	}
+	pools := make([]candidate, 0, len(b.members))
+	var tc member
+	if t != nil {
+		tc = *t
+	}
 	for _, m := range b.members {
 		if m != t && m.open-m.closing > m.min {
-			pools = append(pools, m.pool)
+			pools = append(pools, candidate{m.pool, *m})
 		}
 	}
 	b.mu.Unlock()
 	var victim budgetPool
 	var oldest time.Time
-	for _, p := range pools {
-		if since, ok := p.oldestIdle(); ok && (victim == nil || since.Before(oldest)) {
-			victim, oldest = p, since
+	now := time.Now()
+	for _, c := range pools {
+		since, ok := c.pool.oldestIdle()
+		if !ok || (!over && !outranks(&tc, &c.m, c.m.open-c.m.closing, now.Sub(since))) {
+			continue
+		}
+		if victim == nil || since.Before(oldest) {
+			victim, oldest = c.pool, since
 		}
 	}
 	if victim == nil || !victim.reclaimIdle() {
@@ -501,10 +553,11 @@ func (p *Pool[C]) settleBudget() {
 	}
 }
 
-// yieldLocked reports whether a connection being put back must close so
-// that its slot goes to another pool (see Budget.mustYieldLocked), and
-// forgets that the pool wants a slot when nobody waits. p.mu must be held.
-func (p *Pool[C]) yieldLocked() bool {
+// yieldLocked reports whether connection e, being put back at now, must
+// close so that its slot goes to another pool (see Budget.mustYieldLocked),
+// and forgets that the pool wants a slot when nobody waits. p.mu must be
+// held.
+func (p *Pool[C]) yieldLocked(e *entry[C], now int64) bool {
 	b := p.cfg.Budget
 	if b.wanting.Load() == 0 && !b.over.Load() {
 		return false
@@ -514,7 +567,7 @@ func (p *Pool[C]) yieldLocked() bool {
 	if p.waiters.len == 0 {
 		b.setWantLocked(p.bm, false)
 	}
-	if b.mustYieldLocked(p.bm) {
+	if b.mustYieldLocked(p.bm, p.clock.time(now).Sub(e.createdAt)) {
 		b.yielded.Add(1)
 		return true
 	}

@@ -452,3 +452,44 @@ func TestBudgetUnderLoadWithPoolsClosedResizedAndRecreated(t *testing.T) {
 	assert.Empty(t, s.Pools, "closed pools still on the budget")
 	src.checkAllClosedOnce(t)
 }
+
+// The pools of a budget dial at most four connections at once between
+// them, whatever their own MaxConcurrentDials: a slot that moves is a new
+// connection, and a storm of them starves the server.
+func TestBudgetDialsAtMostFourAtOnce(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newTestBudget(t, 40)
+		var inFlight, most atomic.Int64
+		var pools []*pool.Pool[*fakeConn]
+		for i := range 4 {
+			src := newFakeSource(t)
+			src.onDial = func(context.Context) error {
+				n := inFlight.Add(1)
+				for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+				}
+				time.Sleep(100 * time.Millisecond)
+				inFlight.Add(-1)
+				return nil
+			}
+			cfg := budgetConfig(b, string(rune('a'+i)), 10)
+			cfg.MaxConcurrentDials = 0 // up to MaxSize each
+			pools = append(pools, newTestPool(t, src, cfg))
+		}
+		var wg sync.WaitGroup
+		for _, p := range pools {
+			for range 10 {
+				wg.Go(func() {
+					pc, err := p.Acquire(bg)
+					if assert.NoError(t, err) {
+						time.Sleep(time.Second)
+						pc.Release()
+					}
+				})
+			}
+		}
+		wg.Wait()
+		assert.EqualValues(t, 4, most.Load(), "dials in flight at once on the budget")
+		assert.Equal(t, 40, b.Stats().Open)
+		assert.Zero(t, b.Stats().Dialing)
+	})
+}

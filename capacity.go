@@ -160,14 +160,17 @@ func (p *Pool[C]) probeLocked(now int64) bool {
 	return ok
 }
 
-// dialSucceededLocked records a dial that succeeded for the ceiling.
-// p.mu must be held.
+// dialSucceededLocked records a dial that succeeded: for the ceiling
+// unless the pool is closed, and, on a budget, as a dial no longer in
+// flight. p.mu must be held.
 func (p *Pool[C]) dialSucceededLocked() {
 	if p.bm != nil {
-		p.cfg.Budget.dialSucceeded()
+		p.cfg.Budget.dialSucceeded(!p.closed.Load())
 		return
 	}
-	p.dialing.ceiling.succeeded(p.maxSize)
+	if !p.closed.Load() {
+		p.dialing.ceiling.succeeded(p.maxSize)
+	}
 }
 
 // The budget's side.
@@ -191,11 +194,15 @@ func (b *Budget) refused() int {
 }
 
 // dialSucceeded records a dial of one of the budget's pools that
-// succeeded.
-func (b *Budget) dialSucceeded() {
+// succeeded, for the ceiling if open (its pool is not closed).
+func (b *Budget) dialSucceeded(open bool) {
 	b.mu.Lock()
-	if b.ceiling.set || b.ceiling.refusals > 0 {
+	b.dialing--
+	if open && (b.ceiling.set || b.ceiling.refusals > 0) {
 		b.ceiling.succeeded(b.limit)
+	}
+	if b.wanting.Load() > 0 {
+		b.dirty.Store(true)
 	}
 	b.mu.Unlock()
 }

@@ -217,13 +217,14 @@ func (p *Pool[C]) dial() {
 	var ev event
 	if !p.closed.Load() {
 		ev = p.sourceUpLocked()
-		p.dialSucceededLocked()
 	}
+	p.dialSucceededLocked()
 	h := p.dialledLocked(e, now)
 	p.refillLocked() // dials held back by MaxConcurrentDials or backoff
 	p.notifyReadyLocked()
 	p.mu.Unlock()
 	_ = h.do(p) // on a closed pool, Close logs a panic
+	p.settleBudget() // budget slots held back while this dial was in flight
 	p.emit(ev)
 }
 

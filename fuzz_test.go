@@ -400,16 +400,21 @@ func checkBudgetBooks(t *testing.T, b *pool.Budget, pools ...*pool.Pool[*fakeCon
 	for _, ps := range s.Pools {
 		open[ps.Name] = ps.Open
 	}
-	sum := 0
+	sum, dialing := 0, 0
 	for _, p := range pools {
-		name, total := p.Config().Name, p.Stats().Total
+		ps := p.Stats()
+		name, total := p.Config().Name, ps.Total
 		sum += total
+		dialing += ps.Dialing
 		if open[name] != total {
 			t.Fatalf("budget counts %d open for pool %s, which has %d", open[name], name, total)
 		}
 	}
 	if s.Open != sum {
 		t.Fatalf("budget counts %d open, its pools %d: %+v", s.Open, sum, s)
+	}
+	if s.Dialing != dialing {
+		t.Fatalf("budget counts %d dials in flight, its pools %d: %+v", s.Dialing, dialing, s)
 	}
 }
 

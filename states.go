@@ -183,7 +183,7 @@ func (p *Pool[C]) putLocked(e *entry[C], idleSince, now int64) handoff[C] {
 	case p.aboveMax && p.openLocked()-p.n[stateClosing] > p.maxSize:
 		p.closeLocked(e)
 		return handoff[C]{e: e, reason: CloseResized}
-	case p.bm != nil && !e.fresh && p.yieldLocked(): // a new connection serves once first
+	case p.bm != nil && !e.fresh && p.yieldLocked(e, now): // a new connection serves once first
 		p.closeLocked(e)
 		return handoff[C]{e: e, reason: CloseBudget}
 	}
