@@ -1,11 +1,11 @@
 # Every module in the tree: the core at the root and the nested ones
-# (azblob, bench, cmd/poolbench, examples/api, otel, postgres,
+# (azblob, bench, cmd/fleet, cmd/poolbench, examples/api, otel, postgres,
 # prometheus). `go test ./...` at the root does not enter nested modules,
 # so each target loops over them.
 MODULES := $(sort $(patsubst %/go.mod,%,$(shell find . -name go.mod -not -path './.git/*')))
 GO ?= go
 
-.PHONY: test vet fmt-check demo bench
+.PHONY: test vet fmt-check demo bench fleet
 
 ## test: race-enabled tests in every module (the README's test command)
 test:
@@ -32,6 +32,13 @@ fmt-check:
 ## that the paths it prints are relative to this directory)
 demo:
 	$(GO) run ./cmd/poolbench -out docs/poolbench.png $(ARGS)
+
+## fleet: the fleet benchmark (cmd/fleet) against the PostgreSQL server at
+## PG_DSN, whose user must be allowed to create a role: five scenarios of
+## 20 s runs (about five minutes); prints the report and writes
+## docs/fleet.png
+fleet:
+	cd cmd/fleet && $(GO) run . -seconds 20 -out ../../docs/fleet.png $(ARGS)
 
 ## bench: the side-by-side comparison, written to bench/RESULTS.md
 bench:

@@ -396,7 +396,7 @@ func (b *Budget) mustYieldLocked(m *member, held time.Duration) bool {
 	if t == nil || b.roomLocked(t) > 0 || closing >= need {
 		return false
 	}
-	return outranks(t, m, eff, held)
+	return outranks(t, m, eff, held, rotateAfter)
 }
 
 // rotateAfter is how long a pool keeps a slot before it must give it to a
@@ -405,14 +405,23 @@ func (b *Budget) mustYieldLocked(m *member, held time.Duration) bool {
 // and on PostgreSQL a new backend process), so slots rotate among more
 // waiting pools than the budget has slots at this pace, not at every
 // release.
-const rotateAfter = 250 * time.Millisecond
+const rotateAfter = time.Second
+
+// reclaimAfter is how long an idle connection must have been idle before
+// it is reclaimed for a waiting pool holding none (when its own pool is
+// not otherwise ahead): long enough that a pool between two quick
+// requests keeps its connection, short enough that an idle slot does not
+// sit unused for long while another pool waits.
+const reclaimAfter = 100 * time.Millisecond
 
 // outranks reports whether t, which wants a slot, should get one that m,
 // holding eff connections (not closing), has held for held: t is below
 // its MinSize; or m holds at least two more per unit of weight than t
 // (m would still hold as many as t after giving one up); or t holds none
-// and m has had the slot for rotateAfter or longer. b.mu must be held.
-func outranks(t, m *member, eff int, held time.Duration) bool {
+// and m has had the slot for after or longer (rotateAfter for a
+// connection in use, reclaimAfter for an idle one, whose idle time counts
+// as held). b.mu must be held.
+func outranks(t, m *member, eff int, held, after time.Duration) bool {
 	teff := t.open - t.closing
 	switch {
 	case teff < t.min:
@@ -420,7 +429,7 @@ func outranks(t, m *member, eff int, held time.Duration) bool {
 	case (teff+1)*m.weight <= (eff-1)*t.weight:
 		return true
 	}
-	return teff == 0 && held >= rotateAfter
+	return teff == 0 && held >= after
 }
 
 // closingLocked sums the members' closing connections (slots on their
@@ -499,7 +508,7 @@ func (b *Budget) settleStep() bool {
 	now := time.Now()
 	for _, c := range pools {
 		since, ok := c.pool.oldestIdle()
-		if !ok || (!over && !outranks(&tc, &c.m, c.m.open-c.m.closing, now.Sub(since))) {
+		if !ok || (!over && !outranks(&tc, &c.m, c.m.open-c.m.closing, now.Sub(since), reclaimAfter)) {
 			continue
 		}
 		if victim == nil || since.Before(oldest) {

@@ -57,7 +57,12 @@ func (t *tally) request(ctx context.Context, d do, tenant int, timeout, holdFor 
 	var started time.Time
 	err := d(ctx, tenant, func(c *postgres.Conn) error {
 		started = time.Now()
-		return hold(ctx, c, holdFor)
+		// The deadline bounds the wait for a connection; once the work
+		// has started it runs to its end, as a handler's query does when
+		// its deadline leaves room for it. (pgx closes a connection whose
+		// query a deadline cuts short: in an overload every connection
+		// would be redialled, and the run would measure that instead.)
+		return hold(context.WithoutCancel(ctx), c, holdFor)
 	})
 	t.mu.Lock()
 	defer t.mu.Unlock()

@@ -23,7 +23,7 @@ import (
 func flood(ctx context.Context, s *server, o options) (*report, error) {
 	r := &report{
 		title: fmt.Sprintf("Batch flood: 20 interactive tenants (2 clients each, 20 ms between requests, MinSize 1 on the budget) and 5 batch tenants with 80 clients each (10 times the %d connections), %v",
-			budget, o.seconds),
+			budget, o.seconds) + " after 2 s of warm-up",
 		header: []string{"run", "interactive wait p50", "interactive wait p99", "interactive timed out", "batch served req/s", "server connections, max"},
 		series: map[string][]sample{},
 	}
@@ -54,6 +54,8 @@ func flood(ctx context.Context, s *server, o options) (*report, error) {
 		stopSamples := s.sampler(ctx)
 		ti := newTally(interactiveN+batchN, o.seconds+10*time.Second, time.Hour)
 		tb := newTally(interactiveN+batchN, o.seconds+10*time.Second, time.Hour)
+		ti.start = time.Now().Add(warmUp) // count once the pools are warm
+		tb.start = ti.start
 		stop := make(chan struct{})
 		ictx := pool.WithPriority(ctx, pool.PriorityInteractive)
 		bctx := pool.WithPriority(ctx, pool.PriorityBatch)
@@ -65,7 +67,7 @@ func flood(ctx context.Context, s *server, o options) (*report, error) {
 				closedLoop(bctx, tb, st.do, i, 8*budget/batchN*5/4, 0, 5*time.Second, stop, uint64(i))
 			}
 		}
-		time.Sleep(o.seconds)
+		time.Sleep(warmUp + o.seconds)
 		close(stop)
 		ti.inFlight.Wait()
 		tb.inFlight.Wait()
