@@ -31,7 +31,7 @@ func writeChart(path string, reports []*report) error {
 		p.Title.Text = shortTitle(r.title)
 		p.X.Label.Text = "seconds"
 		p.Y.Label.Text = "server connections"
-		p.Legend.Top = true
+		p.Legend.Top = false // bottom right, below the lines at their plateau
 		p.Y.Min = 0
 		names := make([]string, 0, len(r.series))
 		for name := range r.series {
