@@ -223,7 +223,7 @@ func (p *Pool[C]) dial() {
 	p.refillLocked() // dials held back by MaxConcurrentDials or backoff
 	p.notifyReadyLocked()
 	p.mu.Unlock()
-	_ = h.do(p) // on a closed pool, Close logs a panic
+	_ = h.do(p)      // on a closed pool, Close logs a panic
 	p.settleBudget() // budget slots held back while this dial was in flight
 	p.emit(ev)
 }
