@@ -158,7 +158,7 @@ type BudgetStats struct {
 	// less while the server refuses dials for capacity (see ErrCapacity).
 	Ceiling int
 	Open    int // connections open in its pools, closing ones included
-	Dialing int // of which being dialled (at most 4 at once for the budget)
+	Dialing int // of which being dialled (at most 4, but for pools below their MinSize)
 	// Pools has one line per pool on the budget, in the order they joined.
 	Pools []BudgetPoolStats
 	// Moved counts slots the budget gave to a waiting pool: freed by a
@@ -283,12 +283,21 @@ func needier(x, y *member) bool {
 	return x.lastSlot < y.lastSlot
 }
 
-// budgetDials bounds the dials in flight for a budget's pools together.
+// budgetDials bounds the dials in flight for a budget's pools together,
+// but for pools below their MinSize.
 // Slots that move between pools are dialled anew, and on PostgreSQL a new
 // connection is a new backend process: forty at once on a small server
 // took a second each in the fleet benchmark (bench/RESULTS.md), during
 // which their slots served nothing.
 const budgetDials = 4
+
+// dialCappedLocked reports whether m must wait to dial because budgetDials
+// dials are in flight: a pool below its MinSize never waits for that (a
+// pool joining a full budget gets its reservation within a loan).
+// b.mu must be held.
+func (b *Budget) dialCappedLocked(m *member) bool {
+	return b.dialing >= budgetDials && m.open >= m.min
+}
 
 // handOutLocked counts a slot given to m, for a dial. b.mu must be held.
 func (b *Budget) handOutLocked(m *member) {
@@ -341,7 +350,7 @@ func (b *Budget) takeLocked(m *member, need int) bool {
 	if m.closed {
 		return false
 	}
-	if b.roomLocked(m) <= 0 || b.dialing >= budgetDials || b.needierThanLocked(m) {
+	if b.roomLocked(m) <= 0 || b.dialCappedLocked(m) || b.needierThanLocked(m) {
 		b.setWantLocked(m, true)
 		m.need = need
 		return false
@@ -472,7 +481,7 @@ func (b *Budget) settleStep() bool {
 	over := b.open-closing > b.limit
 	t := b.neediestLocked(nil)
 	switch {
-	case t != nil && b.dialing >= budgetDials:
+	case t != nil && b.dialCappedLocked(t):
 		b.mu.Unlock()
 		return false // a dial that ends settles the budget again
 	case t != nil && (b.roomLocked(t) > 0 || (b.probeLocked() && b.roomLocked(t) > 0)):
