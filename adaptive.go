@@ -154,7 +154,7 @@ func (p *Pool[C]) shedLocked(ctx context.Context, class int, timeoutAt, now int6
 	}
 	deadline := timeoutAt
 	if dl, ok := ctx.Deadline(); ok {
-		if at := now + int64(time.Until(dl)); deadline == 0 || at < deadline {
+		if at := addSat(now, time.Until(dl)); deadline == 0 || at < deadline {
 			deadline = at
 		}
 	}
@@ -167,7 +167,7 @@ func (p *Pool[C]) shedLocked(ctx context.Context, class int, timeoutAt, now int6
 	}
 	conns := max(p.inUseLocked(), 1)
 	wait := time.Duration(float64(ahead) * mean / float64(conns))
-	if now+int64(wait)+int64(mean) <= deadline {
+	if addSat(addSat(now, wait), time.Duration(mean)) <= deadline {
 		return nil
 	}
 	p.stats.shed.Add(1)

@@ -165,10 +165,13 @@ func (p *Pool[C]) probeLocked(now int64) bool {
 // flight. p.mu must be held.
 func (p *Pool[C]) dialSucceededLocked() {
 	if p.bm != nil {
-		p.cfg.Budget.dialSucceeded(!p.closed.Load())
-		return
+		p.cfg.Budget.dialEnded()
 	}
-	if !p.closed.Load() {
+	switch {
+	case p.closed.Load():
+	case p.bm != nil:
+		p.cfg.Budget.dialSucceeded()
+	default:
 		p.dialing.ceiling.succeeded(p.maxSize)
 	}
 }
@@ -193,16 +196,23 @@ func (b *Budget) refused() int {
 	return b.ceiling.at
 }
 
-// dialSucceeded records a dial of one of the budget's pools that
-// succeeded, for the ceiling if open (its pool is not closed).
-func (b *Budget) dialSucceeded(open bool) {
+// dialEnded counts out a dial of one of the budget's pools that has
+// produced a connection: a slot held back by budgetDials may go now.
+func (b *Budget) dialEnded() {
 	b.mu.Lock()
 	b.dialing--
-	if open && (b.ceiling.set || b.ceiling.refusals > 0) {
-		b.ceiling.succeeded(b.limit)
-	}
 	if b.wanting.Load() > 0 {
 		b.dirty.Store(true)
+	}
+	b.mu.Unlock()
+}
+
+// dialSucceeded records, for the ceiling, a dial of one of the budget's
+// open pools that succeeded.
+func (b *Budget) dialSucceeded() {
+	b.mu.Lock()
+	if b.ceiling.set || b.ceiling.refusals > 0 {
+		b.ceiling.succeeded(b.limit)
 	}
 	b.mu.Unlock()
 }
