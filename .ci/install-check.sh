@@ -108,13 +108,13 @@ export GOWORK=off GOFLAGS="-mod=mod" GONOSUMDB=github.com/deepanalyze GODEBUG=go
 # '|' moves on to the next proxy on any error (a file proxy reports a
 # missing file, or the checksum database it does not serve, as an error).
 export GOPROXY="file://$work/proxy|file://$modcache/cache/download|$(GOWORK=off go env GOPROXY)"
-for m in pool pool/postgres pool/azblob pool/otel pool/prometheus pool/examples/api pool/cmd/poolbench pool/bench; do
+for m in pool pool/postgres pool/azblob pool/otel pool/prometheus pool/examples/api pool/cmd/poolbench pool/cmd/fleet pool/bench; do
   echo "== go get github.com/deepanalyze/$m@$version"
   go get -x "github.com/deepanalyze/$m@$version" 2>"$work/get.log" || { cat "$work/get.log"; exit 1; }
 done
 go get github.com/jackc/pgx/v5
 go build -o quickstart .
-go build -o /dev/null github.com/deepanalyze/pool/examples/api github.com/deepanalyze/pool/cmd/poolbench
+go build -o /dev/null github.com/deepanalyze/pool/examples/api github.com/deepanalyze/pool/cmd/poolbench github.com/deepanalyze/pool/cmd/fleet
 go vet github.com/deepanalyze/pool/bench
 if [ -n "${PG_DSN:-}" ] && [ -n "${AZURITE_CONNECTION_STRING:-}" ]; then
   # Azurite's throwaway certificate is trusted the way a user would trust
