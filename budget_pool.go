@@ -1,0 +1,161 @@
+// The pool's side of a budget: what a pool asks of it, and what the
+// budget asks of a pool (budgetPool).
+
+package pool
+
+import "time"
+
+// takeSlotLocked takes a budget slot for one dial, if the pool is on a
+// budget; it reports false if the budget refused, which then records how
+// many slots the pool wants (for its waiters, or to reach MinSize). p.mu
+// must be held.
+func (p *Pool[C]) takeSlotLocked() bool {
+	if p.bm == nil {
+		return true
+	}
+	b := p.cfg.Budget
+	open := p.openLocked()
+	need := min(max(p.waiters.len-p.n[stateDialling], p.minSize-open, 1), p.maxSize-open)
+	b.mu.Lock()
+	ok := b.takeLocked(p.bm, need)
+	b.mu.Unlock()
+	return ok
+}
+
+// freeSlotLocked gives back the budget slot of a connection that is gone
+// (closing: it went through closeLocked) or a dial that failed. p.mu must
+// be held.
+func (p *Pool[C]) freeSlotLocked(closing bool) {
+	if p.bm == nil {
+		return
+	}
+	b := p.cfg.Budget
+	b.mu.Lock()
+	b.freeLocked(p.bm, closing)
+	b.mu.Unlock()
+}
+
+// settleBudget runs the budget's deferred work, if the pool is on a
+// budget. p.mu must not be held.
+func (p *Pool[C]) settleBudget() {
+	if p.bm != nil {
+		p.cfg.Budget.settle()
+	}
+}
+
+// yieldLocked reports whether connection e, being put back at now, must
+// close so that its slot goes to another pool (see Budget.mustYieldLocked),
+// and forgets that the pool wants a slot when nobody waits. p.mu must be
+// held.
+func (p *Pool[C]) yieldLocked(e *entry[C], now int64) bool {
+	b := p.cfg.Budget
+	if b.wanting.Load() == 0 && !b.over.Load() {
+		return false
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if p.waiters.len == 0 {
+		b.setWantLocked(p.bm, false)
+	}
+	if b.mustYieldLocked(p.bm, p.clock.time(now).Sub(e.createdAt)) {
+		b.yielded.Add(1)
+		return true
+	}
+	return false
+}
+
+// closingSlotLocked records that a connection is being closed, so that
+// the budget counts its slot as on its way back. p.mu must be held.
+func (p *Pool[C]) closingSlotLocked() {
+	if p.bm == nil {
+		return
+	}
+	b := p.cfg.Budget
+	b.mu.Lock()
+	p.bm.closing++
+	b.mu.Unlock()
+}
+
+// grant is budgetPool.grant.
+func (p *Pool[C]) grant() {
+	p.mu.Lock()
+	b := p.cfg.Budget
+	open := p.openLocked()
+	need := min(max(p.waiters.len-p.n[stateDialling], p.minSize-open), p.maxSize-open)
+	if !p.closed.Load() && need > 0 {
+		p.dialStartLocked()
+		go p.dial()
+		if need <= 1 {
+			b.mu.Lock()
+			b.setWantLocked(p.bm, false)
+			b.mu.Unlock()
+		}
+		p.mu.Unlock()
+		b.moved.Add(1)
+		return
+	}
+	b.mu.Lock()
+	b.setWantLocked(p.bm, false)
+	b.freeLocked(p.bm, false)
+	b.mu.Unlock()
+	p.mu.Unlock()
+}
+
+// oldestIdle is budgetPool.oldestIdle.
+func (p *Pool[C]) oldestIdle() (time.Time, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.idle) == 0 || p.openLocked()-p.n[stateClosing] <= p.minSize {
+		return time.Time{}, false
+	}
+	return p.clock.time(p.idle[0].idleSince), true
+}
+
+// reclaimIdle is budgetPool.reclaimIdle.
+func (p *Pool[C]) reclaimIdle() bool {
+	p.mu.Lock()
+	if len(p.idle) == 0 || p.openLocked()-p.n[stateClosing] <= p.minSize {
+		p.mu.Unlock()
+		return false
+	}
+	e := p.idle[0]
+	kept := copy(p.idle, p.idle[1:])
+	p.idle[kept] = nil
+	p.idle = p.idle[:kept]
+	p.closeLocked(e)
+	p.mu.Unlock()
+	_ = p.finishClose(e, CloseBudget) // a panic in Close is logged there
+	return true
+}
+
+// waiting is budgetPool.waiting.
+func (p *Pool[C]) waiting() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.waiters.len
+}
+
+// leaveBudgetLocked ends the pool's reservation on its budget, which it
+// leaves once its last connection is gone. p.mu must be held.
+func (p *Pool[C]) leaveBudgetLocked() {
+	if p.bm == nil {
+		return
+	}
+	b := p.cfg.Budget
+	b.mu.Lock()
+	b.leaveLocked(p.bm)
+	b.checkOverLocked()
+	b.mu.Unlock()
+}
+
+// setBudgetMinLocked changes the pool's reservation on its budget. p.mu
+// must be held.
+func (p *Pool[C]) setBudgetMinLocked(n int) error {
+	if p.bm == nil {
+		return nil
+	}
+	b := p.cfg.Budget
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.setMinLocked(p.bm, n)
+}
