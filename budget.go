@@ -58,11 +58,13 @@ type Budget struct {
 	mins    int    // the members' MinSizes, summed
 	members []*member
 	// ceiling is the capacity ceiling below limit, while the server
-	// refuses dials (capacity.go); probeTimer settles the budget when the
-	// next probe is due, armed while probeArmed.
-	ceiling    ceilingState
-	probeTimer *time.Timer
-	probeArmed bool
+	// refuses dials (capacity.go).
+	ceiling ceilingState
+	// wakeTimer settles the budget at wakeAt (the budget's clock; 0 when
+	// not armed): when the next probe above the ceiling is due, or an
+	// idle connection becomes old enough to reclaim.
+	wakeTimer *time.Timer
+	wakeAt    int64
 }
 
 // member is one pool's account with a budget. Its fields are protected
@@ -513,20 +515,56 @@ func (b *Budget) settleStep() bool {
 	}
 	b.mu.Unlock()
 	var victim budgetPool
-	var oldest time.Time
+	var oldest, soonest time.Time
 	now := time.Now()
 	for _, c := range pools {
 		since, ok := c.pool.oldestIdle()
-		if !ok || (!over && !outranks(&tc, &c.m, c.m.open-c.m.closing, now.Sub(since), reclaimAfter)) {
+		if !ok {
+			continue
+		}
+		eff := c.m.open - c.m.closing
+		if !over && !outranks(&tc, &c.m, eff, now.Sub(since), reclaimAfter) {
+			// Reclaimable later, once idle reclaimAfter?
+			if at := since.Add(reclaimAfter); outranks(&tc, &c.m, eff, reclaimAfter, reclaimAfter) && (soonest.IsZero() || at.Before(soonest)) {
+				soonest = at
+			}
 			continue
 		}
 		if victim == nil || since.Before(oldest) {
 			victim, oldest = c.pool, since
 		}
 	}
+	if victim == nil && !soonest.IsZero() {
+		b.mu.Lock()
+		b.armWakeLocked(b.now() + int64(soonest.Sub(now)))
+		b.mu.Unlock()
+	}
 	if victim == nil || !victim.reclaimIdle() {
 		return false
 	}
 	b.reclaimed.Add(1)
 	return true
+}
+
+// armWakeLocked makes the wake timer settle the budget no later than at
+// (the budget's clock). b.mu must be held.
+func (b *Budget) armWakeLocked(at int64) {
+	if b.wakeAt != 0 && b.wakeAt <= at {
+		return
+	}
+	b.wakeAt = at
+	wait := time.Duration(at - b.now())
+	if b.wakeTimer == nil {
+		b.wakeTimer = time.AfterFunc(wait, b.wake)
+	} else {
+		b.wakeTimer.Reset(wait)
+	}
+}
+
+func (b *Budget) wake() {
+	b.mu.Lock()
+	b.wakeAt = 0
+	b.mu.Unlock()
+	b.dirty.Store(true)
+	b.settle()
 }

@@ -495,3 +495,32 @@ func TestBudgetDialsAtMostFourAtOnce(t *testing.T) {
 		assert.Zero(t, b.Stats().Dialing)
 	})
 }
+
+// An idle connection of a pool no further ahead than the waiting one is
+// reclaimed once it has been idle 100 ms (reclaimAfter), not before, and
+// without another event to prompt it: a timer does.
+func TestIdleConnectionIsReclaimedOnceIdleLongEnough(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newTestBudget(t, 2)
+		src := newFakeSource(t)
+		a := newTestPool(t, src, budgetConfig(b, "a", 5))
+		busy := newTestPool(t, src, budgetConfig(b, "busy", 5))
+		c := newTestPool(t, src, budgetConfig(b, "c", 5))
+		pc, err := a.Acquire(bg)
+		require.NoError(t, err)
+		pc.Release() // a: one idle connection
+		held, err := busy.Acquire(bg)
+		require.NoError(t, err)
+		defer held.Release()
+
+		time.Sleep(30 * time.Millisecond)
+		start := time.Now()
+		got, err := c.Acquire(bg) // a holds one, c none: not two ahead
+		require.NoError(t, err)
+		waited := time.Since(start)
+		got.Release()
+		assert.Equal(t, 70*time.Millisecond, waited, "reclaimed when idle 100 ms, measured from a's release")
+		assert.EqualValues(t, 1, a.Stats().ClosedBudget)
+		assert.EqualValues(t, 1, b.Stats().ReclaimedIdle)
+	})
+}

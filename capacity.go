@@ -218,27 +218,13 @@ func (b *Budget) dialSucceeded() {
 }
 
 // probeLocked raises the ceiling by one if a probe is due, and reports
-// whether it did; if one will be due, it arms the timer that settles the
-// budget then. b.mu must be held.
+// whether it did; if one will be due, it arms the wake timer for then.
+// b.mu must be held.
 func (b *Budget) probeLocked() bool {
 	now := b.now()
 	ok, at := b.ceiling.probe(b.limit, now, pauseFor)
-	if at != 0 && !b.probeArmed {
-		b.probeArmed = true
-		wait := time.Duration(at - now)
-		if b.probeTimer == nil {
-			b.probeTimer = time.AfterFunc(wait, b.probeDue)
-		} else {
-			b.probeTimer.Reset(wait)
-		}
+	if at != 0 {
+		b.armWakeLocked(at)
 	}
 	return ok
-}
-
-func (b *Budget) probeDue() {
-	b.mu.Lock()
-	b.probeArmed = false
-	b.mu.Unlock()
-	b.dirty.Store(true)
-	b.settle()
 }
