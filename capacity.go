@@ -2,7 +2,6 @@ package pool
 
 import (
 	"errors"
-	"math/rand/v2"
 	"time"
 )
 
@@ -117,14 +116,7 @@ func (p *Pool[C]) capacityPauseFor(n int) time.Duration {
 
 // pauseFor is capacityPause doubled n-1 times, capped at
 // capacityPauseMax, with jitter between half and all of it.
-func pauseFor(n int) time.Duration {
-	d := capacityPause
-	for i := 1; i < n && d < capacityPauseMax; i++ {
-		d *= 2
-	}
-	d = min(d, capacityPauseMax)
-	return d/2 + rand.N(d/2+1)
-}
+func pauseFor(n int) time.Duration { return jitteredBackoff(capacityPause, capacityPauseMax, n) }
 
 // refusedLocked records a dial refused for capacity: the ceiling (the
 // pool's, or its budget's) drops to the connections open. It returns the

@@ -183,7 +183,13 @@ func (p *Pool[C]) backoff(n int) time.Duration {
 	if ceiling == 0 {
 		ceiling = time.Minute
 	}
-	d := p.cfg.DialBackoff
+	return jitteredBackoff(p.cfg.DialBackoff, ceiling, n)
+}
+
+// jitteredBackoff is base doubled n-1 times, capped at ceiling, with
+// jitter between half and all of it.
+func jitteredBackoff(base, ceiling time.Duration, n int) time.Duration {
+	d := base
 	for i := 1; i < n && d < ceiling; i++ {
 		d = min(d, ceiling/2) * 2 // never past the ceiling, never wrapping
 	}
