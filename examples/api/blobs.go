@@ -38,7 +38,7 @@ func (s *Service) listBlobs(w http.ResponseWriter, r *http.Request) {
 	for k, v := range q {
 		switch {
 		case k != "prefix" && k != "limit" && k != "marker":
-			writeError(w, http.StatusBadRequest, "unknown parameter "+strconv.Quote(k))
+			writeError(w, http.StatusBadRequest, "unknown parameter "+quoted(k))
 			return
 		case len(v) != 1:
 			writeError(w, http.StatusBadRequest, "give "+k+" at most once")

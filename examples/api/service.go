@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
@@ -96,6 +97,9 @@ func LoadConfig(path string) (Config, error) {
 		}
 	}
 	for _, s := range c.Sources {
+		if err := routable(s.ID); err != nil {
+			return c, fmt.Errorf("%s: source %s: %w", path, quoted(s.ID), err)
+		}
 		if _, ok := c.Budgets[s.Budget]; s.Budget != "" && !ok {
 			return c, fmt.Errorf("%s: source %q: budget %q is not in budgets", path, s.ID, s.Budget)
 		}
@@ -110,6 +114,20 @@ func LoadConfig(path string) (Config, error) {
 		}
 	}
 	return c, nil
+}
+
+// routable reports why id cannot be a path segment of the service's URLs
+// (/sources/{id}/...), or nil.
+func routable(id string) error {
+	switch {
+	case id == "":
+		return errors.New("the id is empty")
+	case id == "." || id == "..":
+		return errors.New("the id cannot be . or .., which a URL path resolves away")
+	case strings.ContainsAny(id, "/?#%"):
+		return errors.New("the id cannot hold /, ?, # or %: it is a segment of the URL path")
+	}
+	return nil
 }
 
 var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
@@ -233,25 +251,28 @@ func NewService(ctx context.Context, c Config) (*Service, error) {
 	s.metrics.MustRegister(collector, collectors.NewGoCollector())
 	s.hooks = collector.Hooks
 	for _, src := range c.Sources {
-		err := s.register(ctx, src)
-		if err != nil {
+		if err := s.register(ctx, src); err != nil {
 			_ = s.reg.Close()
-			return nil, fmt.Errorf("source %q: %w", src.ID, err)
+			return nil, err // it names the source, once
 		}
 	}
 	return s, nil
 }
 
+// register registers one source. Its errors name the source once: the
+// registry's and the connector modules' own errors already do, and those
+// of the source's settings are wrapped here.
 func (s *Service) register(ctx context.Context, src SourceConfig) error {
+	named := func(err error) error { return fmt.Errorf("source %q: %w", src.ID, err) }
 	cfg, err := src.poolConfig()
 	if err != nil {
-		return err
+		return named(err)
 	}
 	cfg.Hooks = s.hooks(src.ID)
 	cfg.Budget = s.budgets[src.Budget] // nil for none
 	dsn, err := src.dsn()
 	if err != nil {
-		return err
+		return named(err)
 	}
 	s.kinds[src.ID] = src.kind()
 	if src.kind() == kindPostgres {
@@ -259,11 +280,11 @@ func (s *Service) register(ctx context.Context, src SourceConfig) error {
 	}
 	opts, err := src.blobOptions(dsn)
 	if err != nil {
-		return err
+		return named(err)
 	}
 	if src.CreateContainer {
 		if err := azblob.CreateContainer(ctx, opts); err != nil {
-			return err
+			return named(err)
 		}
 	}
 	return azblob.Register(ctx, s.reg, src.ID, opts, cfg, pool.WithTestConnect())
@@ -292,13 +313,13 @@ func (s *Service) Handler() http.Handler {
 	mux.HandleFunc("/budgets", method(http.MethodGet, s.budgetStats))
 	mux.Handle("/metrics", method(http.MethodGet, promhttp.HandlerFor(s.metrics, promhttp.HandlerOpts{}).ServeHTTP))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, "no such endpoint: "+r.URL.Path)
+		writeError(w, http.StatusNotFound, "no such endpoint: "+quoted(r.URL.Path))
 	})
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// ServeMux would redirect an unclean path (/sources//double) to
 		// a clean one; an API answers it as not found instead.
 		if p := r.URL.Path; p == "" || path.Clean(p) != p {
-			writeError(w, http.StatusNotFound, "no such endpoint: "+p)
+			writeError(w, http.StatusNotFound, "no such endpoint: "+quoted(p))
 			return
 		}
 		if h := r.Header.Values("X-Priority"); len(h) > 0 {
@@ -320,15 +341,37 @@ var priorities = map[string]pool.Priority{
 	"batch":       pool.PriorityBatch,
 }
 
+// method answers 405 to a request of another method than m (HEAD is
+// served wherever GET is).
 func method(m string, h http.HandlerFunc) http.HandlerFunc {
+	allow := m
+	if m == http.MethodGet {
+		allow = "GET, HEAD"
+	}
 	return func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != m && !(m == http.MethodGet && r.Method == http.MethodHead) {
-			w.Header().Set("Allow", m)
-			writeError(w, http.StatusMethodNotAllowed, "method "+r.Method+" not allowed; use "+m)
+			w.Header().Set("Allow", allow)
+			writeError(w, http.StatusMethodNotAllowed, "method "+quoted(r.Method)+" not allowed; use "+allow)
 			return
 		}
 		h(w, r)
 	}
+}
+
+// maxQuoted is how much of a client's input an error answer quotes.
+const maxQuoted = 64
+
+// quoted quotes s for an error answer: at most its first maxQuoted bytes
+// (whole runes), saying how long it was when it was cut.
+func quoted(s string) string {
+	if len(s) <= maxQuoted {
+		return strconv.Quote(s)
+	}
+	cut := maxQuoted
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return fmt.Sprintf("%s… (%d bytes)", strconv.Quote(s[:cut]), len(s))
 }
 
 type doubleResponse struct {
@@ -346,7 +389,7 @@ func (s *Service) double(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	for k := range q {
 		if k != "n" {
-			writeError(w, http.StatusBadRequest, "unknown parameter "+strconv.Quote(k))
+			writeError(w, http.StatusBadRequest, "unknown parameter "+quoted(k))
 			return
 		}
 	}
@@ -378,7 +421,7 @@ func (s *Service) double(w http.ResponseWriter, r *http.Request) {
 // another kind than want; an unknown ID is left to the registry.
 func (s *Service) isKind(w http.ResponseWriter, id, want string) bool {
 	if k, ok := s.kinds[id]; ok && k != want {
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("source %q is a %s source, not %s", id, k, want))
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("source %s is a %s source, not %s", quoted(id), k, want))
 		return false
 	}
 	return true
@@ -393,12 +436,12 @@ func (s *Service) writeSourceError(w http.ResponseWriter, r *http.Request, id st
 	case errors.Is(err, azblob.ErrThrottled), errors.Is(err, pool.ErrTooManyWaiters),
 		errors.Is(err, context.DeadlineExceeded) && r.Context().Err() == nil: // shed: its turn would come too late
 		w.Header().Set("Retry-After", "1")
-		writeError(w, http.StatusServiceUnavailable, fmt.Sprintf("source %q is busy; try again later", id))
+		writeError(w, http.StatusServiceUnavailable, fmt.Sprintf("source %s is busy; try again later", quoted(id)))
 	case errors.Is(err, pool.ErrUnknownSource):
-		writeError(w, http.StatusNotFound, fmt.Sprintf("unknown source %q", id))
+		writeError(w, http.StatusNotFound, fmt.Sprintf("unknown source %s", quoted(id)))
 	case errors.Is(err, pool.ErrAcquireTimeout), errors.Is(err, pool.ErrPoolClosed), errors.Is(err, pool.ErrDial):
 		s.log.Warn("source unavailable", "source", id, "error", err)
-		writeError(w, http.StatusServiceUnavailable, fmt.Sprintf("source %q is unavailable; try again later", id))
+		writeError(w, http.StatusServiceUnavailable, fmt.Sprintf("source %s is unavailable; try again later", quoted(id)))
 	case r.Context().Err() != nil:
 		writeError(w, http.StatusServiceUnavailable, "request cancelled")
 	default: // the driver's own words stay in the log

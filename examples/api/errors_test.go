@@ -1,0 +1,99 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// An error answer quotes at most a short prefix of what the client sent,
+// and says how long it was.
+func TestErrorAnswersQuoteAShortPrefix(t *testing.T) {
+	_, ts := pgService(t, `{"sources": [{"id": "a", "dsn": "${PG_DSN}", "max_size": 2}]}`)
+	long := strings.Repeat("x", 100_000)
+	for _, path := range []string{
+		"/sources/" + long + "/double?n=1",     // an unknown source
+		"/sources/a/double?n=1&" + long + "=1", // an unknown parameter
+		"/" + long,                             // no such endpoint
+	} {
+		resp, err := http.Get(ts.URL + path)
+		require.NoError(t, err)
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		require.NoError(t, err)
+		assert.Less(t, len(body), 300, "%d bytes answered to %d sent", len(body), len(path))
+		var e map[string]string
+		require.NoError(t, json.Unmarshal(body, &e))
+		assert.Regexp(t, `… \(10000[01] bytes\)$`, e["error"]) // the path's is one longer: its "/"
+		assert.Contains(t, e["error"], strings.Repeat("x", maxQuoted-1))
+	}
+	// A short one is quoted whole.
+	resp, err := http.Get(ts.URL + "/sources/nope/double?n=1")
+	require.NoError(t, err)
+	var e map[string]string
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&e))
+	resp.Body.Close()
+	assert.Equal(t, `unknown source "nope"`, e["error"])
+}
+
+func TestQuotedCutsWholeRunes(t *testing.T) {
+	s := strings.Repeat("é", 40) // 80 bytes, two each
+	q := quoted(s)
+	assert.Equal(t, `"`+strings.Repeat("é", 32)+`"… (80 bytes)`, q)
+	assert.Equal(t, `"short"`, quoted("short"))
+}
+
+// A 405 names both methods a GET endpoint serves, and HEAD is served.
+func TestMethodNotAllowedNamesGetAndHead(t *testing.T) {
+	_, ts := pgService(t, `{"sources": [{"id": "a", "dsn": "${PG_DSN}", "max_size": 2}]}`)
+	req, _ := http.NewRequest(http.MethodPost, ts.URL+"/stats", nil)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusMethodNotAllowed, resp.StatusCode)
+	assert.Equal(t, "GET, HEAD", resp.Header.Get("Allow"))
+	resp, err = http.Head(ts.URL + "/stats")
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusOK, resp.StatusCode)
+}
+
+// An ID that cannot be a segment of the URL path is refused at start.
+func TestLoadConfigRefusesIDsThatCannotBeRouted(t *testing.T) {
+	dir := t.TempDir()
+	for _, id := range []string{"a/b", "..", ".", "", "x?y", "x#y", "x%2Fy"} {
+		p := filepath.Join(dir, "c.json")
+		body, _ := json.Marshal(map[string]any{"sources": []map[string]any{{"id": id, "dsn": "postgres://h/x"}}})
+		require.NoError(t, os.WriteFile(p, body, 0o600))
+		_, err := LoadConfig(p)
+		assert.Error(t, err, "id %q", id)
+	}
+}
+
+// A source that fails at start is named once in the error.
+func TestStartupErrorNamesTheSourceOnce(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "c.json")
+	require.NoError(t, os.WriteFile(file, []byte(`{"sources": [{"id": "sales", "dsn": "postgres://127.0.0.1:1/x?connect_timeout=1"}]}`), 0o600))
+	cfg, err := LoadConfig(file)
+	require.NoError(t, err)
+	_, err = NewService(context.Background(), cfg)
+	require.Error(t, err)
+	assert.Equal(t, 1, strings.Count(err.Error(), `"sales"`), "%v", err)
+
+	require.NoError(t, os.WriteFile(file, []byte(`{"sources": [{"id": "sales", "dsn": "${POOLTEST_UNSET}"}]}`), 0o600))
+	t.Setenv("POOLTEST_UNSET", "x")
+	cfg, err = LoadConfig(file)
+	require.NoError(t, err)
+	t.Setenv("POOLTEST_UNSET", "")
+	_, err = NewService(context.Background(), cfg)
+	require.Error(t, err)
+	assert.Equal(t, 1, strings.Count(err.Error(), `"sales"`), "%v", err)
+}
