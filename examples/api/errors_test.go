@@ -4,11 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -96,4 +98,52 @@ func TestStartupErrorNamesTheSourceOnce(t *testing.T) {
 	_, err = NewService(context.Background(), cfg)
 	require.Error(t, err)
 	assert.Equal(t, 1, strings.Count(err.Error(), `"sales"`), "%v", err)
+}
+
+// A keep-alive client that sends nothing more does not hold the shutdown
+// for the whole drain: its idle connection is closed after idleGrace,
+// while a request in flight at the shutdown still gets its answer.
+func TestIdleKeepAliveClientDoesNotHoldShutdown(t *testing.T) {
+	svc, _ := pgService(t, `{"sources": [{"id": "a", "dsn": "${PG_DSN}", "max_size": 2}]}`)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	inHandler := make(chan struct{})
+	release := make(chan struct{})
+	h := svc.Handler()
+	slow := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("slow") != "" {
+			close(inHandler)
+			<-release
+		}
+		h.ServeHTTP(w, r)
+	})
+	ctx, shutdown := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- serve(ctx, ln, slow, svc, time.Minute) }()
+	base := "http://" + ln.Addr().String()
+
+	idleClient := &http.Client{Transport: &http.Transport{}}
+	resp, err := idleClient.Get(base + "/stats") // its connection stays open, idle
+	require.NoError(t, err)
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+
+	slowDone := make(chan int, 1)
+	go func() {
+		resp, err := (&http.Client{Transport: &http.Transport{}}).Get(base + "/stats?slow=1")
+		if err != nil {
+			slowDone <- 0
+			return
+		}
+		resp.Body.Close()
+		slowDone <- resp.StatusCode
+	}()
+	<-inHandler
+	start := time.Now()
+	shutdown()
+	close(release) // the request in flight finishes during the drain
+	assert.Equal(t, http.StatusOK, <-slowDone, "the request in flight was answered")
+	require.NoError(t, <-served)
+	took := time.Since(start)
+	assert.Less(t, took, idleGrace+2*time.Second, "the idle client held the shutdown for %v of a one-minute drain", took)
 }

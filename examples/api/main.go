@@ -63,18 +63,26 @@ func run(ctx context.Context, path string) error {
 // last answer before it closes what is left.
 const drainTimeout = 10 * time.Second
 
+// idleGrace is how long a connection must have been idle, once draining
+// has begun, before the drain closes it: a keep-alive client that sends
+// nothing more does not hold the shutdown, and one whose next request is
+// already on its way gets its answer. (A server may close an idle
+// keep-alive connection at any time; clients retry on a new one.)
+const idleGrace = time.Second
+
 // serve serves h on ln until ctx ends, then shuts down without losing a
 // request the server has accepted: it stops accepting, then keeps serving
 // the open connections, answering each next request with "Connection:
 // close" so that its client moves on, until every connection has closed
-// (or drain passes), and only then shuts the HTTP server down and the
-// pools. (http.Server.Shutdown alone closes connections that may hold a
+// (or drain passes), closing those that stay idle for idleGrace, and only
+// then shuts the HTTP server down and the pools. (http.Server.Shutdown alone closes connections that may hold a
 // request it has not answered: golang/go#75591.)
 func serve(ctx context.Context, ln net.Listener, h http.Handler, svc *Service, drain time.Duration) error {
 	var (
 		draining atomic.Bool
 		mu       sync.Mutex
 		open     int
+		idle     = map[net.Conn]time.Time{} // idle connections, and since when
 		drained  = make(chan struct{})
 		once     sync.Once
 	)
@@ -91,13 +99,18 @@ func serve(ctx context.Context, ln net.Listener, h http.Handler, svc *Service, d
 			h.ServeHTTP(w, r)
 		}),
 		ReadHeaderTimeout: 5 * time.Second,
-		ConnState: func(_ net.Conn, st http.ConnState) {
+		ConnState: func(c net.Conn, st http.ConnState) {
 			mu.Lock()
 			defer mu.Unlock()
 			switch st {
 			case http.StateNew:
 				open++
+			case http.StateIdle:
+				idle[c] = time.Now()
+			case http.StateActive:
+				delete(idle, c)
 			case http.StateClosed, http.StateHijacked:
+				delete(idle, c)
 				open--
 				closedAll()
 			}
@@ -123,10 +136,25 @@ func serve(ctx context.Context, ln net.Listener, h http.Handler, svc *Service, d
 	mu.Unlock()
 	timer := time.NewTimer(drain)
 	defer timer.Stop()
-	select {
-	case <-drained:
-	case <-timer.C:
-		slog.Warn("drain timed out; closing idle connections")
+	tick := time.NewTicker(idleGrace / 10)
+	defer tick.Stop()
+wait:
+	for {
+		select {
+		case <-drained:
+			break wait
+		case <-timer.C:
+			slog.Warn("drain timed out; closing idle connections")
+			break wait
+		case now := <-tick.C:
+			mu.Lock()
+			for c, since := range idle {
+				if now.Sub(since) >= idleGrace {
+					_ = c.Close() // ConnState sees it closed
+				}
+			}
+			mu.Unlock()
+		}
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), drain)
 	defer cancel()
