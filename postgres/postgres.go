@@ -60,7 +60,16 @@ type Options struct {
 	// CloseTimeout bounds the graceful Terminate message on Close. Default
 	// (zero) 5 seconds.
 	CloseTimeout time.Duration
+	// EnvDefaults lets an empty DSN stand for libpq's defaults: the PG*
+	// environment variables, then the local socket as the OS user. By
+	// default an empty DSN is an error, since it is more often a missing
+	// setting than a choice.
+	EnvDefaults bool
 }
+
+// errEmptyDSN is FactoryFromDSN's error for an empty DSN without
+// Options.EnvDefaults.
+var errEmptyDSN = errors.New("postgres: the DSN is empty; give one, or set Options.EnvDefaults to use libpq's PG* environment variables and defaults")
 
 // Conn is one PostgreSQL connection managed by a pool.
 type Conn struct {
@@ -206,8 +215,12 @@ func ParseDSN(dsn string) (*pgx.ConnConfig, error) {
 	return cfg, nil
 }
 
-// FactoryFromDSN parses dsn and returns a Factory for it.
+// FactoryFromDSN parses dsn and returns a Factory for it. An empty (or
+// blank) dsn is an error unless opts.EnvDefaults is set.
 func FactoryFromDSN(dsn string, opts Options) (pool.Factory[*Conn], error) {
+	if strings.TrimSpace(dsn) == "" && !opts.EnvDefaults {
+		return nil, errEmptyDSN
+	}
 	cfg, err := ParseDSN(dsn)
 	if err != nil {
 		return nil, err

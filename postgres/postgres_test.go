@@ -505,3 +505,30 @@ type otherConn struct{}
 
 func (otherConn) Ping(context.Context) error { return nil }
 func (otherConn) Close() error               { return nil }
+
+// An empty DSN is refused with an error that says how to mean it, not
+// taken silently as libpq's defaults (the local socket, as the OS user).
+func TestEmptyDSNIsRefusedUnlessEnvDefaultsIsSet(t *testing.T) {
+	reg := pool.NewRegistry[*postgres.Conn]()
+	defer reg.Close()
+	for _, dsn := range []string{"", "   "} {
+		err := postgres.Register(bg, reg, "sales", dsn, postgres.Options{}, pool.DefaultConfig())
+		require.Error(t, err)
+		assert.Contains(t, err.Error(), "DSN is empty")
+		assert.Contains(t, err.Error(), "EnvDefaults")
+		assert.Contains(t, err.Error(), `"sales"`)
+		_, err = postgres.Dial(bg, dsn)
+		assert.ErrorContains(t, err, "DSN is empty")
+	}
+	assert.Empty(t, reg.IDs(), "a source with an empty DSN was registered")
+
+	// Opted in, the environment's defaults apply: PGHOST and PGPORT point
+	// at a closed port, so the dial fails there, not at the local socket.
+	t.Setenv("PGHOST", "127.0.0.1")
+	t.Setenv("PGPORT", "1")
+	f, err := postgres.FactoryFromDSN("", postgres.Options{EnvDefaults: true, ConnectTimeout: time.Second})
+	require.NoError(t, err)
+	_, err = f(bg)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "127.0.0.1:1")
+}
