@@ -5,7 +5,7 @@
 MODULES := $(sort $(patsubst %/go.mod,%,$(shell find . -name go.mod -not -path './.git/*')))
 GO ?= go
 
-.PHONY: test vet fmt-check demo bench fleet
+.PHONY: test vet fmt-check demo pictures bench fleet
 
 ## test: race-enabled tests in every module (the README's test command)
 test:
@@ -28,9 +28,16 @@ fmt-check:
 	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 
 ## demo: the main job, poolbench against its embedded TLS data source; it
-## writes docs/poolbench.png and docs/poolbench-wait.png (run from here, so
-## that the paths it prints are relative to this directory)
+## writes .out/poolbench.png and .out/poolbench-wait.png, which git
+## ignores (run from here, so that the paths it prints are relative to
+## this directory)
 demo:
+	@mkdir -p .out
+	$(GO) run ./cmd/poolbench -out .out/poolbench.png $(ARGS)
+
+## pictures: the demo, writing the README's pictures (docs/poolbench.png
+## and docs/poolbench-wait.png, which are committed)
+pictures:
 	$(GO) run ./cmd/poolbench -out docs/poolbench.png $(ARGS)
 
 ## fleet: the fleet benchmark (cmd/fleet) against the PostgreSQL server at

@@ -192,3 +192,27 @@ func TestLabelsAndPaths(t *testing.T) {
 		t.Errorf("chartPaths = %q, %q", m, w)
 	}
 }
+
+// The table says "1 client", and says why a warm pool opened nothing.
+func TestTableWords(t *testing.T) {
+	if got := plural(1, "client"); got != "1 client" {
+		t.Errorf("plural(1) = %q", got)
+	}
+	if got := plural(16, "client"); got != "16 clients" {
+		t.Errorf("plural(16) = %q", got)
+	}
+	const why = "0 means every request reused one already open"
+	var b strings.Builder
+	printTable(&b, []result{
+		{mode: "no pool", clients: 1, requests: 10, elapsed: time.Second, opened: 10},
+		{mode: "pool", clients: 1, requests: 50, elapsed: time.Second, opened: 0},
+	})
+	if !strings.Contains(b.String(), why) {
+		t.Errorf("a pool that opened nothing is not explained:\n%s", b.String())
+	}
+	b.Reset()
+	printTable(&b, []result{{mode: "pool", clients: 1, requests: 50, elapsed: time.Second, opened: 3}})
+	if strings.Contains(b.String(), why) {
+		t.Errorf("explained a zero that is not there:\n%s", b.String())
+	}
+}

@@ -179,7 +179,7 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) error {
 			r := load(ctx, m, b.ids, c, o.duration, bar)
 			results = append(results, r)
 			if bar == nil { // in a log: one line per finished run
-				fmt.Fprintf(stderr, "poolbench: %s, %d clients: %.0f req/s, p99 %s\n", m.name, c, r.rps(), round(r.p99))
+				fmt.Fprintf(stderr, "poolbench: %s, %s: %.0f req/s, p99 %s\n", m.name, plural(c, "client"), r.rps(), round(r.p99))
 			}
 			if ctx.Err() != nil {
 				return ctx.Err()
@@ -283,6 +283,12 @@ func printTable(w io.Writer, results []result) {
 			round(r.p50), round(r.p99), round(r.max), r.opened, r.errors)
 	}
 	tw.Flush()
+	for _, r := range results {
+		if r.opened == 0 && r.requests > 0 {
+			fmt.Fprintln(w, "conns opened counts the dials during each run: a pool keeps the connections of the runs before it, so 0 means every request reused one already open.")
+			break
+		}
+	}
 	fmt.Fprintln(w)
 	for i := 0; i+1 < len(results); i += 2 {
 		u, p := results[i], results[i+1]
@@ -291,6 +297,14 @@ func printTable(w io.Writer, results []result) {
 				u.clients, p.rps()/u.rps(), float64(u.p50)/float64(p.p50))
 		}
 	}
+}
+
+// plural is n and noun, with an s unless n is 1.
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }
 
 // isTerminal reports whether w is a terminal (a character device).
