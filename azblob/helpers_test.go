@@ -36,7 +36,7 @@ func needAzurite(t testing.TB) azurite {
 	t.Helper()
 	cs, ca := os.Getenv("AZURITE_CONNECTION_STRING"), os.Getenv("AZURITE_CA_CERT")
 	if cs == "" || ca == "" {
-		t.Skip(`AZURITE_CONNECTION_STRING and AZURITE_CA_CERT are unset; run eval "$(bash .ci/services.sh)" from the repository root first (it starts Azurite), or bash .ci/run`)
+		t.Skip("AZURITE_CONNECTION_STRING and AZURITE_CA_CERT are not set; set them for an Azurite over HTTPS to run this test (.ci/services.sh starts one, and also installs Debian packages and starts PostgreSQL and PgBouncer)")
 	}
 	return azurite{connStr: cs, tls: trust(t, ca), port: endpointPort(t, cs)}
 }

@@ -167,7 +167,7 @@ func ownAzurite(t testing.TB, port int) *exec.Cmd {
 	t.Helper()
 	bin, cert, key := os.Getenv("AZURITE_BLOB"), os.Getenv("AZURITE_CA_CERT"), os.Getenv("AZURITE_CA_KEY")
 	if bin == "" || key == "" {
-		t.Skip(`AZURITE_BLOB and AZURITE_CA_KEY are unset; run eval "$(bash .ci/services.sh)" from the repository root first, or bash .ci/run`)
+		t.Skip("AZURITE_BLOB and AZURITE_CA_KEY are not set; set them to Azurite's command and its certificate's key to run this test, which starts an Azurite of its own (.ci/services.sh sets them, and also installs Debian packages and starts PostgreSQL and PgBouncer)")
 	}
 	cmd := exec.Command(bin, "--blobHost", "127.0.0.1", "--blobPort", fmt.Sprint(port),
 		"--cert", cert, "--key", key, "--inMemoryPersistence", "--skipApiVersionCheck")

@@ -23,7 +23,7 @@ const blobSize = 8
 func BenchmarkBlob(b *testing.B) {
 	cs, ca := os.Getenv("AZURITE_CONNECTION_STRING"), os.Getenv("AZURITE_CA_CERT")
 	if cs == "" || ca == "" {
-		b.Skip(`AZURITE_CONNECTION_STRING and AZURITE_CA_CERT are unset; run eval "$(bash .ci/services.sh)" from the repository root first, or bash .ci/run`)
+		b.Skip("AZURITE_CONNECTION_STRING and AZURITE_CA_CERT are not set; set them for an Azurite over HTTPS to run this test (.ci/services.sh starts one, and also installs Debian packages and starts PostgreSQL and PgBouncer)")
 	}
 	tlsCfg, err := azblob.TrustCA(ca)
 	if err != nil {

@@ -152,7 +152,7 @@ func setupPG(b *testing.B, dsn string) {
 func BenchmarkPG(b *testing.B) {
 	dsn := os.Getenv("PG_DSN")
 	if dsn == "" {
-		b.Skip("PG_DSN is not set; run `bash .ci/run`, or set PG_DSN=postgres://postgres@127.0.0.1:5432/test?sslmode=disable")
+		b.Skip("PG_DSN is not set; set it to a PostgreSQL URL, such as postgres://postgres@127.0.0.1:5432/test?sslmode=disable, to run this test")
 	}
 	setupPG(b, dsn)
 	only := os.Getenv("PG_CONTENDER") // run.sh interleaves contenders with it

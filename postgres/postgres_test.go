@@ -29,7 +29,7 @@ func dsn(t *testing.T) string {
 	t.Helper()
 	d := os.Getenv("PG_DSN")
 	if d == "" {
-		t.Skip("PG_DSN is not set; run `bash .ci/run`, or set PG_DSN=postgres://postgres@127.0.0.1:5432/test?sslmode=disable")
+		t.Skip("PG_DSN is not set; set it to a PostgreSQL URL, such as postgres://postgres@127.0.0.1:5432/test?sslmode=disable, to run this test")
 	}
 	return d
 }
@@ -385,7 +385,7 @@ func TestConnectErrorsThatMeanCapacity(t *testing.T) {
 func TestThroughPgBouncerTransactionMode(t *testing.T) {
 	bouncer := os.Getenv("PGBOUNCER_DSN")
 	if bouncer == "" {
-		t.Skip("PGBOUNCER_DSN is not set; `.ci/run` starts PgBouncer in transaction mode and sets it")
+		t.Skip("PGBOUNCER_DSN is not set; set it to a PgBouncer in transaction mode in front of PG_DSN's server to run this test")
 	}
 	cfg, err := postgres.ParseDSN(bouncer)
 	require.NoError(t, err)

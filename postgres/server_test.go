@@ -21,13 +21,14 @@ import (
 )
 
 // serverControl returns a function that runs pg_ctlcluster ACTION on the
-// test server, or skips the test where PG_CTLCLUSTER does not say how. The
+// test server, or skips the test unless POOL_TEST_RESTARTS_PG=yes opts in
+// and PG_CTLCLUSTER says how. The
 // server is started again when the test ends, whatever happened.
 func serverControl(t *testing.T) func(action string) {
 	t.Helper()
 	ctl := os.Getenv("PG_CTLCLUSTER")
-	if ctl == "" {
-		t.Skip("PG_CTLCLUSTER is not set; `.ci/run` sets it to the pg_ctlcluster command of the test server")
+	if os.Getenv("POOL_TEST_RESTARTS_PG") != "yes" || ctl == "" {
+		t.Skip("this test stops and restarts the PostgreSQL server: it runs only with POOL_TEST_RESTARTS_PG=yes and PG_CTLCLUSTER set to the server's pg_ctlcluster command (.ci/run sets both, on CI's own server)")
 	}
 	t.Cleanup(func() { _ = exec.Command("bash", "-c", ctl+" start").Run() })
 	return func(action string) {
@@ -37,7 +38,7 @@ func serverControl(t *testing.T) func(action string) {
 }
 
 // TestServerRestart stops and starts the shared PostgreSQL server, so it
-// runs only where PG_CTLCLUSTER says how (`.ci/run` sets it).
+// runs only with POOL_TEST_RESTARTS_PG=yes and PG_CTLCLUSTER (`.ci/run` sets both).
 func TestServerRestart(t *testing.T) {
 	base := dsn(t)
 	pgctl := serverControl(t)
@@ -89,7 +90,7 @@ func TestServerRestart(t *testing.T) {
 // goroutines. While it is down, every request fails within 100 ms with an
 // error matching pool.ErrDial, and the pool dials at most 10 times a
 // second; once it is back, the pool serves again within 1 s. Like
-// TestServerRestart it runs only where PG_CTLCLUSTER is set.
+// TestServerRestart it runs only with POOL_TEST_RESTARTS_PG=yes and PG_CTLCLUSTER.
 func TestServerDownUnderLoadFailsFast(t *testing.T) {
 	base := dsn(t)
 	pgctl := serverControl(t)

@@ -49,7 +49,7 @@ func TestRunEmbedded(t *testing.T) {
 func TestRunPostgres(t *testing.T) {
 	dsn := os.Getenv("PG_DSN")
 	if dsn == "" {
-		t.Skip("PG_DSN is not set; run `bash .ci/run`, or set PG_DSN=postgres://postgres@127.0.0.1:5432/test?sslmode=disable")
+		t.Skip("PG_DSN is not set; set it to a PostgreSQL URL, such as postgres://postgres@127.0.0.1:5432/test?sslmode=disable, to run this test")
 	}
 	testRun(t, dsn)
 }
@@ -132,7 +132,7 @@ func atoi(t *testing.T, s string) int {
 // prints one row each; the pooled one stays within -pool-size connections.
 func TestRunBlob(t *testing.T) {
 	if os.Getenv("AZURITE_CONNECTION_STRING") == "" {
-		t.Skip(`AZURITE_CONNECTION_STRING is not set; run bash .ci/run, or eval "$(bash .ci/services.sh)" from the repository root first`)
+		t.Skip("AZURITE_CONNECTION_STRING is not set; set it for an Azurite over HTTPS to run this test (.ci/services.sh starts one, and also installs Debian packages and starts PostgreSQL and PgBouncer)")
 	}
 	o, err := parseFlags([]string{"-blob", "-c", "1,4", "-duration", "200ms", "-pool-size", "2"}, &bytes.Buffer{})
 	if err != nil {

@@ -124,7 +124,7 @@ func TestBlobSourceConfig(t *testing.T) {
 	assert.ErrorContains(t, err, "POOLTEST_UNSET_CA is not set")
 
 	if os.Getenv("AZURITE_CONNECTION_STRING") == "" {
-		t.Skip(`AZURITE_CONNECTION_STRING is not set; run bash .ci/run, or eval "$(bash .ci/services.sh)" from the repository root first`)
+		t.Skip("AZURITE_CONNECTION_STRING is not set; set it for an Azurite over HTTPS to run this test (.ci/services.sh starts one, and also installs Debian packages and starts PostgreSQL and PgBouncer)")
 	}
 	c, err := LoadConfig(write(`{"sources": [{"id": "f", "kind": "azblob", "dsn": "${AZURITE_CONNECTION_STRING}", "container": "no-such-container", "ca_cert": "${AZURITE_CA_CERT}"}]}`))
 	require.NoError(t, err)

@@ -32,7 +32,7 @@ import (
 func TestServiceUnderLoad(t *testing.T) {
 	base := os.Getenv("PG_DSN")
 	if base == "" {
-		t.Skip("PG_DSN is not set; run `bash .ci/run`, or set PG_DSN=postgres://postgres@127.0.0.1:5432/test?sslmode=disable")
+		t.Skip("PG_DSN is not set; set it to a PostgreSQL URL, such as postgres://postgres@127.0.0.1:5432/test?sslmode=disable, to run this test")
 	}
 	seconds := 30
 	if testing.Short() {

@@ -27,7 +27,7 @@ func startPrometheus(t *testing.T, target string) string {
 	t.Helper()
 	bin := os.Getenv("PROMETHEUS")
 	if bin == "" {
-		t.Skip(`PROMETHEUS is not set; run bash .ci/run, or eval "$(bash .ci/services.sh)" from the repository root first (it installs Debian's prometheus package)`)
+		t.Skip("PROMETHEUS is not set; set it to a Prometheus server binary to run this test (Debian's prometheus package has it)")
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)

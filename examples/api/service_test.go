@@ -23,7 +23,7 @@ import (
 func startService(t *testing.T) (*Service, *httptest.Server) {
 	t.Helper()
 	if os.Getenv("PG_DSN") == "" || os.Getenv("AZURITE_CONNECTION_STRING") == "" {
-		t.Skip(`PG_DSN or AZURITE_CONNECTION_STRING is not set; run bash .ci/run, or eval "$(bash .ci/services.sh)" from the repository root first`)
+		t.Skip("PG_DSN or AZURITE_CONNECTION_STRING is not set; set PG_DSN to a PostgreSQL URL and AZURITE_CONNECTION_STRING and AZURITE_CA_CERT for an Azurite over HTTPS to run this test (.ci/services.sh starts Azurite, and also installs Debian packages and starts PostgreSQL and PgBouncer)")
 	}
 	cfg, err := LoadConfig("config.json") // the shipped example, with ${PG_DSN} and Azurite
 	require.NoError(t, err)
@@ -192,7 +192,7 @@ func TestBadRequestsGetJSONErrorsWithoutInternals(t *testing.T) {
 // "listening".
 func TestBindFailureIsReportedBeforeListening(t *testing.T) {
 	if os.Getenv("PG_DSN") == "" {
-		t.Skip("PG_DSN is not set; run `bash .ci/run`, or set PG_DSN=postgres://postgres@127.0.0.1:5432/test?sslmode=disable")
+		t.Skip("PG_DSN is not set; set it to a PostgreSQL URL, such as postgres://postgres@127.0.0.1:5432/test?sslmode=disable, to run this test")
 	}
 	taken, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
