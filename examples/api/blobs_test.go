@@ -36,6 +36,7 @@ func seed(t *testing.T, svc *Service, blobs map[string][]byte) {
 // from the Blob source, queries run on the PostgreSQL ones, and each
 // endpoint refuses the other kind's source with a JSON 400.
 func TestBlobsThroughTheService(t *testing.T) {
+	needAzurite(t)
 	svc, ts := startService(t)
 	prefix := fmt.Sprintf("%s-%d/", t.Name(), os.Getpid())
 	big := make([]byte, 3<<20)

@@ -118,6 +118,7 @@ func query(t *testing.T, prom, q string) map[string]float64 {
 // the wait-time histogram of every configured source counts the requests,
 // and in-use connections never exceed MaxSize at any scrape.
 func TestPrometheusScrapesTheService(t *testing.T) {
+	needAzurite(t)
 	svc, ts := startService(t)
 	prom := startPrometheus(t, strings.TrimPrefix(ts.URL, "http://"))
 	cfg, err := LoadConfig("config.json")

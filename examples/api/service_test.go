@@ -20,13 +20,49 @@ import (
 	"github.com/deepanalyze/pool"
 )
 
+// startService starts the service from the shipped config.json. Its
+// PostgreSQL sources need PG_DSN; without Azurite's variables its Blob
+// source is left out, so that the PostgreSQL tests run without Azurite.
 func startService(t *testing.T) (*Service, *httptest.Server) {
 	t.Helper()
-	if os.Getenv("PG_DSN") == "" || os.Getenv("AZURITE_CONNECTION_STRING") == "" {
-		t.Skip("PG_DSN or AZURITE_CONNECTION_STRING is not set; set PG_DSN to a PostgreSQL URL and AZURITE_CONNECTION_STRING and AZURITE_CA_CERT for an Azurite over HTTPS to run this test (.ci/services.sh starts Azurite, and also installs Debian packages and starts PostgreSQL and PgBouncer)")
+	if os.Getenv("PG_DSN") == "" {
+		t.Skip("PG_DSN is not set; set it to a PostgreSQL URL, such as postgres://postgres@127.0.0.1:5432/test?sslmode=disable, to run this test")
+	}
+	if os.Getenv("AZURITE_CONNECTION_STRING") == "" || os.Getenv("AZURITE_CA_CERT") == "" {
+		file := filepath.Join(t.TempDir(), "config.json")
+		b, err := os.ReadFile("config.json")
+		require.NoError(t, err)
+		var c map[string]any
+		require.NoError(t, json.Unmarshal(b, &c))
+		var pg []any
+		for _, s := range c["sources"].([]any) {
+			if s.(map[string]any)["kind"] != kindBlob {
+				pg = append(pg, s)
+			}
+		}
+		c["sources"] = pg
+		b, err = json.Marshal(c)
+		require.NoError(t, err)
+		require.NoError(t, os.WriteFile(file, b, 0o600))
+		cfg, err := LoadConfig(file)
+		require.NoError(t, err)
+		return startFrom(t, cfg)
 	}
 	cfg, err := LoadConfig("config.json") // the shipped example, with ${PG_DSN} and Azurite
 	require.NoError(t, err)
+	return startFrom(t, cfg)
+}
+
+// needAzurite skips a test that needs the shipped config's Blob source.
+func needAzurite(t *testing.T) {
+	t.Helper()
+	if os.Getenv("AZURITE_CONNECTION_STRING") == "" || os.Getenv("AZURITE_CA_CERT") == "" {
+		t.Skip("AZURITE_CONNECTION_STRING and AZURITE_CA_CERT are not set; set them for an Azurite over HTTPS to run this test (.ci/services.sh starts one, and also installs Debian packages and starts PostgreSQL and PgBouncer)")
+	}
+}
+
+func startFrom(t *testing.T, cfg Config) (*Service, *httptest.Server) {
+	t.Helper()
 	svc, err := NewService(context.Background(), cfg)
 	require.NoError(t, err)
 	ts := httptest.NewServer(svc.Handler())
