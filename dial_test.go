@@ -433,7 +433,7 @@ func TestNewConnectionFailingItsPingCountsAsAFailedDial(t *testing.T) {
 		cfg.AcquireTimeout = time.Second
 		p := newTestPool(t, src, cfg)
 		require.NoError(t, p.WaitReady(bg))
-		time.Sleep(time.Second) // the warm connection is due for a Ping
+		time.Sleep(100 * time.Millisecond) // the warm connection is due for a Ping, within newConnWindow
 
 		start := time.Now()
 		_, err := p.Acquire(bg)
@@ -464,6 +464,27 @@ func TestNewConnectionFailingItsPingCountsAsAFailedDial(t *testing.T) {
 		pc.Release()
 		assert.Equal(t, dialErrors, p.Stats().DialErrors)
 		assert.False(t, p.Stats().Down)
+
+		// Nor is a warm connection that has sat idle a second or more
+		// since its dial: the server may have ended it since (a restart,
+		// an idle killer). It is replaced, and the caller served.
+		src2 := newFakeSource(t)
+		src2.onPing = func(_ context.Context, c *fakeConn) error {
+			if !c.used.Load() {
+				return errors.New("terminating connection due to administrator command")
+			}
+			return nil
+		}
+		p2 := newTestPool(t, src2, cfg)
+		require.NoError(t, p2.WaitReady(bg))
+		time.Sleep(2 * time.Second)
+		pc, err = p2.Acquire(bg)
+		require.NoError(t, err, "a warm connection ended by the server failed its caller")
+		pc.Release()
+		s = p2.Stats()
+		assert.False(t, s.Down)
+		assert.Zero(t, s.DialErrors)
+		assert.EqualValues(t, 1, s.ClosedBroken)
 	})
 }
 

@@ -454,10 +454,18 @@ func (p *Pool[C]) check(ctx context.Context, e *entry[C], a *acquisition[C], w *
 	return outcomeLent, nil
 }
 
+// newConnWindow is how long after its dial a connection that fails its
+// first check counts as a failed dial: a server that accepts connections
+// and breaks them at once is not redialled in a hot loop. A connection
+// idle longer than that since its dial (one of MinSize, warm) that fails
+// may have been ended by the server since; it is replaced like any other.
+const newConnWindow = time.Second
+
 // failedNew returns the dial error that a new connection's failed check
-// stands for, or nil if the connection had been lent before.
+// stands for, or nil if the connection had been lent before, or sat idle
+// for newConnWindow or longer since its dial.
 func (p *Pool[C]) failedNew(e *entry[C], cause error) error {
-	if !e.fresh {
+	if !e.fresh || time.Duration(p.clock.now()-e.idleSince) >= newConnWindow {
 		return nil
 	}
 	return dialError(newError("new connection failed its check: "+detail(cause), cause))

@@ -88,12 +88,17 @@ func (c *Conn) Conn() *pgx.Conn { return c.conn }
 func (c *Conn) Ping(ctx context.Context) error { return c.conn.Ping(ctx) }
 
 // IsValid reports whether the connection is open, idle (no query in
-// flight) and outside any transaction. A connection the server has killed
-// (admin shutdown, pg_terminate_backend) is closed by pgx on the first
-// failed read, and so reported invalid.
+// flight), outside any transaction, and not closed by the server. The
+// pool asks before every loan and after every release. A backend the
+// server has ended (pg_terminate_backend, a restart, an idle killer)
+// leaves its FATAL message and its FIN in the socket: a non-blocking peek
+// at the socket (one system call, nothing consumed) finds them, so the
+// connection is closed instead of lent. An idle connection with anything
+// unprompted to read (a NOTIFY for a LISTEN the borrower left behind
+// included) is closed too.
 func (c *Conn) IsValid() bool {
 	pc := c.conn.PgConn()
-	return !pc.IsClosed() && !pc.IsBusy() && pc.TxStatus() == 'I'
+	return !pc.IsClosed() && !pc.IsBusy() && pc.TxStatus() == 'I' && peek(pc.Conn())
 }
 
 // Reset clears what a borrower left behind, as chosen by Options.Reset.

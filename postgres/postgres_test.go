@@ -216,6 +216,15 @@ func TestTerminatedBackendsAreDiscarded(t *testing.T) {
 	pcfg.MinSize, pcfg.MaxSize = 4, 4
 	p := newPool(t, cfg, pcfg, postgres.Options{})
 	require.NoError(t, p.WaitReady(bg))
+	var held []*pool.PooledConn[*postgres.Conn]
+	for range 4 { // each serves once, as connections in use have
+		pc, err := p.Acquire(bg)
+		require.NoError(t, err)
+		held = append(held, pc)
+	}
+	for _, pc := range held {
+		pc.Release()
+	}
 	var old []uint32
 	require.NoError(t, a.QueryRow(bg, "select array_agg(pid) from pg_stat_activity where application_name = $1", tag).Scan(&old))
 	require.Len(t, old, 4)
@@ -224,25 +233,36 @@ func TestTerminatedBackendsAreDiscarded(t *testing.T) {
 	require.Equal(t, 4, killed)
 	waitBackends(t, a, tag, 0)
 
-	failures := 0
+	// Their FATAL messages and FINs are in the sockets: IsValid's peek
+	// finds them before a loan, so no request meets a dead connection.
 	for i := range 20 {
 		err := p.With(bg, func(c *postgres.Conn) error {
 			var v int
 			if err := c.Conn().QueryRow(bg, "select $1::int", i).Scan(&v); err != nil {
 				return err
 			}
-			assert.NotContains(t, old, c.Conn().PgConn().PID(), "a terminated backend was lent after it failed")
+			assert.NotContains(t, old, c.Conn().PgConn().PID(), "a terminated backend was lent")
 			return nil
 		})
-		if err != nil {
-			failures++
-			require.Less(t, i, 4, "request %d failed after every broken connection should be gone: %v", i, err)
+		require.NoError(t, err, "request %d met a dead connection", i)
+	}
+	assert.EqualValues(t, 4, p.Stats().ClosedBroken, "the four dead connections were closed as broken")
+}
+
+// What IsValid's peek at the socket costs on a live, idle connection.
+func BenchmarkIsValid(b *testing.B) {
+	d := os.Getenv("PG_DSN")
+	if d == "" {
+		b.Skip("PG_DSN is not set; set it to a PostgreSQL URL, such as postgres://postgres@127.0.0.1:5432/test?sslmode=disable, to run this benchmark")
+	}
+	c, err := postgres.Dial(bg, d)
+	require.NoError(b, err)
+	defer c.Close()
+	for b.Loop() {
+		if !c.IsValid() {
+			b.Fatal("a live connection reported invalid")
 		}
 	}
-	assert.LessOrEqual(t, failures, 4, "each broken connection may fail one request, once")
-	s := p.Stats()
-	assert.EqualValues(t, failures, s.ClosedBroken)
-	t.Logf("%d of 4 broken connections failed a request before being discarded (the rest were caught on release or by Ping)", failures)
 }
 
 func TestCancelledQueryDoesNotReturnDirtyConnection(t *testing.T) {
@@ -531,4 +551,81 @@ func TestEmptyDSNIsRefusedUnlessEnvDefaultsIsSet(t *testing.T) {
 	_, err = f(bg)
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "127.0.0.1:1")
+}
+
+// killOwnBackend ends c's backend from the admin connection and waits until
+// the server has ended it, as a restart or pg_terminate_backend would in
+// the middle of a loan.
+func killOwnBackend(t *testing.T, a *pgx.Conn, c *pgx.Conn) {
+	t.Helper()
+	pid := c.PgConn().PID()
+	_, err := a.Exec(bg, "select pg_terminate_backend($1)", pid)
+	require.NoError(t, err)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var n int
+		require.NoError(t, a.QueryRow(bg, "select count(*) from pg_stat_activity where pid = $1", pid).Scan(&n))
+		if n == 0 {
+			return
+		}
+		require.True(t, time.Now().Before(deadline), "backend %d outlived pg_terminate_backend", pid)
+		time.Sleep(10 * time.Millisecond) // the server ends the backend on its own time
+	}
+}
+
+// A callback declared Idempotent that fails because the server ended its
+// connection mid-loan runs again on a fresh connection, and the caller
+// sees no error; under NoRetry, or without Idempotent for a write that
+// reached the server, it runs once and the caller sees the error, and the
+// write has no duplicate effect.
+func TestWithRetriesOnADeadConnectionOnlyWhatIsSafe(t *testing.T) {
+	base := dsn(t)
+	a := admin(t)
+	table := fmt.Sprintf("retry_%d", time.Now().UnixNano()%1e9)
+	_, err := a.Exec(bg, "create table "+table+" (n int)")
+	require.NoError(t, err)
+	t.Cleanup(func() { _, _ = a.Exec(bg, "drop table if exists "+table) })
+	reg := pool.NewRegistry[*postgres.Conn]()
+	t.Cleanup(func() { _ = reg.Close() })
+	pcfg := pool.DefaultConfig()
+	pcfg.MinSize, pcfg.MaxSize = 0, 2
+	require.NoError(t, postgres.Register(bg, reg, "db", base, postgres.Options{}, pcfg))
+
+	calls := 0
+	var pids []uint32
+	readOnce := func(c *pgx.Conn) error {
+		calls++
+		pids = append(pids, c.PgConn().PID())
+		if calls == 1 {
+			killOwnBackend(t, a, c)
+		}
+		var v int
+		return c.QueryRow(bg, "select 1").Scan(&v)
+	}
+	require.NoError(t, postgres.With(postgres.Idempotent(bg), reg, "db", readOnce))
+	assert.Equal(t, 2, calls)
+	assert.NotEqual(t, pids[0], pids[1], "retried on the dead connection")
+
+	calls = 0
+	err = postgres.With(postgres.NoRetry(postgres.Idempotent(bg)), reg, "db", readOnce)
+	require.Error(t, err)
+	assert.Equal(t, 1, calls, "NoRetry retried")
+
+	calls = 0
+	write := func(c *pgx.Conn) error {
+		calls++
+		if calls == 1 {
+			killOwnBackend(t, a, c)
+		}
+		_, err := c.Exec(bg, "insert into "+table+" values (1)")
+		return err
+	}
+	err = postgres.With(bg, reg, "db", write)
+	require.Error(t, err, "a write on a dead connection failed, and must say so")
+	assert.Equal(t, 1, calls, "a write that may have reached the server was retried")
+	var rows int
+	require.NoError(t, a.QueryRow(bg, "select count(*) from "+table).Scan(&rows))
+	assert.Zero(t, rows)
+	s := reg.Stats()["db"]
+	assert.EqualValues(t, 3, s.ClosedBroken, "each dead connection closed, none lent again")
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/deepanalyze/pool"
 )
@@ -34,14 +35,68 @@ func Register[C pool.Connector](ctx context.Context, reg *pool.PooledRegistry[C]
 // connection instead of returning it. A source that is not PostgreSQL
 // returns an error naming its type, and fn is not called.
 //
+// If fn fails on a connection the server had closed (a restart, a
+// failover, pg_terminate_backend) and nothing of it reached the server
+// (pgconn.SafeToRetry), With runs fn once more on another connection,
+// the dead one closed. With a ctx from Idempotent, it does so after any
+// failure that left the connection closed, since fn may then run twice;
+// NoRetry turns retrying off. Nothing else is ever retried.
+//
 // The connection belongs to the pool: fn must not close it, keep it, or
 // hand it to another goroutine that outlives the call.
 func With[C pool.Connector](ctx context.Context, reg *pool.PooledRegistry[C], id string, fn func(*pgx.Conn) error) error {
-	return reg.With(ctx, id, func(c C) error {
+	var died bool // the last attempt's connection was closed when fn returned
+	attempt := func(c C) error {
 		pc, ok := any(c).(*Conn)
 		if !ok {
 			return fmt.Errorf("postgres: source %q is not a PostgreSQL source (its connections are %T)", id, c)
 		}
-		return fn(pc.conn)
-	})
+		err := fn(pc.conn)
+		died = err != nil && pc.conn.PgConn().IsClosed()
+		return err
+	}
+	err := reg.With(ctx, id, attempt)
+	if err == nil || !died || !retryable(ctx, err) {
+		return err
+	}
+	died = false
+	return reg.With(ctx, id, attempt)
+}
+
+type retryKey struct{}
+
+type retryMode uint8
+
+const (
+	retrySafe       retryMode = iota // the default: only what never reached the server
+	retryIdempotent                  // any failure on a closed connection
+	retryNever
+)
+
+// Idempotent returns a ctx under which With may run fn a second time after
+// any failure that left its connection closed: for a callback that reads,
+// or whose writes are safe to repeat.
+func Idempotent(ctx context.Context) context.Context {
+	return context.WithValue(ctx, retryKey{}, retryIdempotent)
+}
+
+// NoRetry returns a ctx under which With never runs fn a second time.
+func NoRetry(ctx context.Context) context.Context {
+	return context.WithValue(ctx, retryKey{}, retryNever)
+}
+
+// retryable reports whether With may run fn again after err, which fn
+// returned on a connection that the server had closed.
+func retryable(ctx context.Context, err error) bool {
+	if ctx.Err() != nil {
+		return false
+	}
+	mode, _ := ctx.Value(retryKey{}).(retryMode)
+	switch mode {
+	case retryNever:
+		return false
+	case retryIdempotent:
+		return true
+	}
+	return pgconn.SafeToRetry(err)
 }

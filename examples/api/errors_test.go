@@ -3,15 +3,20 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -146,4 +151,29 @@ func TestIdleKeepAliveClientDoesNotHoldShutdown(t *testing.T) {
 	require.NoError(t, <-served)
 	took := time.Since(start)
 	assert.Less(t, took, idleGrace+2*time.Second, "the idle client held the shutdown for %v of a one-minute drain", took)
+}
+
+// A query that lost its connection (and found none alive on its retry)
+// is a 503 with Retry-After, never a 500; a query's own error stays a 500.
+func TestLostConnectionIsA503(t *testing.T) {
+	s := &Service{log: slog.New(slog.DiscardHandler)}
+	for _, c := range []struct {
+		err  error
+		code int
+	}{
+		{&pgconn.PgError{Severity: "FATAL", Code: "57P01", Message: "terminating connection due to administrator command"}, http.StatusServiceUnavailable},
+		{&pgconn.PgError{Severity: "FATAL", Code: "08006", Message: "connection failure"}, http.StatusServiceUnavailable},
+		{fmt.Errorf("read: %w", io.ErrUnexpectedEOF), http.StatusServiceUnavailable},
+		{&net.OpError{Op: "read", Net: "tcp", Err: errors.New("connection reset by peer")}, http.StatusServiceUnavailable},
+		{&pgconn.PgError{Severity: "ERROR", Code: "42601", Message: "syntax error"}, http.StatusInternalServerError},
+		{errors.New("something else"), http.StatusInternalServerError},
+	} {
+		rec := httptest.NewRecorder()
+		s.writeSourceError(rec, httptest.NewRequest(http.MethodGet, "/sources/a/double?n=1", nil), "a", c.err)
+		assert.Equal(t, c.code, rec.Code, "%v", c.err)
+		if c.code == http.StatusServiceUnavailable {
+			assert.Equal(t, "1", rec.Header().Get("Retry-After"), "%v", c.err)
+		}
+		assert.NotContains(t, rec.Body.String(), "57P01")
+	}
 }

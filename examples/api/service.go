@@ -6,8 +6,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math"
+	"net"
 	"net/http"
 	"os"
 	"path"
@@ -18,6 +20,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -406,7 +409,9 @@ func (s *Service) double(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	resp := doubleResponse{Source: id, N: n}
-	err = postgres.With(r.Context(), s.reg, id, func(c *pgx.Conn) error {
+	// A read: if the server ends the connection under it, it runs again
+	// on a fresh one.
+	err = postgres.With(postgres.Idempotent(r.Context()), s.reg, id, func(c *pgx.Conn) error {
 		resp.Backend = c.PgConn().PID()
 		return c.QueryRow(r.Context(), "select $1::int * 2", n).Scan(&resp.Doubled)
 	})
@@ -444,10 +449,26 @@ func (s *Service) writeSourceError(w http.ResponseWriter, r *http.Request, id st
 		writeError(w, http.StatusServiceUnavailable, fmt.Sprintf("source %s is unavailable; try again later", quoted(id)))
 	case r.Context().Err() != nil:
 		writeError(w, http.StatusServiceUnavailable, "request cancelled")
+	case connectionLost(err): // a retry found no live connection either
+		s.log.Warn("connection lost", "source", id, "error", err)
+		w.Header().Set("Retry-After", "1")
+		writeError(w, http.StatusServiceUnavailable, fmt.Sprintf("source %s lost its connection; try again", quoted(id)))
 	default: // the driver's own words stay in the log
 		s.log.Error("query failed", "source", id, "error", err)
 		writeError(w, http.StatusInternalServerError, "internal error")
 	}
+}
+
+// connectionLost reports whether err is the loss of the connection (the
+// server ended it, or the network did) rather than an error of the query.
+func connectionLost(err error) bool {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) { // admin_shutdown, crash_shutdown, cannot_connect_now, connection_exception
+		return pe.Code == "57P01" || pe.Code == "57P02" || pe.Code == "57P03" || strings.HasPrefix(pe.Code, "08")
+	}
+	var ne net.Error
+	return pgconn.SafeToRetry(err) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, net.ErrClosed) || errors.As(err, &ne)
 }
 
 // sourceStats is one pool's statistics in the JSON of /stats: snake_case
