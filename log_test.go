@@ -151,6 +151,7 @@ func TestLogLinesNameTheSource(t *testing.T) {
 		p := newTestPool(t, src, cfg)
 		_, err = p.Acquire(bg)
 		require.Error(t, err)
+		synctest.Wait() // the dial goroutine logs after it has answered the caller
 		assert.Contains(t, rec.text(), "source down: dial failed; failing fast and backing off error=pool: dial failed: connection refused source=reports")
 	})
 }
