@@ -130,36 +130,33 @@ func (p *Pool[C]) shrinkToDemandLocked(now int64) []*entry[C] {
 // mostly run out of time, and the connection serves the next waiter
 // instead. p.mu must be held.
 func (p *Pool[C]) tooLateLocked(w *waiter[C], now int64) error {
-	mean := int64(p.demand.meanHold)
-	if mean == 0 {
+	mean := time.Duration(p.demand.meanHold)
+	if mean == 0 || w.deadline == 0 || addSat(now, mean) <= w.deadline {
 		return nil
 	}
-	if w.timeoutAt != 0 && now+mean > w.timeoutAt {
-		return errShed
+	return errShed
+}
+
+// deadlineOf is the earlier of timeoutAt (pool clock; 0 for none) and
+// ctx's deadline, on the pool's clock; 0 if neither.
+func (p *Pool[C]) deadlineOf(ctx context.Context, timeoutAt int64) int64 {
+	deadline := timeoutAt
+	if dl, ok := ctx.Deadline(); ok {
+		if at := max(int64(dl.Sub(p.clock.epoch)), 1); deadline == 0 || at < deadline {
+			deadline = at
+		}
 	}
-	if dl, ok := w.ctx.Deadline(); ok && time.Duration(mean) > time.Until(dl) {
-		return errShed
-	}
-	return nil
+	return deadline
 }
 
 // shedLocked returns the error that fails a caller at once under
 // ShedHopeless, or nil: the caller, of class class, with its deadline at
 // deadline on the pool's clock (0 if none), would wait past it. p.mu must
 // be held.
-func (p *Pool[C]) shedLocked(ctx context.Context, class int, timeoutAt, now int64) error {
+func (p *Pool[C]) shedLocked(class int, deadline, now int64) error {
 	mean := p.demand.meanHold
-	if mean == 0 || p.openLocked() < p.capLocked() {
-		return nil // nothing measured yet, or a dial can serve the caller
-	}
-	deadline := timeoutAt
-	if dl, ok := ctx.Deadline(); ok {
-		if at := addSat(now, time.Until(dl)); deadline == 0 || at < deadline {
-			deadline = at
-		}
-	}
-	if deadline == 0 {
-		return nil
+	if mean == 0 || deadline == 0 || p.openLocked() < p.capLocked() {
+		return nil // nothing measured yet, no deadline, or a dial can serve the caller
 	}
 	ahead := 1
 	for c := 0; c <= class; c++ {

@@ -339,8 +339,10 @@ func (p *Pool[C]) enqueueLocked(ctx context.Context, a *acquisition[C]) (*waiter
 		return nil, err
 	}
 	class := PriorityFrom(ctx).class()
+	var deadline int64
 	if p.cfg.ShedHopeless {
-		if err := p.shedLocked(ctx, class, a.timeoutAt, now); err != nil {
+		deadline = p.deadlineOf(ctx, a.timeoutAt)
+		if err := p.shedLocked(class, deadline, now); err != nil {
 			return nil, err
 		}
 	}
@@ -352,6 +354,7 @@ func (p *Pool[C]) enqueueLocked(ctx context.Context, a *acquisition[C]) (*waiter
 	w.timeoutAt = a.timeoutAt
 	w.ctx = ctx
 	w.class = uint8(class)
+	w.deadline = deadline
 	p.waiters.pushBack(w)
 	a.waitStart = now
 	if a.timeoutAt != 0 {

@@ -26,8 +26,11 @@ type waiter[C Connector] struct {
 	// words; calling ctx.Done() under the lock could allocate.)
 	ctx        context.Context
 	prev, next *waiter[C]
-	class      uint8
-	queued     bool
+	// deadline is the earlier of timeoutAt and ctx's deadline (pool
+	// clock), 0 if none; read once at enqueue, under ShedHopeless only.
+	deadline int64
+	class    uint8
+	queued   bool
 }
 
 // gaveUp returns, if w's caller can no longer take a connection, what to

@@ -1,0 +1,189 @@
+// How slots move between the pools of a budget: which pool must yield a
+// connection at release, which idle connection is reclaimed, and the
+// settling that hands freed slots out.
+
+package pool
+
+import "time"
+
+// mustYieldLocked reports whether m's pool must close a connection it is
+// releasing, instead of reusing it, so that its slot goes elsewhere; held
+// is how long m has had the connection's slot. It must when the budget is
+// over its limit; or when the budget is full, a member that wants a slot
+// is further below its share (see outranks), and fewer slots are on their
+// way back (connections closing) than members want. A pool never yields
+// below its MinSize. b.mu must be held.
+func (b *Budget) mustYieldLocked(m *member, held time.Duration) bool {
+	eff := m.open - m.closing
+	if eff <= m.min {
+		return false
+	}
+	closing, need := b.closingLocked()
+	if b.open-closing > b.limit {
+		return true
+	}
+	t := b.neediestLocked(m)
+	if t == nil || b.roomLocked(t) > 0 || closing >= need {
+		return false
+	}
+	return outranks(t, m, eff, held, rotateAfter)
+}
+
+// rotateAfter is how long a pool keeps a slot before it must give it to a
+// waiting pool that holds none, when it is not otherwise ahead of it: a
+// slot that moves costs a dial (a TCP, TLS and authentication handshake,
+// and on PostgreSQL a new backend process), so slots rotate among more
+// waiting pools than the budget has slots at this pace, not at every
+// release.
+const rotateAfter = time.Second
+
+// reclaimAfter is how long an idle connection must have been idle before
+// it is reclaimed for a waiting pool holding none (when its own pool is
+// not otherwise ahead): long enough that a pool between two quick
+// requests keeps its connection, short enough that an idle slot does not
+// sit unused for long while another pool waits.
+const reclaimAfter = 100 * time.Millisecond
+
+// outranks reports whether t, which wants a slot, should get one that m,
+// holding eff connections (not closing), has held for held: t is below
+// its MinSize; or m holds at least two more per unit of weight than t
+// (m would still hold as many as t after giving one up); or t holds none
+// and m has had the slot for after or longer (rotateAfter for a
+// connection in use, reclaimAfter for an idle one, whose idle time counts
+// as held). b.mu must be held.
+func outranks(t, m *member, eff int, held, after time.Duration) bool {
+	teff := t.open - t.closing
+	switch {
+	case teff < t.min:
+		return true
+	case (teff+1)*m.weight <= (eff-1)*t.weight:
+		return true
+	}
+	return teff == 0 && held >= after
+}
+
+// closingLocked sums the members' closing connections (slots on their
+// way back) and the slots wanted (at least one per member that wants).
+// b.mu must be held.
+func (b *Budget) closingLocked() (closing, need int) {
+	for _, m := range b.members {
+		closing += m.closing
+		if m.want {
+			need += max(m.need, 1)
+		}
+	}
+	return closing, need
+}
+
+// settle does the budget's deferred work, with no pool lock held: it
+// gives free slots to the members that want them, neediest first, and
+// when the budget is full (or over its limit) with members still wanting,
+// closes idle connections of other pools, least recently used first. Any
+// goroutine that may have made work (freed a slot, been refused one,
+// changed the limit) calls it after unlocking; one runs it at a time, and
+// it runs again for work that arrived while it ran.
+func (b *Budget) settle() {
+	for b.dirty.Load() {
+		if !b.settling.TryLock() {
+			return // the goroutine settling sees dirty
+		}
+		for b.dirty.Swap(false) {
+			for b.settleStep() {
+			}
+		}
+		b.settling.Unlock()
+	}
+}
+
+// settleStep does one piece of the work and reports whether it did any.
+func (b *Budget) settleStep() bool {
+	b.mu.Lock()
+	closing, _ := b.closingLocked()
+	over := b.open-closing > b.limit
+	t := b.neediestLocked(nil)
+	switch {
+	case t != nil && b.dialCappedLocked(t):
+		b.mu.Unlock()
+		return false // a dial that ends settles the budget again
+	case t != nil && (b.roomLocked(t) > 0 || (b.probeLocked() && b.roomLocked(t) > 0)):
+		b.handOutLocked(t)
+		b.mu.Unlock()
+		t.pool.grant()
+		return true
+	case t == nil && !over:
+		b.mu.Unlock()
+		return false
+	}
+	// Full, with a member wanting, or over the limit: reclaim the least
+	// recently used idle connection that a pool may give up: over the
+	// limit, any; else one of a pool that t outranks, counting the time
+	// the connection has been idle as the time held.
+	type candidate struct {
+		pool budgetPool
+		m    member // a copy, read under mu
+	}
+	pools := make([]candidate, 0, len(b.members))
+	var tc member
+	if t != nil {
+		tc = *t
+	}
+	for _, m := range b.members {
+		if m != t && m.open-m.closing > m.min {
+			pools = append(pools, candidate{m.pool, *m})
+		}
+	}
+	b.mu.Unlock()
+	var victim budgetPool
+	var oldest, soonest time.Time
+	now := time.Now()
+	for _, c := range pools {
+		since, ok := c.pool.oldestIdle()
+		if !ok {
+			continue
+		}
+		eff := c.m.open - c.m.closing
+		if !over && !outranks(&tc, &c.m, eff, now.Sub(since), reclaimAfter) {
+			// Reclaimable later, once idle reclaimAfter?
+			if at := since.Add(reclaimAfter); outranks(&tc, &c.m, eff, reclaimAfter, reclaimAfter) && (soonest.IsZero() || at.Before(soonest)) {
+				soonest = at
+			}
+			continue
+		}
+		if victim == nil || since.Before(oldest) {
+			victim, oldest = c.pool, since
+		}
+	}
+	if victim == nil && !soonest.IsZero() {
+		b.mu.Lock()
+		b.armWakeLocked(b.now() + int64(soonest.Sub(now)))
+		b.mu.Unlock()
+	}
+	if victim == nil || !victim.reclaimIdle() {
+		return false
+	}
+	b.reclaimed.Add(1)
+	return true
+}
+
+// armWakeLocked makes the wake timer settle the budget no later than at
+// (the budget's clock). b.mu must be held.
+func (b *Budget) armWakeLocked(at int64) {
+	if b.wakeAt != 0 && b.wakeAt <= at {
+		return
+	}
+	b.wakeAt = at
+	wait := time.Duration(at - b.now())
+	if b.wakeTimer == nil {
+		b.wakeTimer = time.AfterFunc(wait, b.wake)
+	} else {
+		b.wakeTimer.Reset(wait)
+	}
+}
+
+func (b *Budget) wake() {
+	b.mu.Lock()
+	b.wakeAt = 0
+	b.mu.Unlock()
+	b.dirty.Store(true)
+	b.settle()
+}
