@@ -3,7 +3,32 @@
 // pool.Resetter, and Factory dials them.
 //
 // No error this package returns contains the password of the DSN or
-// ConnConfig it was given.
+// ConnConfig it was given, or one that Options.Password returned.
+//
+// # Entra ID (Azure Database for PostgreSQL)
+//
+// Azure Database for PostgreSQL accepts a Microsoft Entra ID access token
+// as the password. Give Options.Password a function that asks an azidentity
+// credential for one; each new connection then authenticates with a
+// current token, and azidentity caches it until it nears expiry, so most
+// dials cost no extra round trip:
+//
+//	cred, err := azidentity.NewDefaultAzureCredential(nil) // managed identity, workload identity, az login...
+//	if err != nil { ... }
+//	opts := postgres.Options{Password: func(ctx context.Context) (string, error) {
+//		tok, err := cred.GetToken(ctx, policy.TokenRequestOptions{
+//			Scopes: []string{"https://ossrdbms-aad.database.windows.net/.default"},
+//		})
+//		return tok.Token, err
+//	}}
+//	err = postgres.Register(ctx, reg, "sales",
+//		"postgres://app-identity@myserver.postgres.database.azure.com:5432/sales?sslmode=require",
+//		opts, pool.Config{MaxSize: 10})
+//
+// The DSN's user is the Entra principal's name as the server knows it (the
+// managed identity's or the group's). A token is checked only when a
+// connection opens, so connections keep working after it expires; set
+// pool.Config.MaxLifetime below the server's limits as usual.
 package postgres
 
 import (
@@ -65,6 +90,15 @@ type Options struct {
 	// default an empty DSN is an error, since it is more often a missing
 	// setting than a choice.
 	EnvDefaults bool
+	// Password, if set, is called for each new connection and its answer
+	// is the password that connection authenticates with, in place of the
+	// DSN's or ConnConfig's. It suits credentials that rotate or expire,
+	// such as an Entra ID access token for Azure Database for PostgreSQL
+	// (see the package documentation): connections already open keep
+	// working, and the next one asks again. ctx is the dial's, bounded by
+	// ConnectTimeout. An error fails that dial; neither the password nor
+	// the token ever appears in an error this package returns.
+	Password func(ctx context.Context) (string, error)
 }
 
 // errEmptyDSN is FactoryFromDSN's error for an empty DSN without
@@ -196,6 +230,19 @@ func Factory(cfg *pgx.ConnConfig, opts Options) pool.Factory[*Conn] {
 		ctx, cancel := context.WithTimeout(ctx, d)
 		defer cancel()
 		dialCfg := cfg.Copy()
+		pw := password
+		if opts.Password != nil {
+			var err error
+			if pw, err = opts.Password(ctx); err != nil {
+				return nil, redact(redact(fmt.Errorf("postgres: password for %s@%s:%d/%s: %w",
+					cfg.User, cfg.Host, cfg.Port, cfg.Database, err), pw), password)
+			}
+			if pw == "" {
+				return nil, fmt.Errorf("postgres: password for %s@%s:%d/%s: Options.Password returned an empty password",
+					cfg.User, cfg.Host, cfg.Port, cfg.Database)
+			}
+			dialCfg.Password = pw
+		}
 		var s *session
 		if opts.Reset == ResetSession {
 			s = &session{next: dialCfg.Tracer}
@@ -203,8 +250,8 @@ func Factory(cfg *pgx.ConnConfig, opts Options) pool.Factory[*Conn] {
 		}
 		conn, err := pgx.ConnectConfig(ctx, dialCfg)
 		if err != nil {
-			return nil, redact(atCapacity(fmt.Errorf("postgres: connect to %s@%s:%d/%s: %w",
-				cfg.User, cfg.Host, cfg.Port, cfg.Database, err)), password)
+			return nil, redact(redact(atCapacity(fmt.Errorf("postgres: connect to %s@%s:%d/%s: %w",
+				cfg.User, cfg.Host, cfg.Port, cfg.Database, err)), pw), password)
 		}
 		return &Conn{conn: conn, opts: opts, session: s}, nil
 	}
