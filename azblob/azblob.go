@@ -43,6 +43,15 @@ type Options struct {
 	// SASToken is a shared access signature for ContainerURL, with or
 	// without its leading '?'.
 	SASToken string
+	// Credential is a Microsoft Entra ID credential for ContainerURL, which
+	// must then be https: azidentity.NewDefaultAzureCredential, a managed
+	// identity, a workload identity... Each new connection asks it for a
+	// token (scope https://storage.azure.com/.default), and asks again as
+	// the token nears its expiry; azidentity's credentials cache tokens,
+	// so this rarely costs a round trip. A credential that fails fails the
+	// dial with ErrAuth, wrapping its error. Tokens never appear in an
+	// error or a log line.
+	Credential azcore.TokenCredential
 
 	// TLSConfig is used for the HTTPS connection; nil uses the system's
 	// roots. TrustCA makes one that also trusts a private CA, such as
@@ -72,6 +81,7 @@ type Conn struct {
 	name      string // the container's
 	sas       bool   // the credential is a SAS token
 	scrub     *strings.Replacer
+	tokens    *tokenMemo // Options.Credential's, or nil
 }
 
 // Container returns the SDK's client for this connection's container. Its
@@ -154,6 +164,25 @@ func sigOf(token string) string {
 
 func (o Options) validate() error {
 	shared := o.AccountName != "" || o.AccountKey != ""
+	if o.Credential != nil {
+		u, err := url.Parse(o.ContainerURL)
+		switch {
+		case o.ConnectionString != "" || shared || o.SASToken != "":
+			return errors.New("give Credential or a connection string, shared key or SAS token, not both")
+		case o.ContainerURL == "":
+			return errors.New("Credential needs ContainerURL")
+		case err != nil || u.Scheme != "https" || u.Host == "":
+			return errors.New("Credential needs an https ContainerURL with a host: a token is never sent in clear")
+		case u.RawQuery != "":
+			return errors.New("with Credential, ContainerURL must not carry a SAS token")
+		case o.Container != "":
+			return errors.New("Container is for ConnectionString; the container is in ContainerURL")
+		}
+		if o.DialTimeout < 0 {
+			return errors.New("DialTimeout must not be negative")
+		}
+		return nil
+	}
 	switch {
 	case o.ConnectionString != "" && o.ContainerURL != "":
 		return errors.New("give ConnectionString or ContainerURL, not both")
@@ -262,7 +291,11 @@ func newConn(opts Options, retry policy.RetryOptions, scrub *strings.Replacer) (
 		client *container.Client
 		err    error
 	)
+	var tokens *tokenMemo
 	switch {
+	case opts.Credential != nil:
+		tokens = &tokenMemo{cred: opts.Credential}
+		client, err = container.NewClient(opts.ContainerURL, tokens, copts)
 	case opts.ConnectionString != "":
 		client, err = container.NewClientFromConnectionString(opts.ConnectionString, opts.Container, copts)
 	case opts.AccountKey != "":
@@ -284,7 +317,8 @@ func newConn(opts Options, retry policy.RetryOptions, scrub *strings.Replacer) (
 	if err != nil {
 		return nil, fmt.Errorf("azblob: %s", scrub.Replace(err.Error()))
 	}
-	c := &Conn{client: client, transport: tr, scrub: scrub, sas: opts.AccountKey == "" && !hasKey(opts.ConnectionString)}
+	c := &Conn{client: client, transport: tr, scrub: scrub, tokens: tokens,
+		sas: opts.AccountKey == "" && !hasKey(opts.ConnectionString) && opts.Credential == nil}
 	if u, perr := url.Parse(client.URL()); perr == nil {
 		c.name = path.Base(u.Path)
 	}

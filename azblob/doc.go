@@ -25,11 +25,23 @@
 // # Credentials
 //
 // Options takes a connection string (with an account key or a shared
-// access signature), a container URL with a shared key, or a container URL
-// with a SAS token. A key or a SAS token never appears in an error this
-// package returns or in what the pool logs: the text of every error is
-// scrubbed of both, and of any sig= parameter, before it leaves the
-// package. Stats hold numbers only.
+// access signature), a container URL with a shared key, a container URL
+// with a SAS token, or a container URL with a Microsoft Entra ID
+// credential (Options.Credential, an azcore.TokenCredential):
+//
+//	cred, err := azidentity.NewDefaultAzureCredential(nil) // managed identity, workload identity, az login...
+//	if err != nil { ... }
+//	err = azblob.Register(ctx, reg, "raw", azblob.Options{
+//		ContainerURL: "https://account.blob.core.windows.net/raw",
+//		Credential:   cred,
+//	}, pool.Config{MaxSize: 8})
+//
+// The identity needs a data role on the container, such as Storage Blob
+// Data Reader (Ping reads the container's properties). A key, a SAS token
+// or an access token never appears in an error this package returns or in
+// what the pool logs: the text of every error is scrubbed of them, and of
+// any sig= parameter, before it leaves the package. Stats hold numbers
+// only.
 //
 // A service whose certificate comes from a private CA (Azurite's, a
 // proxy's) is trusted through Options.TLSConfig; TrustCA builds one from a

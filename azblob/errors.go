@@ -67,7 +67,11 @@ func (c *Conn) wrap(op, blob string, err error) error {
 	var what string
 	var re *azcore.ResponseError
 	var ue *url.Error
+	var ce *credentialError
 	switch {
+	case errors.As(err, &ce):
+		e.wrapped = append(e.wrapped, ce)
+		what = c.tokens.hide(c.scrub.Replace(ce.Error()))
 	case errors.As(err, &re):
 		e.wrapped = append(e.wrapped, re)
 		e.Code = re.ErrorCode
@@ -106,7 +110,7 @@ func (c *Conn) wrap(op, blob string, err error) error {
 			}
 		}
 	}
-	e.msg = fmt.Sprintf("azblob: %s %s: %s", op, where, what)
+	e.msg = c.tokens.hide(fmt.Sprintf("azblob: %s %s: %s", op, where, what))
 	return e
 }
 

@@ -161,16 +161,33 @@ func TestReaderNeverClosedIsReported(t *testing.T) {
 	assert.Zero(t, reg.Stats()["blob"].InUse)
 }
 
-// ownAzurite runs an Azurite of the test's own on port, so that it can be
-// killed; it returns once Azurite listens.
-func ownAzurite(t testing.TB, port int) *exec.Cmd {
+// freshAzurite starts an Azurite of the test's own, with extra arguments,
+// on a free port, and returns how to reach it (the shared one's account
+// and certificate) and its process.
+func freshAzurite(t testing.TB, extra ...string) (azurite, *exec.Cmd) {
+	t.Helper()
+	shared := needAzurite(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	port := ln.Addr().(*net.TCPAddr).Port
+	require.NoError(t, ln.Close())
+	a := azurite{connStr: strings.Replace(shared.connStr, fmt.Sprintf(":%d/", shared.port), fmt.Sprintf(":%d/", port), 1), tls: shared.tls, port: port}
+	require.Contains(t, a.connStr, fmt.Sprintf(":%d/", port))
+	return a, ownAzurite(t, port, extra...)
+}
+
+// ownAzurite runs an Azurite of the test's own on port, with extra
+// arguments, so that it can be killed or configured; it returns once
+// Azurite listens.
+func ownAzurite(t testing.TB, port int, extra ...string) *exec.Cmd {
 	t.Helper()
 	bin, cert, key := os.Getenv("AZURITE_BLOB"), os.Getenv("AZURITE_CA_CERT"), os.Getenv("AZURITE_CA_KEY")
 	if bin == "" || key == "" {
 		t.Skip("AZURITE_BLOB and AZURITE_CA_KEY are not set; set them to Azurite's command and its certificate's key to run this test, which starts an Azurite of its own (.ci/services.sh sets them, and also installs Debian packages and starts PostgreSQL and PgBouncer)")
 	}
-	cmd := exec.Command(bin, "--blobHost", "127.0.0.1", "--blobPort", fmt.Sprint(port),
-		"--cert", cert, "--key", key, "--inMemoryPersistence", "--skipApiVersionCheck")
+	args := append([]string{"--blobHost", "127.0.0.1", "--blobPort", fmt.Sprint(port),
+		"--cert", cert, "--key", key, "--inMemoryPersistence", "--skipApiVersionCheck"}, extra...)
+	cmd := exec.Command(bin, args...)
 	out, err := cmd.StdoutPipe()
 	require.NoError(t, err)
 	cmd.Stderr = cmd.Stdout
@@ -203,13 +220,8 @@ func ownAzurite(t testing.TB, port int) *exec.Cmd {
 // what happened, within a bound; once it is back, the pool serves again
 // within 1 s.
 func TestAzuriteKilledMidLoad(t *testing.T) {
-	shared := needAzurite(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	port := ln.Addr().(*net.TCPAddr).Port
-	require.NoError(t, ln.Close())
-	a := azurite{connStr: strings.Replace(shared.connStr, fmt.Sprintf(":%d/", shared.port), fmt.Sprintf(":%d/", port), 1), tls: shared.tls, port: port}
-	require.Contains(t, a.connStr, fmt.Sprintf(":%d/", port))
+	a, az := freshAzurite(t)
+	port := a.port
 
 	const name = "killed"
 	data := []byte("still here")
@@ -218,7 +230,6 @@ func TestAzuriteKilledMidLoad(t *testing.T) {
 		require.NoError(t, err)
 		upload(t, a, name, map[string][]byte{"x": data})
 	}
-	az := ownAzurite(t, port)
 	setUp()
 
 	cfg := pool.DefaultConfig()

@@ -11,6 +11,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path"
 	"regexp"
@@ -62,6 +63,15 @@ type SourceConfig struct {
 	Container       string `json:"container"`
 	CreateContainer bool   `json:"create_container"`
 	CACert          string `json:"ca_cert"`
+	// Auth "entra" authenticates with Microsoft Entra ID, through
+	// azidentity's DefaultAzureCredential (a managed identity, a workload
+	// identity, environment variables or az login): for PostgreSQL each new
+	// connection's password is an access token (Azure Database for
+	// PostgreSQL), and the DSN has no password; for azblob DSN is then the
+	// account's blob endpoint, such as
+	// https://account.blob.core.windows.net, not a connection string.
+	// Empty (the default): the credentials are in the DSN.
+	Auth string `json:"auth"`
 	// MinSize and MaxSize default to the pool's defaults when absent;
 	// "min_size": 0 keeps no warm connection.
 	MinSize        *int   `json:"min_size"`
@@ -164,6 +174,12 @@ func (s SourceConfig) checkKind() error {
 	default:
 		return fmt.Errorf("kind %q: use %q or %q", s.Kind, kindPostgres, kindBlob)
 	}
+	if s.Auth != "" && s.Auth != authEntra {
+		return fmt.Errorf("auth %q: use %q, or leave it out for the DSN's credentials", s.Auth, authEntra)
+	}
+	if s.Auth == authEntra && s.CreateContainer {
+		return errors.New("create_container needs the account key of a connection string; it is not for auth entra")
+	}
 	return nil
 }
 
@@ -187,8 +203,15 @@ func expand(field, v string) (string, error) {
 }
 
 // blobOptions turns an azblob source's settings into azblob.Options.
-func (s SourceConfig) blobOptions(connStr string) (azblob.Options, error) {
-	opts := azblob.Options{ConnectionString: connStr, Container: s.Container}
+func (s SourceConfig) blobOptions(dsn string) (azblob.Options, error) {
+	opts := azblob.Options{ConnectionString: dsn, Container: s.Container}
+	if s.Auth == authEntra {
+		cred, err := newCredential()
+		if err != nil {
+			return opts, fmt.Errorf("auth entra: %w", err)
+		}
+		opts = azblob.Options{ContainerURL: strings.TrimSuffix(dsn, "/") + "/" + url.PathEscape(s.Container), Credential: cred}
+	}
 	if s.CACert == "" {
 		return opts, nil
 	}
@@ -279,7 +302,11 @@ func (s *Service) register(ctx context.Context, src SourceConfig) error {
 	}
 	s.kinds[src.ID] = src.kind()
 	if src.kind() == kindPostgres {
-		return postgres.Register(ctx, s.reg, src.ID, dsn, postgres.Options{}, cfg, pool.WithTestConnect())
+		opts, err := src.postgresOptions()
+		if err != nil {
+			return named(err)
+		}
+		return postgres.Register(ctx, s.reg, src.ID, dsn, opts, cfg, pool.WithTestConnect())
 	}
 	opts, err := src.blobOptions(dsn)
 	if err != nil {
