@@ -11,3 +11,7 @@ func Classify(sql string) string {
 
 // AtCapacity exposes the mapping of connect errors to pool.ErrCapacity.
 func AtCapacity(err error) error { return atCapacity(err) }
+
+// SetPeek turns IsValid's socket peek on or off, for the benchmark that
+// measures what it costs; it returns the previous setting.
+func SetPeek(on bool) bool { old := peekOn; peekOn = on; return old }

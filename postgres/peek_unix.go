@@ -8,12 +8,21 @@ import (
 	"syscall"
 )
 
-// peek looks at c's socket without blocking and without consuming
-// anything: it reports whether the server has closed the connection (a
-// FIN, a reset) or sent something an idle connection should not have
-// (a terminate message, FATAL, before the close). It costs one system
-// call. A socket it cannot reach reports alive.
-func peek(c net.Conn) (alive bool) {
+// peeker looks at a connection's socket without blocking and without
+// consuming anything: it reports whether the server has closed the
+// connection (a FIN, a reset) or sent something an idle connection
+// should not have (a terminate message, FATAL, before the close). It
+// costs one system call and no allocation: the raw socket and the
+// function given to it are made once, at dial. The pool calls IsValid
+// from one goroutine at a time, so its fields need no lock.
+type peeker struct {
+	rc    syscall.RawConn // nil: the socket cannot be reached; report alive
+	fn    func(fd uintptr)
+	alive bool
+	buf   [1]byte
+}
+
+func newPeeker(c net.Conn) *peeker {
 	for {
 		u, ok := c.(interface{ NetConn() net.Conn }) // a *tls.Conn
 		if !ok {
@@ -23,26 +32,37 @@ func peek(c net.Conn) (alive bool) {
 	}
 	sc, ok := c.(syscall.Conn)
 	if !ok {
-		return true
+		return nil
 	}
 	rc, err := sc.SyscallConn()
 	if err != nil {
-		return true
+		return nil
 	}
-	alive = true
-	var buf [1]byte
-	// Control, not Read: Read would wait for the descriptor's read lock,
-	// which a goroutine of pgx's may hold, blocked in a read, on an idle
-	// connection (its background reader). A peek that does not wait and
-	// consumes nothing needs no lock.
-	_ = rc.Control(func(fd uintptr) {
-		n, _, err := syscall.Recvfrom(int(fd), buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+	p := &peeker{rc: rc}
+	p.fn = func(fd uintptr) {
+		n, err := recvPeek(fd, p.buf[:])
 		switch {
 		case errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.EWOULDBLOCK) || errors.Is(err, syscall.EINTR):
-			alive = true // nothing to read: as an idle connection should be
-		case err != nil, n == 0, n > 0:
-			alive = false // reset, closed (EOF), or unprompted bytes
+			p.alive = true // nothing to read: as an idle connection should be
+		default:
+			p.alive = false // reset, closed (EOF, n == 0), or unprompted bytes (n > 0)
 		}
-	})
-	return alive
+		_ = n
+	}
+	return p
+}
+
+// ok reports whether the socket looks alive. Control, not Read: Read
+// would wait for the descriptor's read lock, which a goroutine of pgx's
+// may hold, blocked in a read, on an idle connection (its background
+// reader). A peek that does not wait and consumes nothing needs no lock.
+func (p *peeker) ok() bool {
+	if p == nil {
+		return true
+	}
+	p.alive = true
+	if p.rc.Control(p.fn) != nil {
+		return true
+	}
+	return p.alive
 }

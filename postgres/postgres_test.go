@@ -629,3 +629,47 @@ func TestWithRetriesOnADeadConnectionOnlyWhatIsSafe(t *testing.T) {
 	s := reg.Stats()["db"]
 	assert.EqualValues(t, 3, s.ClosedBroken, "each dead connection closed, none lent again")
 }
+
+// What the peek costs a loan, interleaved: an Acquire and Release of an
+// idle live connection (IsValid runs on both), and a With running one
+// round trip, each with the peek on and off, on one pool of one
+// connection. Run with -count to interleave passes.
+func BenchmarkLoanPeek(b *testing.B) {
+	d := os.Getenv("PG_DSN")
+	if d == "" {
+		b.Skip("PG_DSN is not set; set it to a PostgreSQL URL, such as postgres://postgres@127.0.0.1:5432/test?sslmode=disable, to run this benchmark")
+	}
+	f, err := postgres.FactoryFromDSN(d, postgres.Options{})
+	require.NoError(b, err)
+	pcfg := pool.DefaultConfig()
+	pcfg.MinSize, pcfg.MaxSize = 1, 1
+	p, err := pool.New(f, pcfg)
+	require.NoError(b, err)
+	defer p.Close()
+	require.NoError(b, p.WaitReady(bg))
+	for _, on := range []bool{true, false} {
+		name := map[bool]string{true: "peek", false: "nopeek"}[on]
+		b.Run("acquire-release/"+name, func(b *testing.B) {
+			defer postgres.SetPeek(postgres.SetPeek(on))
+			for b.Loop() {
+				pc, err := p.Acquire(bg)
+				if err != nil {
+					b.Fatal(err)
+				}
+				pc.Release()
+			}
+		})
+		b.Run("with-query/"+name, func(b *testing.B) {
+			defer postgres.SetPeek(postgres.SetPeek(on))
+			for b.Loop() {
+				err := p.With(bg, func(c *postgres.Conn) error {
+					_, err := c.Conn().Exec(bg, ";")
+					return err
+				})
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
