@@ -58,10 +58,20 @@
 // pool keeps its callers waiting and opens no more connections than the
 // account accepts, probing for more one at a time.
 //
+// A connection the service closed while it sat idle is replaced under the
+// next request, which does not fail (TestIdleConnectionClosedByTheService-
+// ServesTheNextRequest); a request that fails on the network is retried by
+// the SDK's policy, every operation here being safe to repeat (an upload
+// replaces the blob with the same bytes).
+//
 // # Readers
 //
 // Open and OpenRange return the blob's body as an io.ReadCloser that holds
 // the connection until it is closed: the connection goes back to the pool
 // on Close, not before. A reader never closed is a leaked loan, which the
-// core reports when Config.LeakThreshold is set.
+// core reports when Config.LeakThreshold is set. A body whose connection
+// breaks mid-read resumes, up to 3 times, on a new connection from the
+// offset it had reached, asking for the same version of the blob (If-Match
+// on its ETag): if the blob was replaced meanwhile, the read fails with a
+// 412 rather than splice two versions (TestReadResumesAfterACutConnection).
 package azblob

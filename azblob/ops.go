@@ -138,8 +138,16 @@ func (c *Conn) ReadRange(ctx context.Context, name string, offset, count int64) 
 	if err != nil {
 		return nil, c.wrap("read", name, err)
 	}
-	return &body{rc: resp.Body, c: c, name: name}, nil
+	// A connection that breaks mid-body is not the end of the read: the
+	// retry reader asks again from the offset it had reached, for the same
+	// version of the blob (If-Match on its ETag), as often as readRetries.
+	rr := resp.NewRetryReader(ctx, &blob.RetryReaderOptions{MaxRetries: readRetries, EarlyCloseAsError: true})
+	return &body{rc: rr, c: c, name: name}, nil
 }
+
+// readRetries is how many times a read whose connection broke mid-body
+// resumes.
+const readRetries = 3
 
 // UploadOptions are optional settings of Upload.
 type UploadOptions struct {
