@@ -31,7 +31,7 @@ type fakeEntra struct {
 	ttl  time.Duration // lifetime of each token; negative: already expired
 	fail error         // returned instead of a token when set
 
-	mu     sync.Mutex
+	mu      sync.Mutex
 	scopes  [][]string
 	tokens  []string
 	expires []time.Time
