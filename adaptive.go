@@ -75,7 +75,8 @@ func (p *Pool[C]) sampleDemand() {
 		return
 	}
 	d := &p.demand
-	lends := p.lends + p.stats.handedLends.Load()
+	_, fastLends := p.parked()
+	lends := p.lends + fastLends + p.stats.handedLends.Load()
 	holds, holdNanos := p.stats.holds.Load(), p.stats.holdNanos.Load()
 	if dt := now - d.lastAt; dt > 0 {
 		if n := holds - d.lastHolds; n > 0 {

@@ -42,11 +42,14 @@ func (p *Pool[C]) stop() (idle []*entry[C], first bool) {
 		return nil, false
 	}
 	p.closed.Store(true)
-	idle = p.idle
-	p.idle = nil
-	for _, e := range idle {
+	for _, h := range p.unparkLocked(p.clock.coarse()) { // each now closing
+		idle = append(idle, h.e)
+	}
+	idle = append(idle, p.idle...)
+	for _, e := range p.idle {
 		p.closeLocked(e)
 	}
+	p.idle = nil
 	for w := p.waiters.popFront(); w != nil; w = p.waiters.popFront() {
 		w.ch <- result[C]{err: ErrPoolClosed}
 	}

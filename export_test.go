@@ -33,6 +33,9 @@ func (p *Pool[C]) ReapStep(now time.Time) (idle, lifetime int) {
 func (p *Pool[C]) CheckAccounting() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if err := p.unparkForTestLocked(); err != nil {
+		return err
+	}
 	n := 0
 	for c := range numClasses {
 		k := 0
@@ -103,6 +106,9 @@ func statesLegend() string {
 func (p *Pool[C]) States() map[string]int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if err := p.unparkForTestLocked(); err != nil {
+		panic(err)
+	}
 	out := make(map[string]int, numStates)
 	for s, c := range p.n {
 		out[connState(s).String()] = c
@@ -127,4 +133,29 @@ func (p *Pool[C]) SetGaveUpHook(fn func()) { p.testHookGaveUp = fn }
 // ExpiresAt returns when the loan's connection passes its MaxLifetime.
 func (pc *PooledConn[C]) ExpiresAt() time.Time {
 	return pc.e.pool.clock.time(pc.e.expiresAt)
+}
+
+// unparkForTestLocked moves the parked connections back under the lock,
+// so that the books show them idle (or handed to a waiter). On a pool
+// that is open and within MaxSize none is closed; one that would be is an
+// error (a connection parked while it should not have been).
+func (p *Pool[C]) unparkForTestLocked() error {
+	if closing := p.unparkLocked(p.clock.coarse()); len(closing) > 0 {
+		return fmt.Errorf("%d parked connections had to be closed (closed %v, above max %v)", len(closing), p.closed.Load(), p.aboveMax)
+	}
+	return nil
+}
+
+// Parked returns how many connections are parked on the lock-free path.
+func (p *Pool[C]) Parked() int {
+	n, _ := p.parked()
+	return n
+}
+
+// WhileLocked runs fn while holding the pool's lock, so that a test can
+// show that fn does not need it.
+func (p *Pool[C]) WhileLocked(fn func()) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	fn()
 }

@@ -15,7 +15,7 @@ import (
 // fuzzFaults are the connector's misbehaviours that the fuzz input
 // switches on and off.
 type fuzzFaults struct {
-	dialFail, dialRefuse, dialPanic, pingFail, pingPanic, resetPanic, validPanic, closeSlow, closePanic atomic.Bool
+	dialFail, dialRefuse, dialPanic, pingFail, pingPanic, resetPanic, validPanic, closeSlow, closePanic, noReset atomic.Bool
 }
 
 // fuzzModel is what the pool should report, kept by the driver.
@@ -57,13 +57,33 @@ func FuzzPool(f *testing.F) {
 		if len(ops) > 200 {
 			ops = ops[:200]
 		}
-		synctest.Test(t, func(t *testing.T) { runFuzzOps(t, ops) })
+		synctest.Test(t, func(t *testing.T) { runFuzzOps(t, ops, true) })
+	})
+}
+
+// FuzzPoolParked is FuzzPool with the pool off the Budget and releases
+// that need no Reset (op 15 with op/30 odd toggles that), so that loans
+// end on the lock-free path (fast.go): connections are parked and taken
+// from the slots between the model's checks, which see them through
+// Stats and the books. The neighbour keeps the Budget to itself.
+func FuzzPoolParked(f *testing.F) {
+	f.Add([]byte{0, 0, 2, 4, 1, 3, 5, 6, 7, 8, 0, 9, 0, 12, 2})
+	f.Add([]byte{0, 0, 0, 0, 7, 2, 2, 4, 4, 10, 11, 0, 13})
+	f.Add([]byte{0, 2, 0, 2, 5, 5, 5, 0, 0, 0, 24, 2, 2, 2, 54, 0, 0, 0, 0, 11, 20, 0, 2})
+	f.Add([]byte{0, 0, 0, 2, 2, 2, 9, 9, 9, 29, 59, 89, 5, 6, 16, 5, 5, 45, 5, 0, 21})
+	f.Add([]byte{0, 1, 0, 1, 0, 1, 0, 1, 22, 2, 2, 2, 2, 4, 4})
+	f.Add([]byte{0, 0, 0, 24, 2, 0, 54, 2, 2, 25, 85, 0, 24, 9, 2, 11, 114, 0, 1, 21})
+	f.Fuzz(func(t *testing.T, ops []byte) {
+		if len(ops) > 200 {
+			ops = ops[:200]
+		}
+		synctest.Test(t, func(t *testing.T) { runFuzzOps(t, ops, false) })
 	})
 }
 
 var errFuzzPanic = errors.New("fuzz: connector panicked")
 
-func runFuzzOps(t *testing.T, ops []byte) {
+func runFuzzOps(t *testing.T, ops []byte, budgeted bool) {
 	const maxSize = 3
 	var faults fuzzFaults
 	var (
@@ -111,6 +131,9 @@ func runFuzzOps(t *testing.T, ops []byte) {
 		}
 		return nil
 	}
+	// Off the budget, releases start without Reset, so that they park.
+	faults.noReset.Store(!budgeted)
+	src.onNeedsReset = func(*fakeConn) bool { return !faults.noReset.Load() }
 	src.onReset = func(context.Context, *fakeConn) error {
 		if faults.resetPanic.Load() {
 			panic(errFuzzPanic)
@@ -150,7 +173,10 @@ func runFuzzOps(t *testing.T, ops []byte) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.Budget, cfg.Name = budget, "main"
+	cfg.Name = "main"
+	if budgeted {
+		cfg.Budget = budget
+	}
 	p, err := pool.New(src.factory(), cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -222,6 +248,9 @@ func runFuzzOps(t *testing.T, ops []byte) {
 	for step, op := range ops {
 		mu.Lock()
 		stepMax = alive + neighbourAlive
+		if !budgeted {
+			stepMax = neighbourAlive
+		}
 		mu.Unlock()
 		switch op % 30 {
 		case 0:
@@ -288,7 +317,11 @@ func runFuzzOps(t *testing.T, ops []byte) {
 		case 14:
 			faults.pingPanic.Store(!faults.pingPanic.Load())
 		case 15:
-			faults.resetPanic.Store(!faults.resetPanic.Load())
+			if op/30%2 == 1 {
+				faults.noReset.Store(!faults.noReset.Load())
+			} else {
+				faults.resetPanic.Store(!faults.resetPanic.Load())
+			}
 		case 16:
 			faults.validPanic.Store(!faults.validPanic.Load())
 		case 17:
@@ -352,11 +385,18 @@ func runFuzzOps(t *testing.T, ops []byte) {
 			t.Fatalf("step %d (op %d): %d connections alive at once on a budget of %d (bound %d); budget %+v", step, op%30, stepMax, limit, limitBound, budget.Stats())
 		}
 		total := alive + dialling + neighbourAlive
+		if !budgeted {
+			total = neighbourAlive
+		}
 		mu.Unlock()
 		if total <= limit {
 			limitBound = limit
 		}
-		checkBudgetBooks(t, budget, p, neighbour)
+		if budgeted {
+			checkBudgetBooks(t, budget, p, neighbour)
+		} else {
+			checkBudgetBooks(t, budget, neighbour)
+		}
 		if closed {
 			break
 		}

@@ -61,6 +61,8 @@ type Pool[C Connector] struct {
 	// closed is set once, by Close, under mu. Holders of mu read it; it is
 	// atomic so that the Manager's lock-free lookup can read it too.
 	closed atomic.Bool
+	// aboveMaxFast mirrors aboveMax, for the lock-free path (fast.go).
+	aboveMaxFast atomic.Bool
 	// idle is a stack: the most recently released connection is on top
 	// (the end), so reuse is newest first and the reaper scans the oldest
 	// from the bottom. When idle is not empty, waiters is empty.
@@ -111,6 +113,10 @@ type Pool[C Connector] struct {
 	// another core writes. Placed first, once Hooks had grown it, the
 	// parallel benchmark ran about 30 % slower (bench/NOTES.md).
 	_ [64]byte
+	// fast holds the parked connections (fast.go), nil until the first
+	// park. noFast is set in New for the pools that never park.
+	fast   atomic.Pointer[fastSlots[C]]
+	noFast bool
 	// timeLoans is set when loans are timed: for the Release hook, or to
 	// measure demand. Set in New, then only read.
 	timeLoans bool
@@ -154,6 +160,7 @@ func New[C Connector](factory Factory[C], cfg Config) (*Pool[C], error) {
 		p.reapTimer = time.AfterFunc(cfg.ReapInterval, p.reap)
 	}
 	p.timeLoans = cfg.Hooks.Release != nil || cfg.measuresDemand()
+	p.noFast = cfg.Budget != nil || cfg.Adaptive
 	if cfg.measuresDemand() {
 		p.startDemandLocked()
 	}
@@ -282,6 +289,28 @@ func (p *Pool[C]) acquire(ctx context.Context, mode acquireMode) (*entry[C], err
 	// TryAcquire's clock never starts: AcquireTimeout does not apply.
 	a := acquisition[C]{started: mode == noWait}
 	for {
+		if e, s := p.takeParked(); e != nil { // fast.go
+			now := p.clock.coarse()
+			switch {
+			case !p.checkDue(e, now):
+			case p.onlyIsValidDue(e, now): // still no lock
+				if !p.isValid(e) {
+					a.lastErr = errInvalid
+					reraise(p.retire(e, CloseBroken))
+					continue
+				}
+			default:
+				switch out, err := p.check(ctx, e, &a, nil); out {
+				case outcomeLent:
+					return e, nil
+				case outcomeFail:
+					return nil, err
+				}
+				continue // outcomeRetry: the connection was closed
+			}
+			s.lends.Add(1)
+			return e, nil
+		}
 		now := p.clock.coarse()
 		p.mu.Lock()
 		if p.closed.Load() {
@@ -356,6 +385,7 @@ func (p *Pool[C]) enqueueLocked(ctx context.Context, a *acquisition[C]) (*waiter
 	w.class = uint8(class)
 	w.deadline = deadline
 	p.waiters.pushBack(w)
+	p.unparkForWaitersLocked(now)
 	a.waitStart = now
 	if a.timeoutAt != 0 {
 		p.armTimeoutLocked(a.timeoutAt, now)
@@ -520,6 +550,9 @@ func (p *Pool[C]) requeueLocked(w *waiter[C]) {
 		return
 	}
 	p.waiters.pushFront(w)
+	// While w checked its connection, with nobody else waiting, releases
+	// may have parked theirs: w, at the head, gets the first.
+	p.unparkForWaitersLocked(p.clock.coarse())
 	if w.timeoutAt != 0 {
 		p.armTimeoutLocked(w.timeoutAt, p.clock.now())
 	}

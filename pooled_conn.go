@@ -257,20 +257,29 @@ func (p *Pool[C]) runWith(e *entry[C], loan uint64, fn func(C) error) error {
 // closes it. Reset runs first, so that a connector that is invalid only
 // because of state the borrower left (an open transaction, say) can clear
 // it. A connection that needs neither Reset nor IsValid goes back under
-// one lock; one that does is counted resetting while they run.
+// one lock, or none when it can be parked (fast.go); one that needs Reset
+// is counted resetting while Reset and IsValid run, one that needs only
+// IsValid stays counted lent.
 func (p *Pool[C]) release(e *entry[C]) {
 	if e.leak != nil {
 		p.untrackLeak(e)
 	}
 	reset := e.resetter != nil && p.needsReset(e)
-	if reset || e.validator != nil {
+	switch {
+	case reset:
 		p.mu.Lock()
 		p.resetLocked(e)
 		p.mu.Unlock()
-		if (reset && p.reset(e) != nil) || (e.validator != nil && !p.isValid(e)) {
+		if p.reset(e) != nil || (e.validator != nil && !p.isValid(e)) {
 			reraise(p.retire(e, CloseBroken))
 			return
 		}
+	case e.validator != nil && !p.isValid(e): // counted lent while it runs
+		reraise(p.retire(e, CloseBroken))
+		return
+	}
+	if !reset && p.park(e) { // a reset one is counted resetting: the lock moves it
+		return
 	}
 	now := p.clock.coarse()
 	p.mu.Lock()

@@ -40,6 +40,9 @@ type reaped[C Connector] struct {
 // held.
 func (p *Pool[C]) reapLocked(now int64) []reaped[C] {
 	var closing []reaped[C]
+	for _, h := range p.unparkLocked(now) { // above MaxSize
+		closing = append(closing, reaped[C]{h.e, h.reason})
+	}
 	open := p.openLocked() - p.n[stateClosing]
 	kept := p.idle[:0]
 	for _, e := range p.idle { // oldest first

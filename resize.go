@@ -27,6 +27,10 @@ func (p *Pool[C]) SetMaxSize(n int) error {
 	}
 	p.maxSize = n
 	p.aboveMax = p.openLocked() > n
+	p.aboveMaxFast.Store(p.aboveMax)
+	// Parked connections come back first: above MaxSize they are closed
+	// (putLocked), and none parks again until the pool is within it.
+	unparked := p.unparkLocked(p.clock.coarse())
 	// The oldest idle connections, at the bottom of the stack, go first.
 	over := min(len(p.idle), p.openLocked()-p.n[stateClosing]-n)
 	var closing []*entry[C]
@@ -41,6 +45,9 @@ func (p *Pool[C]) SetMaxSize(n int) error {
 	}
 	p.refillLocked() // growing: dials for waiters
 	p.mu.Unlock()
+	for _, h := range unparked {
+		_ = h.do(p) // a panic in Close is logged there
+	}
 	for _, e := range closing {
 		_ = p.finishClose(e, CloseResized) // a panic in Close is logged there
 	}

@@ -231,6 +231,7 @@ func (p *Pool[C]) goneLocked(e *entry[C]) {
 	p.freeSlotLocked(true)
 	if p.aboveMax && p.openLocked() <= p.maxSize {
 		p.aboveMax = false
+		p.aboveMaxFast.Store(false)
 	}
 	last := p.conns[len(p.conns)-1]
 	p.conns[e.index] = last
@@ -247,6 +248,14 @@ func (p *Pool[C]) checkDue(e *entry[C], now int64) bool {
 	soon := now + int64(clockDoubt)
 	return e.validator != nil || soon >= e.expiresAt ||
 		(p.cfg.PingAfterIdle > 0 && soon-e.idleSince >= int64(p.cfg.PingAfterIdle))
+}
+
+// onlyIsValidDue reports whether, of the checks checkDue stands for, only
+// IsValid is due: neither MaxLifetime nor PingAfterIdle is near, by now, a
+// coarse reading.
+func (p *Pool[C]) onlyIsValidDue(e *entry[C], now int64) bool {
+	soon := now + int64(clockDoubt)
+	return soon < e.expiresAt && (p.cfg.PingAfterIdle <= 0 || soon-e.idleSince < int64(p.cfg.PingAfterIdle))
 }
 
 // openLocked is the number of connections open: every state's count, a

@@ -125,9 +125,14 @@ func (p *Pool[C]) Stats() Stats {
 		DialFailuresInARow: p.dialing.failures,
 	}
 	lends := p.lends
+	// Parked connections are counted lent in the books and are idle.
+	parked, fastLends := p.parked()
+	parked = min(parked, s.InUse) // one seen twice, in two slots
+	s.Idle += parked
+	s.InUse -= parked
 	p.mu.Unlock()
 	c := &p.stats
-	s.AcquireCount = lends + c.handedLends.Load()
+	s.AcquireCount = lends + fastLends + c.handedLends.Load()
 	s.WaitCount = c.waitCount.Load()
 	s.WaitDuration = time.Duration(c.waitNanos.Load())
 	s.CanceledAcquires = c.canceled.Load()

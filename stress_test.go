@@ -120,6 +120,9 @@ func TestStress(t *testing.T) {
 			}
 			return nil
 		}
+		// Half the releases need no Reset: they park on the lock-free
+		// path (fast.go) when nobody waits.
+		src.onNeedsReset = func(*fakeConn) bool { return rand.IntN(2) == 0 }
 		src.onReset = func(context.Context, *fakeConn) error {
 			if rand.IntN(300) == 0 {
 				panic(errPanicReset)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"sync/atomic"
 	"time"
 )
 
@@ -58,6 +59,12 @@ type fifo[C Connector] struct {
 // It is protected by the pool's mu.
 type waitList[C Connector] struct {
 	len int // waiters in every class
+	// gate is 1 while len is not zero, for the lock-free path, which reads
+	// it without the lock: while it is up, no release parks and no Acquire
+	// takes a parked connection (fast.go). It is written only when the
+	// list becomes empty or stops being so, under the pool's mu, on its
+	// cache line.
+	gate atomic.Int32
 	q   [numClasses]fifo[C]
 	// passed counts, per class, the hand-offs made to other classes while
 	// the class waited, since it was last served or began to wait.
@@ -79,6 +86,9 @@ func (l *waitList[C]) pushBack(w *waiter[C]) {
 	q.tail = w
 	q.len++
 	l.len++
+	if l.len == 1 {
+		l.gate.Store(1)
+	}
 }
 
 // pushFront queues w ahead of everyone in its class: a waiter whose
@@ -97,6 +107,9 @@ func (l *waitList[C]) pushFront(w *waiter[C]) {
 	q.head = w
 	q.len++
 	l.len++
+	if l.len == 1 {
+		l.gate.Store(1)
+	}
 }
 
 // popFront dequeues the waiter whose turn it is: the longest waiter of the
@@ -186,6 +199,9 @@ func (l *waitList[C]) remove(w *waiter[C]) {
 	w.prev, w.next, w.queued = nil, nil, false
 	q.len--
 	l.len--
+	if l.len == 0 {
+		l.gate.Store(0)
+	}
 }
 
 // nextWaiterLocked dequeues the waiter to hand a connection to, skipping

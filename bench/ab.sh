@@ -5,11 +5,15 @@
 # benchmark and metric and the ratio new/old.
 #
 #   bench/ab.sh 9f3637f            # PASSES=6 BENCHTIME=1s by default
+#   CPUS=1,2 bench/ab.sh main      # each benchmark at GOMAXPROCS 1 and 2
 set -euo pipefail
 cd "$(dirname "$0")/.."
 base=${1:?usage: bench/ab.sh BASE_REVISION}
 PASSES=${PASSES:-6}
 BENCHTIME=${BENCHTIME:-1s}
+CPUS=${CPUS:-}
+cpu=()
+[ -n "$CPUS" ] && cpu=(-test.cpu "$CPUS")
 out=$(mktemp -d)
 git worktree add -q --detach "$out/base" "$base"
 trap 'git worktree remove --force "$out/base"' EXIT
@@ -26,17 +30,17 @@ for pass in $(seq 1 "$PASSES"); do
   [ $((pass % 2)) = 0 ] && order="new old"
   for v in $order; do
     "$out/bench-$v.test" -test.run '^$' -test.bench '^Benchmark(Serial|Parallel|Contended|ContendedTimeout|WaitLatency)$/^pool$' \
-      -test.benchtime "$BENCHTIME" -test.benchmem | grep '^Benchmark' >>"$out/raw-$v.txt"
-    "$out/bench-$v.test" -test.run '^$' -test.bench '^BenchmarkRegistryWith$' -test.benchtime "$BENCHTIME" -test.benchmem |
+      -test.benchtime "$BENCHTIME" "${cpu[@]}" -test.benchmem | grep '^Benchmark' >>"$out/raw-$v.txt"
+    "$out/bench-$v.test" -test.run '^$' -test.bench '^BenchmarkRegistryWith$' -test.benchtime "$BENCHTIME" "${cpu[@]}" -test.benchmem |
       grep '^Benchmark' >>"$out/raw-$v.txt"
     "$out/core-$v.test" -test.run '^$' -test.bench '^Benchmark(AcquireRelease|AcquireReleaseParallel|AcquireReleaseContended|With|Stats)$' \
-      -test.benchtime "$BENCHTIME" -test.benchmem | grep '^Benchmark' | sed 's/^Benchmark/BenchmarkCore/' >>"$out/raw-$v.txt"
+      -test.benchtime "$BENCHTIME" "${cpu[@]}" -test.benchmem | grep '^Benchmark' | sed 's/^Benchmark/BenchmarkCore/' >>"$out/raw-$v.txt"
   done
 done
 # One line per value: "benchmark metric version value"; then the median of
 # each group, and the ratio.
 for v in old new; do
-  awk -v v=$v '{ n = $1; sub(/-[0-9]+$/, "", n)
+  awk -v v=$v -v keep="$CPUS" '{ n = $1; if (keep == "") sub(/-[0-9]+$/, "", n)
     for (i = 3; i < NF; i += 2) if ($(i+1) ~ /^(ns\/op|p50-ns|p99-ns|max-ns|allocs\/op)$/) print n, $(i+1), v, $i }' "$out/raw-$v.txt"
 done | sort -k1,1 -k2,2 -k3,3 -k4,4g | awk '
   function flush() { if (cnt) { m = (cnt % 2) ? vals[(cnt+1)/2] : (vals[cnt/2] + vals[cnt/2+1]) / 2; med[key] = m; cnt = 0 } }

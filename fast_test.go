@@ -1,0 +1,241 @@
+package pool_test
+
+import (
+	"context"
+	"runtime"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/deepanalyze/pool"
+)
+
+// parkingSource is a fake source whose releases need no Reset, so that
+// they take the lock-free path.
+func parkingSource(t testing.TB) *fakeSource {
+	src := newFakeSource(t)
+	src.onNeedsReset = func(*fakeConn) bool { return false }
+	return src
+}
+
+// A release with nobody waiting parks its connection, and an Acquire takes
+// it back, both without the pool's lock: they complete while a test holds
+// it. Stats count parked connections as idle, and their loans.
+func TestParkingNeedsNoLock(t *testing.T) {
+	src := parkingSource(t)
+	p := newTestPool(t, src, testConfig(4))
+	var held []*pool.PooledConn[*fakeConn]
+	for range 3 {
+		pc, err := p.Acquire(bg)
+		require.NoError(t, err)
+		held = append(held, pc)
+	}
+	for _, pc := range held {
+		pc.Release()
+	}
+	assert.Equal(t, 3, p.Parked())
+	st := p.Stats()
+	assert.Equal(t, 3, st.Idle)
+	assert.Equal(t, 0, st.InUse)
+	assert.Equal(t, 3, st.Total)
+
+	done := make(chan error, 1)
+	p.WhileLocked(func() {
+		go func() {
+			for range 100 {
+				pc, err := p.Acquire(bg)
+				if err != nil {
+					done <- err
+					return
+				}
+				pc.Release()
+			}
+			done <- nil
+		}()
+		select {
+		case err := <-done:
+			assert.NoError(t, err)
+		case <-time.After(10 * time.Second):
+			t.Fatal("Acquire and Release of a parked connection waited for the pool's lock")
+		}
+	})
+	st = p.Stats()
+	assert.EqualValues(t, 3, src.dials.Load(), "a parked connection was not reused")
+	assert.EqualValues(t, 103, st.AcquireCount)
+	assert.Equal(t, 3, st.Idle)
+	require.NoError(t, p.CheckAccounting())
+}
+
+// No connection stays parked while a caller waits: 16 goroutines share
+// one connection for 20,000 loans, at GOMAXPROCS 2 and 16, each Acquire
+// bounded by 10 s. A connection parked at the moment a caller queues, and
+// left there, would strand it until the bound.
+func TestNoConnectionStaysParkedWhileACallerWaits(t *testing.T) {
+	for _, procs := range []int{2, 16} {
+		t.Run(map[int]string{2: "GOMAXPROCS=2", 16: "GOMAXPROCS=16"}[procs], func(t *testing.T) {
+			defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(procs))
+			src := parkingSource(t)
+			cfg := testConfig(1)
+			cfg.AcquireTimeout = 10 * time.Second
+			p := newTestPool(t, src, cfg)
+			var wg sync.WaitGroup
+			errs := make(chan error, 16)
+			for range 16 {
+				wg.Go(func() {
+					for range 20000 / 16 {
+						pc, err := p.Acquire(bg)
+						if err != nil {
+							errs <- err
+							return
+						}
+						pc.Conn().use(t)
+						pc.Conn().done()
+						pc.Release()
+					}
+				})
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				t.Fatalf("a caller was stranded: %v", err)
+			}
+			st := p.Stats()
+			assert.EqualValues(t, 20000/16*16, st.AcquireCount)
+			assert.EqualValues(t, 1, src.dials.Load())
+			require.NoError(t, p.CheckAccounting())
+		})
+	}
+}
+
+// A waiter gets the connection released while it waits; it is not parked
+// for a newcomer to take, and the newcomer queues behind.
+func TestAReleaseWithAWaiterHandsOffInsteadOfParking(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		src := parkingSource(t)
+		p := newTestPool(t, src, testConfig(1))
+		pc, err := p.Acquire(bg)
+		require.NoError(t, err)
+		got := make(chan *pool.PooledConn[*fakeConn], 2)
+		go func() {
+			w, err := p.Acquire(bg)
+			if err == nil {
+				got <- w
+			}
+		}()
+		synctest.Wait() // the waiter is queued
+		pc.Release()
+		synctest.Wait()
+		assert.Equal(t, 0, p.Parked())
+		var w *pool.PooledConn[*fakeConn]
+		select {
+		case w = <-got:
+		default:
+			t.Fatal("the waiter was not served by the release")
+		}
+		_, err = p.TryAcquire(bg)
+		require.ErrorIs(t, err, pool.ErrPoolExhausted)
+		w.Release()
+		assert.Equal(t, 1, p.Parked(), "with nobody waiting, the release parks")
+	})
+}
+
+// Close closes parked connections, each once; Shutdown does not wait for
+// them as if they were lent.
+func TestCloseClosesParkedConnections(t *testing.T) {
+	for _, shutdown := range []bool{false, true} {
+		src := parkingSource(t)
+		p, err := pool.New(src.factory(), testConfig(4))
+		require.NoError(t, err)
+		var held []*pool.PooledConn[*fakeConn]
+		for range 3 {
+			pc, err := p.Acquire(bg)
+			require.NoError(t, err)
+			held = append(held, pc)
+		}
+		for _, pc := range held {
+			pc.Release()
+		}
+		require.Equal(t, 3, p.Parked())
+		if shutdown {
+			ctx, cancel := context.WithTimeout(bg, 10*time.Second)
+			require.NoError(t, p.Shutdown(ctx))
+			cancel()
+		} else {
+			require.NoError(t, p.Close())
+		}
+		assert.Equal(t, 0, p.Parked())
+		st := p.Stats()
+		assert.Equal(t, 0, st.Total)
+		assert.EqualValues(t, 3, st.ClosedPool)
+		assert.EqualValues(t, 3, src.closes.Load())
+		assert.Zero(t, src.reClosed.Load())
+		_, err = p.Acquire(bg)
+		require.ErrorIs(t, err, pool.ErrPoolClosed)
+	}
+}
+
+// SetMaxSize below the parked connections closes those above it, and
+// nothing parks above the new size.
+func TestSetMaxSizeClosesParkedConnectionsAboveIt(t *testing.T) {
+	src := parkingSource(t)
+	p := newTestPool(t, src, testConfig(4))
+	var held []*pool.PooledConn[*fakeConn]
+	for range 4 {
+		pc, err := p.Acquire(bg)
+		require.NoError(t, err)
+		held = append(held, pc)
+	}
+	held[0].Release()
+	held[1].Release()
+	require.Equal(t, 2, p.Parked())
+	require.NoError(t, p.SetMaxSize(1))
+	assert.Equal(t, 0, p.Parked())
+	held[2].Release() // above MaxSize: closed, not parked
+	assert.Equal(t, 0, p.Parked())
+	held[3].Release() // the pool is within MaxSize again: parked
+	assert.Equal(t, 1, p.Parked())
+	st := p.Stats()
+	assert.Equal(t, 1, st.Total)
+	assert.EqualValues(t, 3, st.ClosedResized)
+	require.NoError(t, p.CheckAccounting())
+}
+
+// The reaper sees parked connections: one idle past MaxIdleTime is closed,
+// and one past MaxLifetime is never lent from its slot.
+func TestReaperAndLifetimeReachParkedConnections(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		src := parkingSource(t)
+		cfg := testConfig(2)
+		cfg.MaxIdleTime = time.Second
+		cfg.ReapInterval = 100 * time.Millisecond
+		p := newTestPool(t, src, cfg)
+		pc, err := p.Acquire(bg)
+		require.NoError(t, err)
+		pc.Release()
+		require.Equal(t, 1, p.Parked())
+		time.Sleep(2 * time.Second)
+		synctest.Wait()
+		st := p.Stats()
+		assert.EqualValues(t, 1, st.ClosedIdle)
+		assert.Equal(t, 0, st.Total)
+
+		cfg = testConfig(2)
+		cfg.MaxLifetime = time.Second
+		p = newTestPool(t, src, cfg)
+		pc, err = p.Acquire(bg)
+		require.NoError(t, err)
+		first := pc.Conn()
+		pc.Release()
+		require.Equal(t, 1, p.Parked())
+		time.Sleep(2 * time.Second)
+		pc, err = p.Acquire(bg)
+		require.NoError(t, err)
+		assert.NotSame(t, first, pc.Conn(), "a connection past MaxLifetime was lent from its slot")
+		pc.Release()
+		assert.EqualValues(t, 1, p.Stats().ClosedLifetime)
+	})
+}
