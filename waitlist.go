@@ -65,7 +65,7 @@ type waitList[C Connector] struct {
 	// list becomes empty or stops being so, under the pool's mu, on its
 	// cache line.
 	gate atomic.Int32
-	q   [numClasses]fifo[C]
+	q    [numClasses]fifo[C]
 	// passed counts, per class, the hand-offs made to other classes while
 	// the class waited, since it was last served or began to wait.
 	passed [numClasses]int
