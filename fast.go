@@ -24,10 +24,10 @@ import (
 // The one race that matters: a caller who is about to wait, against a
 // release that parks. The caller queues, which raises the wait list's
 // gate, and then moves every parked connection back (to the waiters in
-// turn); the release stores its connection
-// in a slot and then reads the gate, and if it is up takes its connection back
-// (a compare-and-swap that fails if someone took it already) and goes the
-// locked way, which hands it to the longest waiter. Go's atomics are
+// turn); the release stores its connection in a slot and then reads the
+// gate, and if it is up takes its connection back (a compare-and-swap
+// that fails if someone took it already) and goes the locked way, which
+// hands it to the longest waiter. Go's atomics are
 // sequentially consistent, so of the two, whichever comes second sees the
 // other's write: no connection stays parked while a caller waits. The same
 // holds for Close (p.closed) and for a SetMaxSize that puts the pool above
