@@ -97,6 +97,14 @@ func runFuzzOps(t *testing.T, ops []byte, budgeted bool) {
 		// dialling counts the main pool's dials in flight.
 		dialling int
 	)
+	// onBudget is what of the main pool's n connections the budget
+	// counts: all of them, or none when the pool is off it.
+	onBudget := func(n int) int {
+		if budgeted {
+			return n
+		}
+		return 0
+	}
 	src := newFakeSource(t)
 	src.onDial = func(ctx context.Context) error {
 		// A dial holds its budget slot from the start: the model counts
@@ -118,7 +126,7 @@ func runFuzzOps(t *testing.T, ops []byte, budgeted bool) {
 		mu.Lock()
 		alive++
 		maxAlive = max(maxAlive, alive)
-		stepMax = max(stepMax, alive+neighbourAlive)
+		stepMax = max(stepMax, onBudget(alive)+neighbourAlive)
 		mu.Unlock()
 		return nil
 	}
@@ -189,7 +197,7 @@ func runFuzzOps(t *testing.T, ops []byte, budgeted bool) {
 	nsrc.onDial = func(context.Context) error {
 		mu.Lock()
 		neighbourAlive++
-		stepMax = max(stepMax, alive+neighbourAlive)
+		stepMax = max(stepMax, onBudget(alive)+neighbourAlive)
 		mu.Unlock()
 		return nil
 	}
