@@ -1,6 +1,7 @@
 package pool
 
 import (
+	"context"
 	"math/bits"
 	"runtime"
 	"sync/atomic"
@@ -132,6 +133,32 @@ func home() uint32 {
 	var x byte
 	a := uint64(uintptr(unsafe.Pointer(&x))) >> 10
 	return uint32((a * 0x9E3779B97F4A7C15) >> 32)
+}
+
+// lendParked lends a parked connection, if one is, with the outcomes of
+// the acquire loop: lent (checked as check would, with IsValid alone
+// still without the lock), retry when it failed its check and was
+// closed, fail when a check ended the call; none when nothing was parked.
+func (p *Pool[C]) lendParked(ctx context.Context, a *acquisition[C]) (*entry[C], outcome, error) {
+	e, s := p.takeParked()
+	if e == nil {
+		return nil, outcomeNone, nil
+	}
+	now := p.clock.coarse()
+	switch {
+	case !p.checkDue(e, now):
+	case p.onlyIsValidDue(e, now):
+		if !p.isValid(e) {
+			a.lastErr = errInvalid
+			reraise(p.retire(e, CloseBroken))
+			return nil, outcomeRetry, nil
+		}
+	default:
+		out, err := p.check(ctx, e, a, nil)
+		return e, out, err
+	}
+	s.lends.Add(1)
+	return e, outcomeLent, nil
 }
 
 // unparkLocked moves every parked connection back under the lock, as a

@@ -22,18 +22,25 @@ func parkingSource(t testing.TB) *fakeSource {
 	return src
 }
 
+// acquireN takes n loans of p.
+func acquireN(t *testing.T, p *pool.Pool[*fakeConn], n int) []*pool.PooledConn[*fakeConn] {
+	t.Helper()
+	held := make([]*pool.PooledConn[*fakeConn], 0, n)
+	for range n {
+		pc, err := p.Acquire(bg)
+		require.NoError(t, err)
+		held = append(held, pc)
+	}
+	return held
+}
+
 // A release with nobody waiting parks its connection, and an Acquire takes
 // it back, both without the pool's lock: they complete while a test holds
 // it. Stats count parked connections as idle, and their loans.
 func TestParkingNeedsNoLock(t *testing.T) {
 	src := parkingSource(t)
 	p := newTestPool(t, src, testConfig(4))
-	var held []*pool.PooledConn[*fakeConn]
-	for range 3 {
-		pc, err := p.Acquire(bg)
-		require.NoError(t, err)
-		held = append(held, pc)
-	}
+	held := acquireN(t, p, 3)
 	for _, pc := range held {
 		pc.Release()
 	}
@@ -150,12 +157,7 @@ func TestCloseClosesParkedConnections(t *testing.T) {
 		src := parkingSource(t)
 		p, err := pool.New(src.factory(), testConfig(4))
 		require.NoError(t, err)
-		var held []*pool.PooledConn[*fakeConn]
-		for range 3 {
-			pc, err := p.Acquire(bg)
-			require.NoError(t, err)
-			held = append(held, pc)
-		}
+		held := acquireN(t, p, 3)
 		for _, pc := range held {
 			pc.Release()
 		}
@@ -183,12 +185,7 @@ func TestCloseClosesParkedConnections(t *testing.T) {
 func TestSetMaxSizeClosesParkedConnectionsAboveIt(t *testing.T) {
 	src := parkingSource(t)
 	p := newTestPool(t, src, testConfig(4))
-	var held []*pool.PooledConn[*fakeConn]
-	for range 4 {
-		pc, err := p.Acquire(bg)
-		require.NoError(t, err)
-		held = append(held, pc)
-	}
+	held := acquireN(t, p, 4)
 	held[0].Release()
 	held[1].Release()
 	require.Equal(t, 2, p.Parked())

@@ -265,6 +265,7 @@ const (
 	outcomeLent  outcome = iota // the caller has the connection, in state lent
 	outcomeRetry                // the connection was closed: try again
 	outcomeFail                 // the call ends with an error
+	outcomeNone                 // nothing was parked (lendParked): go the locked way
 )
 
 // get is the one entry point of every acquire: the loop, timed for the
@@ -289,27 +290,13 @@ func (p *Pool[C]) acquire(ctx context.Context, mode acquireMode) (*entry[C], err
 	// TryAcquire's clock never starts: AcquireTimeout does not apply.
 	a := acquisition[C]{started: mode == noWait}
 	for {
-		if e, s := p.takeParked(); e != nil { // fast.go
-			now := p.clock.coarse()
-			switch {
-			case !p.checkDue(e, now):
-			case p.onlyIsValidDue(e, now): // still no lock
-				if !p.isValid(e) {
-					a.lastErr = errInvalid
-					reraise(p.retire(e, CloseBroken))
-					continue
-				}
-			default:
-				switch out, err := p.check(ctx, e, &a, nil); out {
-				case outcomeLent:
-					return e, nil
-				case outcomeFail:
-					return nil, err
-				}
-				continue // outcomeRetry: the connection was closed
-			}
-			s.lends.Add(1)
+		switch e, out, err := p.lendParked(ctx, &a); out { // fast.go
+		case outcomeLent:
 			return e, nil
+		case outcomeFail:
+			return nil, err
+		case outcomeRetry:
+			continue // the connection was closed
 		}
 		now := p.clock.coarse()
 		p.mu.Lock()
