@@ -30,6 +30,13 @@ func TestContendersLendDistinctConnections(t *testing.T) {
 			for _, h := range hs {
 				c.Release(h)
 			}
+			if ct.name == "silenceper" {
+				// silenceper/pool v1.0.0's Get can block forever on its
+				// channel under this load (a lost wake-up in the peer; it
+				// hung CI once for 10 minutes): only its serial lending is
+				// checked.
+				return
+			}
 			var wg sync.WaitGroup
 			for range 4 * size {
 				wg.Go(func() {
