@@ -85,7 +85,8 @@ func TestSourcesShareABudget(t *testing.T) {
 }
 
 // X-Priority reaches the pool: with the source's one connection held, an
-// interactive request queued after a batch one is served first; a bad
+// interactive request queued after a batch one is served first, and so is
+// an interactive acquire queued after both; a bad
 // value is a 400.
 func TestPriorityHeader(t *testing.T) {
 	svc, ts := pgService(t, `{"sources": [{"id": "a", "dsn": "${PG_DSN}", "max_size": 1, "min_size": 1}]}`)
@@ -113,8 +114,22 @@ func TestPriorityHeader(t *testing.T) {
 	waitFor(1)
 	go get("Interactive")
 	waitFor(2)
+	// The test queues a third, interactive, acquire behind the two, so
+	// that the connection comes back to it, not to the batch request,
+	// once the interactive request is done: the order of the answers is
+	// then the order in which the pool served them.
+	again := make(chan *pool.PooledConn[pool.Connector], 1)
+	go func() {
+		c, err := svc.reg.Get(pool.WithPriority(context.Background(), pool.PriorityInteractive), "a")
+		assert.NoError(t, err)
+		again <- c
+	}()
+	waitFor(3)
 	require.NoError(t, svc.reg.Release("a", held))
 	assert.Equal(t, "Interactive", <-order)
+	c := <-again
+	assert.Equal(t, 1, svc.reg.Stats()["a"].Waiting, "the batch request waits for the test's loan")
+	require.NoError(t, svc.reg.Release("a", c))
 	assert.Equal(t, "batch", <-order)
 
 	for _, bad := range []string{"urgent", ""} {
