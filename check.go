@@ -1,0 +1,141 @@
+// This file holds the acquire-time checks of an idle connection, run
+// outside the lock, and what follows a failed one: the connection closed,
+// its caller queued again at the head, a new connection's failure counted
+// against the source.
+
+package pool
+
+import (
+	"context"
+	"time"
+)
+
+// check runs the acquire-time checks on e, in state checking, outside the
+// lock, reading the real clock: MaxLifetime, IsValid, and a Ping if e has
+// been idle PingAfterIdle or longer. It ends in one of three outcomes:
+//   - lent: e passed (checking → lent);
+//   - retry: e failed and was closed (checking → closing); if w is not
+//     nil, w is queued again at the head, under the same lock;
+//   - fail: the call ends with the error: ctx ended (e is given back
+//     untouched if no Ping had started, closed if one had), or the
+//     AcquireTimeout passed.
+func (p *Pool[C]) check(ctx context.Context, e *entry[C], a *acquisition[C], w *waiter[C]) (outcome, error) {
+	now := p.clock.now()
+	if a.timeoutAt != 0 && now >= a.timeoutAt { // a retry with no time left
+		p.putBack(e)
+		return outcomeFail, p.timedOut(a)
+	}
+	switch {
+	case now >= e.expiresAt:
+		reraise(p.checkFailed(e, CloseLifetime, nil, w))
+		return outcomeRetry, nil
+	case e.validator != nil && !p.isValid(e):
+		a.lastErr = errInvalid
+		reraise(p.checkFailed(e, CloseBroken, p.failedNew(e, errInvalid), w))
+		return outcomeRetry, nil
+	case p.cfg.PingAfterIdle > 0 && time.Duration(now-e.idleSince) >= p.cfg.PingAfterIdle:
+		if err := ctx.Err(); err != nil { // never check with a done ctx
+			p.putBack(e)
+			p.stats.canceled.Add(1)
+			return outcomeFail, err
+		}
+		if !a.started {
+			a.begin(ctx, p, now)
+		}
+		err := p.ping(ctx, e, a.timeoutAt, now)
+		if err == nil {
+			break
+		}
+		// The check was cut short or failed: either way this connection's
+		// state is unknown, so it is closed, and only this one.
+		a.lastErr = newError("health check: Ping failed: "+err.Error(), err)
+		final := ctx.Err()
+		if final != nil {
+			p.stats.canceled.Add(1)
+		} else if a.timeoutAt != 0 && p.clock.now() >= a.timeoutAt {
+			final = p.timedOut(a)
+		}
+		if final != nil {
+			reraise(p.checkFailed(e, CloseBroken, nil, nil))
+			return outcomeFail, final
+		}
+		// Only a Ping that failed on its own counts against the source.
+		reraise(p.checkFailed(e, CloseBroken, p.failedNew(e, a.lastErr), w))
+		return outcomeRetry, nil
+	}
+	p.mu.Lock()
+	p.checkPassedLocked(e)
+	p.mu.Unlock()
+	return outcomeLent, nil
+}
+
+// newConnWindow is how long after its dial a connection that fails its
+// first check counts as a failed dial: a server that accepts connections
+// and breaks them at once is not redialled in a hot loop. A connection
+// idle longer than that since its dial (one of MinSize, warm) that fails
+// may have been ended by the server since; it is replaced like any other.
+const newConnWindow = time.Second
+
+// failedNew returns the dial error that a new connection's failed check
+// stands for, or nil if the connection had been lent before, or sat idle
+// for newConnWindow or longer since its dial.
+func (p *Pool[C]) failedNew(e *entry[C], cause error) error {
+	if !e.fresh || time.Duration(p.clock.now()-e.idleSince) >= newConnWindow {
+		return nil
+	}
+	return dialError(newError("new connection failed its check: "+detail(cause), cause))
+}
+
+// checkFailed closes a connection that failed its check (checking →
+// closing). If failedNew is not nil, the connection was new and its
+// failure counts against the source as a failed dial. If w is not nil, it
+// goes back to the head of the queue under the lock that frees the slot.
+// It returns Close's error.
+func (p *Pool[C]) checkFailed(e *entry[C], reason CloseReason, failedNew error, w *waiter[C]) error {
+	p.mu.Lock()
+	p.closeLocked(e)
+	var ev event
+	if failedNew != nil {
+		p.stats.dialErrors.Add(1)
+		ev = p.sourceFailedLocked(failedNew, p.clock.now())
+	}
+	if w != nil {
+		p.requeueLocked(w)
+	}
+	p.mu.Unlock()
+	p.emit(ev)
+	return p.finishClose(e, reason)
+}
+
+// putBack returns a connection taken for a caller who will not use it
+// (checking or lent → idle or a waiter), keeping its idle time.
+func (p *Pool[C]) putBack(e *entry[C]) {
+	now := p.clock.coarse()
+	p.mu.Lock()
+	h := p.putLocked(e, e.idleSince, now)
+	p.mu.Unlock()
+	_ = h.do(p) // Close runs only on a closed pool, and logs a panic
+}
+
+// requeueLocked puts back at the head of the queue a waiter whose
+// connection failed its check, or serves it at once: with an idle
+// connection, or with ErrPoolClosed. The send does not block (see
+// waiter) and wakes nobody: w is the caller's own. p.mu must be held.
+func (p *Pool[C]) requeueLocked(w *waiter[C]) {
+	if p.closed.Load() {
+		w.ch <- result[C]{err: ErrPoolClosed}
+		return
+	}
+	if e := p.popIdleLocked(); e != nil { // idle means nobody waits
+		h := p.handLocked(e, w, p.clock.coarse())
+		w.ch <- result[C]{e: h.e, check: h.check}
+		return
+	}
+	p.waiters.pushFront(w)
+	// While w checked its connection, with nobody else waiting, releases
+	// may have parked theirs: w, at the head, gets the first.
+	p.unparkForWaitersLocked(p.clock.coarse())
+	if w.timeoutAt != 0 {
+		p.armTimeoutLocked(w.timeoutAt, p.clock.now())
+	}
+}
