@@ -6,12 +6,21 @@
 #
 #   bench/ab.sh 9f3637f            # PASSES=6 BENCHTIME=1s by default
 #   CPUS=1,2 bench/ab.sh main      # each benchmark at GOMAXPROCS 1 and 2
+#   SET=contended bench/ab.sh main # only where callers wait
 set -euo pipefail
 cd "$(dirname "$0")/.."
 base=${1:?usage: bench/ab.sh BASE_REVISION}
 PASSES=${PASSES:-6}
 BENCHTIME=${BENCHTIME:-1s}
 CPUS=${CPUS:-}
+peers='Serial|Parallel|Contended|ContendedTimeout|WaitLatency'
+core='AcquireRelease|AcquireReleaseParallel|AcquireReleaseContended|With|Stats'
+registry=yes
+case ${SET:-all} in
+all) ;;
+contended) peers='Contended|ContendedTimeout|WaitLatency' core='AcquireReleaseContended' registry= ;;
+*) echo "SET must be all or contended" >&2; exit 2 ;;
+esac
 cpu=()
 [ -n "$CPUS" ] && cpu=(-test.cpu "$CPUS")
 out=$(mktemp -d)
@@ -29,11 +38,13 @@ for pass in $(seq 1 "$PASSES"); do
   order="old new"
   [ $((pass % 2)) = 0 ] && order="new old"
   for v in $order; do
-    "$out/bench-$v.test" -test.run '^$' -test.bench '^Benchmark(Serial|Parallel|Contended|ContendedTimeout|WaitLatency)$/^pool$' \
+    "$out/bench-$v.test" -test.run '^$' -test.bench "^Benchmark($peers)\$/^pool\$" \
       -test.benchtime "$BENCHTIME" "${cpu[@]}" -test.benchmem | grep '^Benchmark' >>"$out/raw-$v.txt"
-    "$out/bench-$v.test" -test.run '^$' -test.bench '^BenchmarkRegistryWith$' -test.benchtime "$BENCHTIME" "${cpu[@]}" -test.benchmem |
-      grep '^Benchmark' >>"$out/raw-$v.txt"
-    "$out/core-$v.test" -test.run '^$' -test.bench '^Benchmark(AcquireRelease|AcquireReleaseParallel|AcquireReleaseContended|With|Stats)$' \
+    if [ -n "$registry" ]; then
+      "$out/bench-$v.test" -test.run '^$' -test.bench '^BenchmarkRegistryWith$' -test.benchtime "$BENCHTIME" "${cpu[@]}" -test.benchmem |
+        grep '^Benchmark' >>"$out/raw-$v.txt"
+    fi
+    "$out/core-$v.test" -test.run '^$' -test.bench "^Benchmark($core)\$" \
       -test.benchtime "$BENCHTIME" "${cpu[@]}" -test.benchmem | grep '^Benchmark' | sed 's/^Benchmark/BenchmarkCore/' >>"$out/raw-$v.txt"
   done
 done
