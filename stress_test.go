@@ -3,7 +3,9 @@ package pool_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -21,6 +23,7 @@ import (
 type stressTally struct {
 	acquired, canceled, timedOut, dialFailed, exhausted, closed atomic.Int64
 	panics, staleCaught                                         atomic.Int64
+	sawParked                                                   atomic.Int64 // releases followed by a parked connection
 }
 
 // survive runs f and reports whether it panicked with one of the
@@ -91,7 +94,20 @@ func (s *stressTally) count(t *testing.T, err error) bool {
 // MaxSize alive, never two holders, every connection closed exactly once,
 // Stats agreeing with what the clients saw, and (by synctest) no goroutine
 // left behind after Close.
+//
+// It runs at GOMAXPROCS 2 and 16: with more Ps than cores the runtime
+// preempts goroutines in the middle of the lock-free path's steps, which
+// two Ps on two cores seldom do.
 func TestStress(t *testing.T) {
+	for _, procs := range []int{2, 16} {
+		t.Run(fmt.Sprintf("GOMAXPROCS=%d", procs), func(t *testing.T) {
+			defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(procs))
+			stress(t)
+		})
+	}
+}
+
+func stress(t *testing.T) {
 	workers, ops, rounds := 32, 2000, 10
 	if testing.Short() {
 		workers, ops, rounds = 8, 200, 2
@@ -170,9 +186,16 @@ func TestStress(t *testing.T) {
 			}
 			c.done()
 		}
-		for range rounds {
+		for round := range rounds {
+			// Every other round, fewer workers than MaxSize: callers seldom
+			// wait, and loans start and end on the lock-free path, between
+			// rounds where nearly every release has a waiter to serve.
+			n := workers
+			if round%2 == 1 {
+				n = cfg.MaxSize - 2
+			}
 			var wg sync.WaitGroup
-			for range workers {
+			for range n {
 				wg.Go(func() {
 					for range ops / rounds {
 						// Think time: a caller failed fast would otherwise
@@ -191,6 +214,9 @@ func TestStress(t *testing.T) {
 										tally.releaseTwice(t, pc)
 									default:
 										pc.Release()
+										if p.Parked() > 0 {
+											tally.sawParked.Add(1)
+										}
 									}
 								}
 							})
@@ -375,10 +401,11 @@ func TestStress(t *testing.T) {
 			assert.Positive(t, tally.panics.Load(), "no connector panicked")
 			assert.Positive(t, tally.staleCaught.Load(), "no stale handle was tried")
 			assert.Positive(t, tally.closed.Load(), "Shutdown stopped no worker")
+			assert.Positive(t, tally.sawParked.Load(), "no release was seen parking its connection")
 		}
-		t.Logf("%d workers x %d ops: %d acquired, %d timed out, %d canceled, %d dial errors seen (%d failed fast), %d exhausted, %d panics, %d stale uses caught; pool: %d created, %d dial errors, closed idle/lifetime/broken/pool %d/%d/%d/%d",
+		t.Logf("%d workers x %d ops: %d acquired, %d timed out, %d canceled, %d dial errors seen (%d failed fast), %d exhausted, %d panics, %d stale uses caught, %d releases seen parking; pool: %d created, %d dial errors, closed idle/lifetime/broken/pool %d/%d/%d/%d",
 			workers, ops, tally.acquired.Load(), tally.timedOut.Load(), tally.canceled.Load(), tally.dialFailed.Load(), s.FailedFast, tally.exhausted.Load(),
-			tally.panics.Load(), tally.staleCaught.Load(),
+			tally.panics.Load(), tally.staleCaught.Load(), tally.sawParked.Load(),
 			s.Created, s.DialErrors, s.ClosedIdle, s.ClosedLifetime, s.ClosedBroken, s.ClosedPool)
 	})
 }
