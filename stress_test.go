@@ -403,8 +403,8 @@ func stress(t *testing.T) {
 			assert.Positive(t, tally.closed.Load(), "Shutdown stopped no worker")
 			assert.Positive(t, tally.sawParked.Load(), "no release was seen parking its connection")
 		}
-		t.Logf("%d workers x %d ops: %d acquired, %d timed out, %d canceled, %d dial errors seen (%d failed fast), %d exhausted, %d panics, %d stale uses caught, %d releases seen parking; pool: %d created, %d dial errors, closed idle/lifetime/broken/pool %d/%d/%d/%d",
-			workers, ops, tally.acquired.Load(), tally.timedOut.Load(), tally.canceled.Load(), tally.dialFailed.Load(), s.FailedFast, tally.exhausted.Load(),
+		t.Logf("%d workers (%d every other round) x %d ops: %d acquired, %d timed out, %d canceled, %d dial errors seen (%d failed fast), %d exhausted, %d panics, %d stale uses caught, %d releases seen parking; pool: %d created, %d dial errors, closed idle/lifetime/broken/pool %d/%d/%d/%d",
+			workers, cfg.MaxSize-2, ops, tally.acquired.Load(), tally.timedOut.Load(), tally.canceled.Load(), tally.dialFailed.Load(), s.FailedFast, tally.exhausted.Load(),
 			tally.panics.Load(), tally.staleCaught.Load(), tally.sawParked.Load(),
 			s.Created, s.DialErrors, s.ClosedIdle, s.ClosedLifetime, s.ClosedBroken, s.ClosedPool)
 	})

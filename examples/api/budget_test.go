@@ -86,8 +86,7 @@ func TestSourcesShareABudget(t *testing.T) {
 
 // X-Priority reaches the pool: with the source's one connection held, an
 // interactive request queued after a batch one is served first, and so is
-// an interactive acquire queued after both; a bad
-// value is a 400.
+// an interactive acquire queued after both; a bad value is a 400.
 func TestPriorityHeader(t *testing.T) {
 	svc, ts := pgService(t, `{"sources": [{"id": "a", "dsn": "${PG_DSN}", "max_size": 1, "min_size": 1}]}`)
 	held, err := svc.reg.Get(context.Background(), "a")
