@@ -10,11 +10,12 @@ import (
 	"time"
 )
 
-// check runs the acquire-time checks on e, in state checking, outside the
-// lock, reading the real clock: MaxLifetime, IsValid, and a Ping if e has
-// been idle PingAfterIdle or longer. It ends in one of three outcomes:
-//   - lent: e passed (checking → lent);
-//   - retry: e failed and was closed (checking → closing); if w is not
+// check runs the acquire-time checks on e, in state checking (or lent,
+// when it was taken from a slot of the lock-free path), outside the lock,
+// reading the real clock: MaxLifetime, IsValid, and a Ping if e has been
+// idle PingAfterIdle or longer. It ends in one of three outcomes:
+//   - lent: e passed (→ lent);
+//   - retry: e failed and was closed (→ closing); if w is not
 //     nil, w is queued again at the head, under the same lock;
 //   - fail: the call ends with the error: ctx ended (e is given back
 //     untouched if no Ping had started, closed if one had), or the

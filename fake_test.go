@@ -225,11 +225,8 @@ func requireNotDone(t *testing.T, ch <-chan error, msg string) {
 
 var bg = context.Background()
 
-// Defect 1: a handle kept after its own Release must not reach the next
-// loan of the same connection.
-// fillIdle dials n connections into p's idle stack: it acquires n at once,
-// then releases them.
-func fillIdle(t *testing.T, p *pool.Pool[*fakeConn], n int) {
+// acquireN takes n loans of p at once.
+func acquireN(t *testing.T, p *pool.Pool[*fakeConn], n int) []*pool.PooledConn[*fakeConn] {
 	t.Helper()
 	held := make([]*pool.PooledConn[*fakeConn], 0, n)
 	for range n {
@@ -237,7 +234,14 @@ func fillIdle(t *testing.T, p *pool.Pool[*fakeConn], n int) {
 		require.NoError(t, err)
 		held = append(held, pc)
 	}
-	for _, pc := range held {
+	return held
+}
+
+// fillIdle dials n connections into p's idle stack: it acquires n at once,
+// then releases them.
+func fillIdle(t *testing.T, p *pool.Pool[*fakeConn], n int) {
+	t.Helper()
+	for _, pc := range acquireN(t, p, n) {
 		pc.Release()
 	}
 }

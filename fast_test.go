@@ -22,18 +22,6 @@ func parkingSource(t testing.TB) *fakeSource {
 	return src
 }
 
-// acquireN takes n loans of p.
-func acquireN(t *testing.T, p *pool.Pool[*fakeConn], n int) []*pool.PooledConn[*fakeConn] {
-	t.Helper()
-	held := make([]*pool.PooledConn[*fakeConn], 0, n)
-	for range n {
-		pc, err := p.Acquire(bg)
-		require.NoError(t, err)
-		held = append(held, pc)
-	}
-	return held
-}
-
 // A release with nobody waiting parks its connection, and an Acquire takes
 // it back, both without the pool's lock: they complete while a test holds
 // it. Stats count parked connections as idle, and their loans.

@@ -106,7 +106,7 @@ func TestPriorityHeader(t *testing.T) {
 	waitFor := func(n int) { // the requests are queued in the pool
 		for deadline := time.Now().Add(10 * time.Second); svc.reg.Stats()["a"].Waiting < n; {
 			require.True(t, time.Now().Before(deadline), "requests did not queue")
-			time.Sleep(time.Millisecond) // polling the pool's state, which a request changes from another process
+			time.Sleep(time.Millisecond) // polling Stats: the pool has no event for a caller that starts to wait
 		}
 	}
 	go get("batch")
