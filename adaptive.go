@@ -71,12 +71,11 @@ func (p *Pool[C]) sampleDemand() {
 	now := p.clock.now()
 	p.mu.Lock()
 	if p.closed.Load() {
-		p.mu.Unlock()
+		p.unlock()
 		return
 	}
 	d := &p.demand
-	_, fastLends := p.parked()
-	lends := p.lends + fastLends + p.stats.handedLends.Load()
+	lends := p.idle.loans()
 	holds, holdNanos := p.stats.holds.Load(), p.stats.holdNanos.Load()
 	if dt := now - d.lastAt; dt > 0 {
 		if n := holds - d.lastHolds; n > 0 {
@@ -91,39 +90,30 @@ func (p *Pool[C]) sampleDemand() {
 		d.need += (rate*d.meanHold - d.need) * demandSmoothing
 	}
 	d.lastAt, d.lastLends, d.lastHolds, d.lastHoldNanos = now, lends, holds, holdNanos
-	var closing []*entry[C]
+	var closing []handoff[C]
 	if p.cfg.Adaptive {
 		d.target = min(max(int(math.Ceil(d.need*1.25))+1, p.minSize), p.maxSize)
 		closing = p.shrinkToDemandLocked(now)
 	}
-	p.bg.Add(len(closing))
+	p.bg.Add(1)
+	defer p.bg.Done()
 	d.timer.Reset(demandTick)
-	p.mu.Unlock()
-	for _, e := range closing {
-		_ = p.finishClose(e, CloseIdle) // a panic in Close is logged there
-		p.bg.Done()
-	}
+	p.unlock()
+	p.doAll(closing)
 }
 
-// shrinkToDemandLocked takes off the idle stack, oldest first, the idle
+// shrinkToDemandLocked takes out of the idle set, oldest first, the idle
 // connections above the target that have been idle adaptiveGrace or
 // longer, and moves them to closing. p.mu must be held.
-func (p *Pool[C]) shrinkToDemandLocked(now int64) []*entry[C] {
-	if p.waiters.len > 0 {
+func (p *Pool[C]) shrinkToDemandLocked(now int64) []handoff[C] {
+	excess := p.liveLocked() - p.demand.target
+	if p.waiters.len > 0 || excess <= 0 {
 		return nil
 	}
-	excess := p.liveLocked() - p.demand.target
-	var closing []*entry[C]
-	for excess > 0 && len(p.idle) > 0 && time.Duration(now-p.idle[0].idleSince)-clockDoubt >= adaptiveGrace {
-		e := p.idle[0]
-		kept := copy(p.idle, p.idle[1:])
-		p.idle[kept] = nil
-		p.idle = p.idle[:kept]
-		p.closeLocked(e)
-		closing = append(closing, e)
-		excess--
-	}
-	return closing
+	closing := p.unparkLocked(now)
+	return p.closeIdleLocked(p.idle.takeOldest(excess, func(e *entry[C]) bool {
+		return time.Duration(now-e.idleSince)-clockDoubt >= adaptiveGrace
+	}), CloseIdle, closing)
 }
 
 // tooLateLocked returns errShed if w, about to be handed a connection,

@@ -379,6 +379,11 @@ func (b *Budget) freeLocked(m *member, closing bool) {
 	b.forgetIfDoneLocked(m)
 }
 
+// contended reports whether a pool's release must ask the budget whether
+// to yield its slot: a pool wants a slot, or the budget is over its limit.
+// Read without b.mu, by the lock-free path.
+func (b *Budget) contended() bool { return b.wanting.Load() != 0 || b.over.Load() }
+
 func (b *Budget) checkOverLocked() {
 	over := b.open > b.limit
 	if over {

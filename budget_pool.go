@@ -14,8 +14,7 @@ func (p *Pool[C]) takeSlotLocked() bool {
 		return true
 	}
 	b := p.cfg.Budget
-	open := p.openLocked()
-	need := min(max(p.waiters.len-p.n[stateDialling], p.minSize-open, 1), p.maxSize-open)
+	need := max(p.shortfallLocked(), 1) // a dial is starting: the pool is below MaxSize
 	b.mu.Lock()
 	ok := b.takeLocked(p.bm, need)
 	b.mu.Unlock()
@@ -49,7 +48,7 @@ func (p *Pool[C]) settleBudget() {
 // held.
 func (p *Pool[C]) yieldLocked(e *entry[C], now int64) bool {
 	b := p.cfg.Budget
-	if b.wanting.Load() == 0 && !b.over.Load() {
+	if !b.contended() {
 		return false
 	}
 	b.mu.Lock()
@@ -80,8 +79,7 @@ func (p *Pool[C]) closingSlotLocked() {
 func (p *Pool[C]) grant() {
 	p.mu.Lock()
 	b := p.cfg.Budget
-	open := p.openLocked()
-	need := min(max(p.waiters.len-p.n[stateDialling], p.minSize-open), p.maxSize-open)
+	need := p.shortfallLocked()
 	if !p.closed.Load() && need > 0 {
 		p.dialStartLocked()
 		go p.dial()
@@ -90,7 +88,7 @@ func (p *Pool[C]) grant() {
 			b.setWantLocked(p.bm, false)
 			b.mu.Unlock()
 		}
-		p.mu.Unlock()
+		p.unlock()
 		b.moved.Add(1)
 		return
 	}
@@ -98,40 +96,42 @@ func (p *Pool[C]) grant() {
 	b.setWantLocked(p.bm, false)
 	b.freeLocked(p.bm, false)
 	b.mu.Unlock()
-	p.mu.Unlock()
+	p.unlock()
 }
 
 // oldestIdle is budgetPool.oldestIdle.
 func (p *Pool[C]) oldestIdle() (time.Time, bool) {
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	if len(p.idle) == 0 || p.openLocked()-p.n[stateClosing] <= p.minSize {
-		return time.Time{}, false
+	closing := p.unparkLocked(p.clock.coarse())
+	e := p.idle.oldest()
+	ok := e != nil && p.keptLocked() > p.minSize
+	var since time.Time
+	if ok {
+		since = p.clock.time(e.idleSince)
 	}
-	return p.clock.time(p.idle[0].idleSince), true
+	p.unlock()
+	p.doAll(closing)
+	return since, ok
 }
 
 // reclaimIdle is budgetPool.reclaimIdle.
 func (p *Pool[C]) reclaimIdle() bool {
 	p.mu.Lock()
-	if len(p.idle) == 0 || p.openLocked()-p.n[stateClosing] <= p.minSize {
-		p.mu.Unlock()
-		return false
+	closing := p.unparkLocked(p.clock.coarse())
+	var oldest []*entry[C]
+	if p.keptLocked() > p.minSize {
+		oldest = p.idle.takeOldest(1, nil)
+		closing = p.closeIdleLocked(oldest, CloseBudget, closing)
 	}
-	e := p.idle[0]
-	kept := copy(p.idle, p.idle[1:])
-	p.idle[kept] = nil
-	p.idle = p.idle[:kept]
-	p.closeLocked(e)
-	p.mu.Unlock()
-	_ = p.finishClose(e, CloseBudget) // a panic in Close is logged there
-	return true
+	p.unlock()
+	p.doAll(closing)
+	return len(oldest) > 0
 }
 
 // waiting is budgetPool.waiting.
 func (p *Pool[C]) waiting() int {
 	p.mu.Lock()
-	defer p.mu.Unlock()
+	defer p.unlock()
 	return p.waiters.len
 }
 

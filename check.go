@@ -66,7 +66,7 @@ func (p *Pool[C]) check(ctx context.Context, e *entry[C], a *acquisition[C], w *
 	}
 	p.mu.Lock()
 	p.checkPassedLocked(e)
-	p.mu.Unlock()
+	p.unlock()
 	return outcomeLent, nil
 }
 
@@ -103,7 +103,7 @@ func (p *Pool[C]) checkFailed(e *entry[C], reason CloseReason, failedNew error, 
 	if w != nil {
 		p.requeueLocked(w)
 	}
-	p.mu.Unlock()
+	p.unlock()
 	p.emit(ev)
 	return p.finishClose(e, reason)
 }
@@ -114,22 +114,21 @@ func (p *Pool[C]) putBack(e *entry[C]) {
 	now := p.clock.coarse()
 	p.mu.Lock()
 	h := p.putLocked(e, e.idleSince, now)
-	p.mu.Unlock()
+	p.unlock()
 	_ = h.do(p) // Close runs only on a closed pool, and logs a panic
 }
 
 // requeueLocked puts back at the head of the queue a waiter whose
-// connection failed its check, or serves it at once: with an idle
-// connection, or with ErrPoolClosed. The send does not block (see
-// waiter) and wakes nobody: w is the caller's own. p.mu must be held.
+// connection failed its check, or serves it (once p.mu is unlocked): with
+// an idle connection, or with ErrPoolClosed. p.mu must be held.
 func (p *Pool[C]) requeueLocked(w *waiter[C]) {
 	if p.closed.Load() {
-		w.ch <- result[C]{err: ErrPoolClosed}
+		p.serveLocked(w, result[C]{err: ErrPoolClosed})
 		return
 	}
-	if e := p.popIdleLocked(); e != nil { // idle means nobody waits
+	if e := p.idle.takeNewest(); e != nil { // idle means nobody waits
 		h := p.handLocked(e, w, p.clock.coarse())
-		w.ch <- result[C]{e: h.e, check: h.check}
+		p.serveLocked(w, result[C]{e: h.e, check: h.check})
 		return
 	}
 	p.waiters.pushFront(w)

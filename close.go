@@ -32,26 +32,23 @@ func (p *Pool[C]) Shutdown(ctx context.Context) error {
 }
 
 // stop marks the pool closed and takes everything out of service without
-// any I/O: waiters fail with ErrPoolClosed, dials are cancelled, timers
-// stopped. It returns the idle connections for the caller to close (now
+// any I/O: waiters fail with ErrPoolClosed (once it has unlocked), dials
+// are cancelled, timers stopped. It returns the idle connections for the caller to close (now
 // counted as closing), and false if the pool was already closed.
 func (p *Pool[C]) stop() (idle []*entry[C], first bool) {
 	p.mu.Lock()
 	if p.closed.Load() {
-		p.mu.Unlock()
+		p.unlock()
 		return nil, false
 	}
 	p.closed.Store(true)
-	for _, h := range p.unparkLocked(p.clock.coarse()) { // each now closing
+	closing := p.unparkLocked(p.clock.coarse()) // closing: the pool is closed
+	closing = p.closeIdleLocked(p.idle.drain(), ClosePoolClosed, closing)
+	for _, h := range closing {
 		idle = append(idle, h.e)
 	}
-	idle = append(idle, p.idle...)
-	for _, e := range p.idle {
-		p.closeLocked(e)
-	}
-	p.idle = nil
 	for w := p.waiters.popFront(); w != nil; w = p.waiters.popFront() {
-		w.ch <- result[C]{err: ErrPoolClosed}
+		p.serveLocked(w, result[C]{err: ErrPoolClosed})
 	}
 	if p.timeout.timer != nil {
 		p.timeout.timer.Stop()
@@ -65,7 +62,7 @@ func (p *Pool[C]) stop() (idle []*entry[C], first bool) {
 	p.notifyReadyLocked()
 	p.signalDrainedLocked()
 	p.leaveBudgetLocked()
-	p.mu.Unlock()
+	p.unlock()
 	p.settleBudget()
 	p.cancelDials()
 	if p.reapTimer != nil {
@@ -149,7 +146,7 @@ func (p *Pool[C]) finishClose(e *entry[C], reason CloseReason) error {
 	}
 	p.notifyReadyLocked()
 	p.signalDrainedLocked()
-	p.mu.Unlock()
+	p.unlock()
 	p.settleBudget()
 	return err
 }

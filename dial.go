@@ -46,7 +46,15 @@ func (p *Pool[C]) dialForWaitersLocked() {
 // refillLocked starts the dials needed for every waiter and to keep
 // MinSize connections. p.mu must be held.
 func (p *Pool[C]) refillLocked() {
-	p.startDialsLocked(max(p.waiters.len-p.n[stateDialling], p.minSize-p.openLocked()))
+	p.startDialsLocked(p.shortfallLocked())
+}
+
+// shortfallLocked is the number of dials the pool wants now: one for
+// every waiter no dial in flight is for, or as many as it lacks to reach
+// MinSize, whichever is more, never past MaxSize. p.mu must be held.
+func (p *Pool[C]) shortfallLocked() int {
+	open := p.openLocked()
+	return min(max(p.waiters.len-p.n[stateDialling], p.minSize-open), p.maxSize-open)
 }
 
 // startDialsLocked starts up to want dials, never past MaxSize or
@@ -101,7 +109,7 @@ func (p *Pool[C]) armRetryLocked(now, at int64) {
 
 func (p *Pool[C]) retryDials() {
 	p.mu.Lock()
-	defer p.mu.Unlock()
+	defer p.unlock()
 	p.dialing.retryArmed = false
 	p.refillLocked()
 }
@@ -136,7 +144,7 @@ func (p *Pool[C]) failUncoveredLocked() {
 	for p.waiters.len > p.n[stateDialling] {
 		w := p.waiters.popBack()
 		p.stats.failedFast.Add(1)
-		w.ch <- result[C]{err: p.dialing.lastErr}
+		p.serveLocked(w, result[C]{err: p.dialing.lastErr})
 	}
 }
 
@@ -228,7 +236,7 @@ func (p *Pool[C]) dial() {
 	h := p.dialledLocked(e, now)
 	p.refillLocked() // dials held back by MaxConcurrentDials or backoff
 	p.notifyReadyLocked()
-	p.mu.Unlock()
+	p.unlock()
 	_ = h.do(p)      // on a closed pool, Close logs a panic
 	p.settleBudget() // budget slots held back while this dial was in flight
 	p.emit(ev)
@@ -253,7 +261,7 @@ func (p *Pool[C]) dialFailed(err error, now int64) {
 	wait := refused || p.inUseLocked() > 0
 	if !wait {
 		if w := p.nextWaiterLocked(now); w != nil {
-			w.ch <- result[C]{err: err}
+			p.serveLocked(w, result[C]{err: err})
 		}
 	}
 	switch {
@@ -265,7 +273,7 @@ func (p *Pool[C]) dialFailed(err error, now int64) {
 	p.failUncoveredLocked()
 	p.notifyReadyLocked()
 	p.signalDrainedLocked()
-	p.mu.Unlock()
+	p.unlock()
 	p.settleBudget()
 	p.emit(ev)
 }
@@ -323,23 +331,23 @@ type readyWaiter struct {
 func (p *Pool[C]) WaitReady(ctx context.Context) error {
 	p.mu.Lock()
 	if p.closed.Load() {
-		p.mu.Unlock()
+		p.unlock()
 		return ErrPoolClosed
 	}
 	if p.liveLocked() >= p.minSize {
-		p.mu.Unlock()
+		p.unlock()
 		return nil
 	}
 	p.refillLocked()
 	r := &readyWaiter{ch: make(chan error, 1)}
 	p.ready = append(p.ready, r)
-	p.mu.Unlock()
+	p.unlock()
 	select {
 	case err := <-r.ch:
 		return err
 	case <-ctx.Done():
 		p.mu.Lock()
-		defer p.mu.Unlock()
+		defer p.unlock()
 		for i, c := range p.ready {
 			if c == r {
 				p.ready = append(p.ready[:i], p.ready[i+1:]...)
@@ -369,11 +377,11 @@ func (p *Pool[C]) notifyReadyLocked() {
 	for _, r := range p.ready {
 		switch {
 		case p.closed.Load():
-			r.ch <- ErrPoolClosed
+			p.answerReadyLocked(r, ErrPoolClosed)
 		case p.liveLocked() >= p.minSize:
-			r.ch <- nil
+			p.answerReadyLocked(r, nil)
 		case p.n[stateDialling] == 0 && r.failed != nil:
-			r.ch <- r.failed
+			p.answerReadyLocked(r, r.failed)
 		default:
 			kept = append(kept, r)
 		}

@@ -11,7 +11,7 @@ import (
 func (p *Pool[C]) ReapStep(now time.Time) (idle, lifetime int) {
 	p.mu.Lock()
 	closing := p.reapLocked(int64(now.Sub(p.clock.epoch)))
-	p.mu.Unlock()
+	p.unlock()
 	for _, c := range closing {
 		if c.reason == CloseIdle {
 			idle++
@@ -25,17 +25,17 @@ func (p *Pool[C]) ReapStep(now time.Time) (idle, lifetime int) {
 
 // CheckAccounting returns an error if the pool's books disagree with its
 // connections: each state's count with the states of the connections
-// open, the idle stack with the idle count and its entries' states, the
-// wait queue with its length; or if the pool is above MaxSize (unless a
-// SetMaxSize lowered it below what was open, and then with no idle
-// connection), holds idle connections while callers wait, or has a
-// negative count.
+// open (a connection in a slot of the idle set counted parked), the idle
+// stack with the idle count and its entries' states, the wait queue with
+// its length; or if the pool is above MaxSize (unless a SetMaxSize
+// lowered it below what was open, and then with no idle connection),
+// holds idle or parked connections while callers wait or while it is
+// closed, or has a negative count. Call it between operations: a loan
+// that starts or ends on the lock-free path as it counts moves a
+// connection it may have counted.
 func (p *Pool[C]) CheckAccounting() error {
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	if err := p.unparkForTestLocked(); err != nil {
-		return err
-	}
+	defer p.unlock()
 	n := 0
 	for c := range numClasses {
 		k := 0
@@ -53,37 +53,50 @@ func (p *Pool[C]) CheckAccounting() error {
 	if n != p.waiters.len {
 		return fmt.Errorf("wait list has %d waiters, len says %d", n, p.waiters.len)
 	}
+	counts := p.countsLocked()
 	var seen [numStates]int
 	for i, e := range p.conns {
 		if e.index != i {
 			return fmt.Errorf("connection at %d says it is at %d", i, e.index)
 		}
+		if p.idle.isParked(e) {
+			if e.state != stateLent {
+				return fmt.Errorf("a parked connection the lock last saw %s, not lent", e.state)
+			}
+			seen[stateParked]++
+			continue
+		}
 		seen[e.state]++
 	}
-	seen[stateDialling] = p.n[stateDialling] // dials in flight have no entry
-	if seen != p.n {
-		return fmt.Errorf("counts %v, connections' states %v (%s)", p.n, seen, statesLegend())
+	seen[stateDialling] = counts[stateDialling] // dials in flight have no entry
+	if seen != counts {
+		return fmt.Errorf("counts %v, connections' states %v (%s)", counts, seen, statesLegend())
 	}
-	for _, e := range p.idle {
+	for _, e := range p.idle.stack {
 		if e.state != stateIdle {
 			return fmt.Errorf("a %s connection on the idle stack", e.state)
 		}
 	}
+	idle := counts[stateIdle] + counts[stateParked]
 	switch open := p.openLocked(); {
+	case p.n[stateParked] != 0:
+		return fmt.Errorf("the lock's books count %d parked; only the slots count them", p.n[stateParked])
 	case open != len(p.conns)+p.n[stateDialling]:
 		return fmt.Errorf("counts say %d open, %d connections and %d dials", open, len(p.conns), p.n[stateDialling])
-	case len(p.idle) != p.n[stateIdle]:
-		return fmt.Errorf("idle stack holds %d, count says %d", len(p.idle), p.n[stateIdle])
+	case p.idle.len() != p.n[stateIdle]:
+		return fmt.Errorf("idle stack holds %d, count says %d", p.idle.len(), p.n[stateIdle])
 	case open > p.maxSize && !p.aboveMax:
 		return fmt.Errorf("open %d > max %d", open, p.maxSize)
-	case open-p.n[stateClosing] > p.maxSize && p.n[stateIdle] > 0:
+	case p.keptLocked() > p.maxSize && idle > 0:
 		// Only SetMaxSize puts a pool above its MaxSize, and then it
 		// keeps no idle connection until it is within it again.
-		return fmt.Errorf("%d idle while %d open > max %d", p.n[stateIdle], open-p.n[stateClosing], p.maxSize)
-	case len(p.idle) > 0 && p.waiters.len > 0:
-		return fmt.Errorf("%d idle while %d wait", len(p.idle), p.waiters.len)
+		return fmt.Errorf("%d idle while %d open > max %d", idle, p.keptLocked(), p.maxSize)
+	case idle > 0 && p.waiters.len > 0:
+		return fmt.Errorf("%d idle (%d parked) while %d wait", idle, counts[stateParked], p.waiters.len)
+	case counts[stateParked] > 0 && p.closed.Load():
+		return fmt.Errorf("%d parked on a closed pool", counts[stateParked])
 	}
-	for s, c := range p.n {
+	for s, c := range counts {
 		if c < 0 {
 			return fmt.Errorf("negative count: %d %s", c, connState(s))
 		}
@@ -105,12 +118,9 @@ func statesLegend() string {
 // States returns how many connections are in each state, by name.
 func (p *Pool[C]) States() map[string]int {
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	if err := p.unparkForTestLocked(); err != nil {
-		panic(err)
-	}
+	defer p.unlock()
 	out := make(map[string]int, numStates)
-	for s, c := range p.n {
+	for s, c := range p.countsLocked() {
 		out[connState(s).String()] = c
 	}
 	return out
@@ -135,27 +145,15 @@ func (pc *PooledConn[C]) ExpiresAt() time.Time {
 	return pc.e.pool.clock.time(pc.e.expiresAt)
 }
 
-// unparkForTestLocked moves the parked connections back under the lock,
-// so that the books show them idle (or handed to a waiter). On a pool
-// that is open and within MaxSize none is closed; one that would be is an
-// error (a connection parked while it should not have been).
-func (p *Pool[C]) unparkForTestLocked() error {
-	if closing := p.unparkLocked(p.clock.coarse()); len(closing) > 0 {
-		return fmt.Errorf("%d parked connections had to be closed (closed %v, above max %v)", len(closing), p.closed.Load(), p.aboveMax)
-	}
-	return nil
-}
-
 // Parked returns how many connections are parked on the lock-free path.
 func (p *Pool[C]) Parked() int {
-	n, _ := p.parked()
-	return n
+	return p.idle.parked()
 }
 
 // WhileLocked runs fn while holding the pool's lock, so that a test can
 // show that fn does not need it.
 func (p *Pool[C]) WhileLocked(fn func()) {
 	p.mu.Lock()
-	defer p.mu.Unlock()
+	defer p.unlock()
 	fn()
 }

@@ -57,7 +57,7 @@ func FuzzPool(f *testing.F) {
 		if len(ops) > 200 {
 			ops = ops[:200]
 		}
-		synctest.Test(t, func(t *testing.T) { runFuzzOps(t, ops, true) })
+		synctest.Test(t, func(t *testing.T) { runFuzzOps(t, ops, true, false) })
 	})
 }
 
@@ -77,13 +77,33 @@ func FuzzPoolParked(f *testing.F) {
 		if len(ops) > 200 {
 			ops = ops[:200]
 		}
-		synctest.Test(t, func(t *testing.T) { runFuzzOps(t, ops, false) })
+		synctest.Test(t, func(t *testing.T) { runFuzzOps(t, ops, false, true) })
+	})
+}
+
+// FuzzPoolParkedOnBudget is FuzzPool with releases that start without
+// Reset: the pool on the Budget parks its connections and takes them from
+// the slots, while the budget moves slots between it and its neighbour
+// and reclaims its idle (parked) connections; the budget's books must
+// still match the pools' after every step.
+func FuzzPoolParkedOnBudget(f *testing.F) {
+	f.Add([]byte{0, 0, 2, 4, 1, 3, 5, 6, 7, 8, 0, 9, 0, 12, 2})
+	f.Add([]byte{0, 0, 0, 0, 7, 2, 2, 4, 4, 10, 11, 0, 13})
+	f.Add([]byte{26, 26, 0, 0, 26, 28, 0, 27, 2, 58, 29, 0, 59, 27, 26, 2, 88, 0, 0, 11, 27, 27, 2})
+	f.Add([]byte{0, 0, 40, 0, 0, 0, 11, 2, 0, 26, 26, 9, 11, 40, 0, 2, 0, 2})
+	f.Add([]byte{0, 2, 0, 2, 5, 5, 5, 0, 0, 0, 24, 2, 2, 2, 54, 0, 0, 0, 0, 11, 20, 0, 2})
+	f.Add([]byte{0, 0, 0, 24, 2, 0, 54, 2, 2, 25, 85, 0, 24, 9, 2, 11, 114, 0, 1, 21})
+	f.Fuzz(func(t *testing.T, ops []byte) {
+		if len(ops) > 200 {
+			ops = ops[:200]
+		}
+		synctest.Test(t, func(t *testing.T) { runFuzzOps(t, ops, true, true) })
 	})
 }
 
 var errFuzzPanic = errors.New("fuzz: connector panicked")
 
-func runFuzzOps(t *testing.T, ops []byte, budgeted bool) {
+func runFuzzOps(t *testing.T, ops []byte, budgeted, parking bool) {
 	const maxSize = 3
 	var faults fuzzFaults
 	var (
@@ -139,8 +159,8 @@ func runFuzzOps(t *testing.T, ops []byte, budgeted bool) {
 		}
 		return nil
 	}
-	// Off the budget, releases start without Reset, so that they park.
-	faults.noReset.Store(!budgeted)
+	// With parking, releases start without Reset, so that they park.
+	faults.noReset.Store(parking)
 	src.onNeedsReset = func(*fakeConn) bool { return !faults.noReset.Load() }
 	src.onReset = func(context.Context, *fakeConn) error {
 		if faults.resetPanic.Load() {
@@ -490,7 +510,7 @@ func checkFuzzModel(t *testing.T, p *pool.Pool[*fakeConn], m *fuzzModel, maxSize
 	if states["lent"] != len(m.held) || states["checking"] != 0 || states["resetting"] != 0 {
 		t.Fatalf("states %v, model holds %d", states, len(m.held))
 	}
-	if states["idle"] != s.Idle || states["dialling"] != s.Dialing || states["closing"] != s.Closing {
+	if states["idle"]+states["parked"] != s.Idle || states["dialling"] != s.Dialing || states["closing"] != s.Closing {
 		t.Fatalf("states %v disagree with %+v", states, s)
 	}
 	// Every counter only grows.

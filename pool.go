@@ -64,17 +64,14 @@ type Pool[C Connector] struct {
 	closed atomic.Bool
 	// aboveMaxFast mirrors aboveMax, for the lock-free path (fast.go).
 	aboveMaxFast atomic.Bool
-	// idle is a stack: the most recently released connection is on top
-	// (the end), so reuse is newest first and the reaper scans the oldest
-	// from the bottom. When idle is not empty, waiters is empty.
-	idle []*entry[C]
-	// n counts connections by state (states.go); n[stateIdle] ==
-	// len(idle), and the open connections, every state together, never
-	// exceed maxSize but after SetMaxSize lowered it.
+	// idle is where connections rest (idle.go): its stack under mu, its
+	// slots without it. When the stack is not empty, waiters is empty.
+	idle idleSet[C]
+	// n counts connections by state as the lock sees them (states.go):
+	// n[stateIdle] == idle.len(), a parked connection counted lent; the
+	// open connections, every state together, never exceed maxSize but
+	// after SetMaxSize lowered it.
 	n [numStates]int
-	// lends counts loans started under mu (Stats.AcquireCount adds
-	// stats.handedLends, counted by the waiters).
-	lends int64
 	// aboveMax is set while the pool holds more than maxSize, since
 	// SetMaxSize lowered it below the connections open, until enough of
 	// them are closed (goneLocked clears it). Only then does a release
@@ -86,6 +83,9 @@ type Pool[C Connector] struct {
 	// waiters starts with its length, which every release reads; its
 	// queues follow.
 	waiters waitList[C]
+	// wakes are the deliveries to waiters queued under mu, sent by
+	// unlock once mu is free (wake.go).
+	wakes []delivery[C]
 	// The fields from mu to waiters.len are the ones every Acquire and
 	// Release touch; they sit together, on two cache lines, so a critical
 	// section touches few (TestEntryFillsWholeCacheLines checks it).
@@ -114,10 +114,6 @@ type Pool[C Connector] struct {
 	// another core writes. Placed first, once Hooks had grown it, the
 	// parallel benchmark ran about 30 % slower (bench/NOTES.md).
 	_ [64]byte
-	// fast holds the parked connections (fast.go), nil until the first
-	// park. noFast is set in New for the pools that never park.
-	fast   atomic.Pointer[fastSlots[C]]
-	noFast bool
 	// timeLoans is set when loans are timed: for the Release hook, or to
 	// measure demand. Set in New, then only read.
 	timeLoans bool
@@ -155,17 +151,17 @@ func New[C Connector](factory Factory[C], cfg Config) (*Pool[C], error) {
 	}
 	p.dialCtx, p.cancelDials = context.WithCancel(context.Background())
 	p.waiterCache.New = func() any { return &waiter[C]{ch: make(chan result[C], 1)} }
+	p.idle.init(cfg.MaxSize)
 	p.mu.Lock()
 	p.refillLocked()
 	if cfg.ReapInterval > 0 {
 		p.reapTimer = time.AfterFunc(cfg.ReapInterval, p.reap)
 	}
 	p.timeLoans = cfg.Hooks.Release != nil || cfg.measuresDemand()
-	p.noFast = cfg.Budget != nil || cfg.Adaptive
 	if cfg.measuresDemand() {
 		p.startDemandLocked()
 	}
-	p.mu.Unlock()
+	p.unlock()
 	return p, nil
 }
 
@@ -175,7 +171,7 @@ func (p *Pool[C]) Config() Config {
 	cfg := p.cfg
 	p.mu.Lock()
 	cfg.MinSize, cfg.MaxSize = p.minSize, p.maxSize
-	p.mu.Unlock()
+	p.unlock()
 	return cfg
 }
 
@@ -302,11 +298,11 @@ func (p *Pool[C]) acquire(ctx context.Context, mode acquireMode) (*entry[C], err
 		now := p.clock.coarse()
 		p.mu.Lock()
 		if p.closed.Load() {
-			p.mu.Unlock()
+			p.unlock()
 			return nil, ErrPoolClosed
 		}
 		if e, state := p.takeIdleLocked(now); e != nil {
-			p.mu.Unlock()
+			p.unlock()
 			if state == stateLent {
 				return e, nil
 			}
@@ -322,12 +318,12 @@ func (p *Pool[C]) acquire(ctx context.Context, mode acquireMode) (*entry[C], err
 			if p.n[stateDialling] <= p.waiters.len {
 				p.startDialsLocked(1)
 			}
-			p.mu.Unlock()
+			p.unlock()
 			p.settleBudget()
 			return nil, ErrPoolExhausted
 		}
 		w, err := p.enqueueLocked(ctx, &a)
-		p.mu.Unlock()
+		p.unlock()
 		if err != nil {
 			return nil, err
 		}
@@ -397,7 +393,6 @@ func (p *Pool[C]) waitTurn(ctx context.Context, w *waiter[C], a *acquisition[C])
 			return nil, err
 		}
 		if !r.check {
-			p.stats.handedLends.Add(1)
 			return r.e, nil
 		}
 		switch out, err := p.check(ctx, r.e, a, w); out {

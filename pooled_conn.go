@@ -180,6 +180,7 @@ func (pc *PooledConn[C]) end(how loanEnd) bool {
 func (p *Pool[C]) startLoan(e *entry[C]) uint64 {
 	e.fresh = false
 	loan := e.ended.Load() + 1 // the owner's own last write: no other writer now
+	p.idle.countLoan()
 	p.loanStarted(e)
 	if p.cfg.LeakThreshold > 0 {
 		p.trackLeak(e, loan)
@@ -269,7 +270,7 @@ func (p *Pool[C]) release(e *entry[C]) {
 	case reset:
 		p.mu.Lock()
 		p.resetLocked(e)
-		p.mu.Unlock()
+		p.unlock()
 		if p.reset(e) != nil || (e.validator != nil && !p.isValid(e)) {
 			reraise(p.retire(e, CloseBroken))
 			return
@@ -284,7 +285,7 @@ func (p *Pool[C]) release(e *entry[C]) {
 	now := p.clock.coarse()
 	p.mu.Lock()
 	h := p.putLocked(e, now, now)
-	p.mu.Unlock()
+	p.unlock()
 	reraise(h.do(p))
 }
 
@@ -300,6 +301,6 @@ func (p *Pool[C]) discard(e *entry[C]) {
 func (p *Pool[C]) retire(e *entry[C], reason CloseReason) error {
 	p.mu.Lock()
 	p.closeLocked(e)
-	p.mu.Unlock()
+	p.unlock()
 	return p.finishClose(e, reason)
 }

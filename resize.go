@@ -15,14 +15,14 @@ func (p *Pool[C]) SetMaxSize(n int) error {
 	p.mu.Lock()
 	switch {
 	case p.closed.Load():
-		p.mu.Unlock()
+		p.unlock()
 		return ErrPoolClosed
 	case n < 1:
-		p.mu.Unlock()
+		p.unlock()
 		return invalidField("MaxSize", "is %d; it must be at least 1", n)
 	case n < p.minSize:
 		err := invalidField("MaxSize", "is %d, below MinSize %d", n, p.minSize)
-		p.mu.Unlock()
+		p.unlock()
 		return err
 	}
 	p.maxSize = n
@@ -30,27 +30,11 @@ func (p *Pool[C]) SetMaxSize(n int) error {
 	p.aboveMaxFast.Store(p.aboveMax)
 	// Parked connections come back first: above MaxSize they are closed
 	// (putLocked), and none parks again until the pool is within it.
-	unparked := p.unparkLocked(p.clock.coarse())
-	// The oldest idle connections, at the bottom of the stack, go first.
-	over := min(len(p.idle), p.openLocked()-p.n[stateClosing]-n)
-	var closing []*entry[C]
-	if over > 0 {
-		closing = append(closing, p.idle[:over]...)
-		kept := copy(p.idle, p.idle[over:])
-		clear(p.idle[kept:])
-		p.idle = p.idle[:kept]
-		for _, e := range closing {
-			p.closeLocked(e)
-		}
-	}
+	closing := p.unparkLocked(p.clock.coarse())
+	closing = p.closeIdleLocked(p.idle.takeOldest(p.keptLocked()-n, nil), CloseResized, closing)
 	p.refillLocked() // growing: dials for waiters
-	p.mu.Unlock()
-	for _, h := range unparked {
-		_ = h.do(p) // a panic in Close is logged there
-	}
-	for _, e := range closing {
-		_ = p.finishClose(e, CloseResized) // a panic in Close is logged there
-	}
+	p.unlock()
+	p.doAll(closing)
 	return nil
 }
 
@@ -62,7 +46,7 @@ func (p *Pool[C]) SetMaxSize(n int) error {
 // On a closed pool SetMinSize returns ErrPoolClosed.
 func (p *Pool[C]) SetMinSize(n int) error {
 	p.mu.Lock()
-	defer p.mu.Unlock()
+	defer p.unlock()
 	switch {
 	case p.closed.Load():
 		return ErrPoolClosed

@@ -1,11 +1,11 @@
 package pool
 
 // This file is the state machine of a connection: its states, and one
-// function per edge between them. Every edge runs with p.mu held, moves
-// the counts in p.n together with entry.state, and does no I/O; the
-// hand-off or Close that an edge calls for is done by its caller after
-// unlocking (see handoff). Nothing else changes a connection's state or
-// the counts.
+// function per edge between them. Every edge but park and the lock-free
+// take runs with p.mu held, moves the counts in p.n together with
+// entry.state, and does no I/O; the hand-off or Close that an edge calls
+// for is done after unlocking (see handoff and unlock). Nothing else
+// changes a connection's state or the counts.
 //
 //	(slot) ─dialStartLocked─► dialling ─dialFailedLocked─► (gone)
 //	                              │
@@ -13,20 +13,35 @@ package pool
 //	                              ▼
 //	        ┌─────────────────► idle ──takeIdleLocked──┐
 //	        │ putLocked           │ takeIdleLocked     │ (no check due)
-//	        │                     ▼                    ▼
+//	        │ unparkLocked        ▼                    ▼
 //	        │                 checking ─checkPassed─► lent ─resetLocked─► resetting
-//	        │                     │                    │                    │
-//	        └──── putLocked ──────┴────────────────────┴─────── putLocked ──┘
+//	        │                     │                   │ ▲                  │
+//	        └──── putLocked ──────┴──────────────── park│ │take ◄─ putLocked ┘
+//	                                                  ▼ │
+//	                                                 parked
 //
-//	closeLocked: idle, checking, lent or resetting ─► closing ─goneLocked─► (gone)
+//	closeLocked: checking, lent or resetting ─► closing ─goneLocked─► (gone)
+//	closeIdleLocked: idle ─► closing
 //
-// Where putLocked (and dialledLocked) find a waiter, handLocked gives the
-// connection to it: lent, or checking when a check is due (checkDue).
-// On a closed pool, or one above a MaxSize that SetMaxSize lowered,
-// putLocked sends it to closing instead. Every way a
-// connection leaves lent: putLocked (Release, no Reset or IsValid),
-// resetLocked (Release, with them), closeLocked (Discard, ErrBadConn, a
-// panic in With's fn or in NeedsReset, a dropped handle).
+// Where putLocked (and dialledLocked, and unparkLocked) find a waiter,
+// handLocked gives the connection to it: lent, or checking when a check
+// is due (checkDue). On a closed pool, or one above a MaxSize that
+// SetMaxSize lowered, putLocked sends it to closing instead.
+//
+// Every way a connection leaves lent: putLocked (Release, no Reset or
+// IsValid, taken under the lock), park (the same, without the lock; see
+// fast.go), resetLocked (Release, with Reset), closeLocked (Discard,
+// ErrBadConn, a failed IsValid, a panic in With's fn or in NeedsReset, a
+// dropped handle).
+//
+// Parked. park (lent → parked) and the lock-free take (parked → lent) run
+// without the lock, so they write neither p.n nor entry.state: the lock's
+// books count a parked connection lent, the state it left and will come
+// back to, and entry.state says lent. Where it is says parked: in a slot
+// of the idle set. countsLocked gives each state's count, the parked ones
+// counted in their slots; decisions under the lock count them lent (they
+// come back to the lock at unparkLocked, when a caller queues or the lock
+// needs its idle connections, as a release does).
 
 // connState is where a connection is in its life.
 type connState uint8
@@ -36,14 +51,17 @@ const (
 	// reserved, and no entry exists yet (an entry is in this state only
 	// inside dialledLocked).
 	stateDialling connState = iota
-	// stateIdle: on the idle stack, p.idle.
+	// stateIdle: on the idle set's stack.
 	stateIdle
+	// stateParked: in a slot of the idle set, idle, reached and left
+	// without the lock (see above).
+	stateParked
 	// stateChecking: taken for one caller, who runs the acquire-time checks
 	// (MaxLifetime near, IsValid, Ping) outside the lock.
 	stateChecking
 	// stateLent: a loan is in progress, or is being handed to a waiter
 	// that needs no check, or has just ended and its holder has not yet
-	// reached the pool (NeedsReset runs then).
+	// reached the pool (NeedsReset and IsValid run then).
 	stateLent
 	// stateResetting: the loan has ended; Reset and IsValid run outside
 	// the lock.
@@ -58,13 +76,12 @@ const (
 	stateGone = numStates
 )
 
-var stateNames = [numStates + 1]string{"dialling", "idle", "checking", "lent", "resetting", "closing", "gone"}
+var stateNames = [numStates + 1]string{"dialling", "idle", "parked", "checking", "lent", "resetting", "closing", "gone"}
 
 func (s connState) String() string { return stateNames[s] }
 
 // handoff is what an edge leaves to do once p.mu is unlocked: give a
-// connection to a waiter (waking a goroutine is not done under the lock),
-// or close it. The zero handoff does nothing.
+// connection to a waiter, or close it. The zero handoff does nothing.
 type handoff[C Connector] struct {
 	e      *entry[C]
 	w      *waiter[C]  // the waiter to give e to; nil if e is closing
@@ -84,10 +101,18 @@ func (h handoff[C]) do(p *Pool[C]) error {
 
 func (h handoff[C]) carryOut(p *Pool[C]) error {
 	if h.w != nil {
-		h.w.ch <- result[C]{e: h.e, check: h.check}
+		delivery[C]{w: h.w, r: result[C]{e: h.e, check: h.check}}.deliver()
 		return nil
 	}
 	return p.finishClose(h.e, h.reason)
+}
+
+// doAll carries out handoffs after unlocking; a panic in Close is logged
+// there.
+func (p *Pool[C]) doAll(hs []handoff[C]) {
+	for _, h := range hs {
+		_ = h.do(p)
+	}
 }
 
 // moveLocked moves e to state to, with the counts. p.mu must be held.
@@ -127,10 +152,9 @@ func (p *Pool[C]) dialledLocked(e *entry[C], now int64) handoff[C] {
 
 // takeIdleLocked: idle → lent, or idle → checking when a check is due
 // (see checkDue), for the newest idle connection; now is a coarse
-// reading. It returns nil if none is idle. A connection lent here is
-// counted in Stats.AcquireCount. p.mu must be held.
+// reading. It returns nil if none is idle. p.mu must be held.
 func (p *Pool[C]) takeIdleLocked(now int64) (*entry[C], connState) {
-	e := p.popIdleLocked()
+	e := p.idle.takeNewest()
 	if e == nil {
 		return nil, stateIdle
 	}
@@ -139,48 +163,33 @@ func (p *Pool[C]) takeIdleLocked(now int64) (*entry[C], connState) {
 		return e, stateChecking
 	}
 	p.moveLocked(e, stateLent)
-	p.lends++
 	return e, stateLent
 }
 
-// popIdleLocked takes the newest connection off the idle stack, still in
-// state idle, or returns nil. The caller moves it on at once. p.mu must be
-// held.
-func (p *Pool[C]) popIdleLocked() *entry[C] {
-	n := len(p.idle)
-	if n == 0 {
-		return nil
-	}
-	e := p.idle[n-1]
-	p.idle[n-1] = nil
-	p.idle = p.idle[:n-1]
-	return e
-}
-
 // checkPassedLocked: checking → lent, for a connection that passed its
-// acquire-time checks; counted in Stats.AcquireCount. p.mu must be held.
+// acquire-time checks. p.mu must be held.
 func (p *Pool[C]) checkPassedLocked(e *entry[C]) {
 	p.moveLocked(e, stateLent)
-	p.lends++
 }
 
 // resetLocked: lent → resetting, for a connection whose loan has ended and
-// that needs Reset or IsValid before reuse. p.mu must be held.
+// that needs Reset before reuse. p.mu must be held.
 func (p *Pool[C]) resetLocked(e *entry[C]) {
 	p.moveLocked(e, stateResetting)
 }
 
 // putLocked: dialling, checking, lent or resetting → the longest waiter
 // (see handLocked), else → idle, stamped idle since idleSince; on a
-// closed pool, or one above a MaxSize lowered by SetMaxSize, → closing.
-// now is a coarse reading or better. p.mu must be held.
+// closed pool, or one above a MaxSize lowered by SetMaxSize, → closing;
+// on a budget that another pool needs the slot of, → closing. now is a
+// coarse reading or better. p.mu must be held.
 func (p *Pool[C]) putLocked(e *entry[C], idleSince, now int64) handoff[C] {
 	e.idleSince = idleSince
 	switch {
 	case p.closed.Load():
 		p.closeLocked(e)
 		return handoff[C]{e: e, reason: ClosePoolClosed}
-	case p.aboveMax && p.openLocked()-p.n[stateClosing] > p.maxSize:
+	case p.aboveMax && p.keptLocked() > p.maxSize:
 		p.closeLocked(e)
 		return handoff[C]{e: e, reason: CloseResized}
 	case p.bm != nil && !e.fresh && p.yieldLocked(e, now): // a new connection serves once first
@@ -193,15 +202,13 @@ func (p *Pool[C]) putLocked(e *entry[C], idleSince, now int64) handoff[C] {
 		}
 	}
 	p.moveLocked(e, stateIdle)
-	p.idle = append(p.idle, e)
+	p.idle.push(e)
 	return handoff[C]{}
 }
 
 // handLocked: any state but closing → lent, or → checking if a check is
-// due, for waiter w, dequeued; the handoff serves w after unlocking. A
-// connection handed lent is counted in Stats.AcquireCount by the waiter
-// when it takes it, since a waiter that gives up at that instant puts it
-// back unused. p.mu must be held.
+// due, for waiter w, dequeued; the handoff serves w after unlocking. p.mu
+// must be held.
 func (p *Pool[C]) handLocked(e *entry[C], w *waiter[C], now int64) handoff[C] {
 	if p.checkDue(e, now) {
 		p.moveLocked(e, stateChecking)
@@ -211,10 +218,43 @@ func (p *Pool[C]) handLocked(e *entry[C], w *waiter[C], now int64) handoff[C] {
 	return handoff[C]{e: e, w: w}
 }
 
+// unparkLocked: parked → a waiter, idle or closing, for every parked
+// connection, oldest first, as a release under the lock would put it
+// (putLocked). The waiters are served after unlocking (unlock); the
+// closings, on a closed pool or one above MaxSize, are returned for the
+// caller to carry out. p.mu must be held.
+func (p *Pool[C]) unparkLocked(now int64) []handoff[C] {
+	var closing []handoff[C]
+	for _, e := range p.idle.unpark() {
+		switch h := p.putLocked(e, e.idleSince, now); {
+		case h.w != nil:
+			p.serveLocked(h.w, result[C]{e: h.e, check: h.check})
+		case h.e != nil:
+			closing = append(closing, h)
+		}
+	}
+	return closing
+}
+
+// closeIdleLocked: idle → closing, for connections the idle set has just
+// given up (takeOldest, takeWhere), each for reason. It returns the
+// closings for the caller to carry out after unlocking. p.mu must be
+// held.
+func (p *Pool[C]) closeIdleLocked(idle []*entry[C], reason CloseReason, closing []handoff[C]) []handoff[C] {
+	for _, e := range idle {
+		if e.state != stateIdle {
+			panic("pool: internal: a " + e.state.String() + " connection closed as idle")
+		}
+		p.closeLocked(e)
+		closing = append(closing, handoff[C]{e: e, reason: reason})
+	}
+	return closing
+}
+
 // closeLocked: idle, checking, lent or resetting → closing. An idle
-// connection must already be off the idle stack. The caller closes it
-// with finishClose after unlocking. On a budget, the slot counts as on
-// its way back. p.mu must be held.
+// connection must already be out of the idle set (closeIdleLocked). The
+// caller closes it with finishClose after unlocking. On a budget, the
+// slot counts as on its way back. p.mu must be held.
 func (p *Pool[C]) closeLocked(e *entry[C]) {
 	p.moveLocked(e, stateClosing)
 	p.closingSlotLocked()
@@ -240,6 +280,23 @@ func (p *Pool[C]) goneLocked(e *entry[C]) {
 	p.conns = p.conns[:len(p.conns)-1]
 }
 
+// countsLocked returns how many connections are in each state, the parked
+// ones counted where they are, in the idle set's slots. Exact between
+// operations; while loans start and end without the lock, one moving
+// between a slot and a caller may be counted on either side. p.mu must
+// be held.
+func (p *Pool[C]) countsLocked() [numStates]int {
+	n := p.n
+	k := p.idle.parked()
+	n[stateLent] -= k
+	n[stateParked] += k
+	return n
+}
+
+// keptLocked is the number of connections open and not being closed,
+// dials in flight included. p.mu must be held.
+func (p *Pool[C]) keptLocked() int { return p.openLocked() - p.n[stateClosing] }
+
 // checkDue reports whether e must be checked before it is lent: it has an
 // IsValid, or now, a coarse reading, is within clockDoubt of its
 // MaxLifetime or of PingAfterIdle, where the real clock decides. It runs
@@ -262,5 +319,5 @@ func (p *Pool[C]) onlyIsValidDue(e *entry[C], now int64) bool {
 // dial in flight included. p.mu must be held.
 func (p *Pool[C]) openLocked() int {
 	n := p.n
-	return n[stateDialling] + n[stateIdle] + n[stateChecking] + n[stateLent] + n[stateResetting] + n[stateClosing]
+	return n[stateDialling] + n[stateIdle] + n[stateParked] + n[stateChecking] + n[stateLent] + n[stateResetting] + n[stateClosing]
 }

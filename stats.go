@@ -8,7 +8,6 @@ import (
 // counters are the pool's event counters: atomics, so that counting never
 // takes the lock.
 type counters struct {
-	handedLends     atomic.Int64 // loans handed to a waiter without a check (see handLocked)
 	waitCount       atomic.Int64
 	waitNanos       atomic.Int64
 	canceled        atomic.Int64
@@ -54,7 +53,7 @@ func (c *counters) countClose(reason CloseReason) {
 // Stats is a snapshot of a pool's state and counters.
 type Stats struct {
 	Total   int // connections open: Idle + InUse + Dialing + Closing
-	Idle    int // connections on the idle stack
+	Idle    int // connections idle: on the idle stack or parked
 	InUse   int // connections lent to callers, or being checked for one
 	Dialing int // dials in flight
 	Closing int // connections taken out of service and being closed
@@ -107,12 +106,13 @@ type Stats struct {
 // the lock; the counters are read just after.
 func (p *Pool[C]) Stats() Stats {
 	p.mu.Lock()
+	n := p.countsLocked()
 	s := Stats{
 		Total:   p.openLocked(),
-		Idle:    p.n[stateIdle],
-		InUse:   p.inUseLocked(),
-		Dialing: p.n[stateDialling],
-		Closing: p.n[stateClosing],
+		Idle:    n[stateIdle] + n[stateParked],
+		InUse:   n[stateChecking] + n[stateLent] + n[stateResetting],
+		Dialing: n[stateDialling],
+		Closing: n[stateClosing],
 		Waiting: p.waiters.len,
 		MinSize: p.minSize,
 		MaxSize: p.maxSize,
@@ -124,15 +124,9 @@ func (p *Pool[C]) Stats() Stats {
 		Down:               p.downLocked(),
 		DialFailuresInARow: p.dialing.failures,
 	}
-	lends := p.lends
-	// Parked connections are counted lent in the books and are idle.
-	parked, fastLends := p.parked()
-	parked = min(parked, s.InUse) // one seen twice, in two slots
-	s.Idle += parked
-	s.InUse -= parked
-	p.mu.Unlock()
+	p.unlock()
 	c := &p.stats
-	s.AcquireCount = lends + fastLends + c.handedLends.Load()
+	s.AcquireCount = p.idle.loans()
 	s.WaitCount = c.waitCount.Load()
 	s.WaitDuration = time.Duration(c.waitNanos.Load())
 	s.CanceledAcquires = c.canceled.Load()

@@ -113,7 +113,7 @@ func (l *waitList[C]) pushFront(w *waiter[C]) {
 }
 
 // popFront dequeues the waiter whose turn it is: the longest waiter of the
-// class pickLocked chooses. With one class waiting, as when no caller sets
+// class pick chooses. With one class waiting, as when no caller sets
 // a priority, that is the longest waiter.
 func (l *waitList[C]) popFront() *waiter[C] {
 	switch {
@@ -223,7 +223,7 @@ func (p *Pool[C]) nextWaiterLocked(now int64) *waiter[C] {
 		}
 		// Its goroutine is waking, or about to, on its own; this answer,
 		// which wait turns into the caller's error, is what it will find.
-		w.ch <- result[C]{err: err}
+		p.serveLocked(w, result[C]{err: err})
 	}
 }
 
@@ -258,7 +258,7 @@ func (p *Pool[C]) armTimeoutLocked(at, now int64) {
 // deadline.
 func (p *Pool[C]) expireWaiters() {
 	p.mu.Lock()
-	defer p.mu.Unlock()
+	defer p.unlock()
 	p.timeout.armed = false
 	if p.closed.Load() {
 		return
@@ -270,7 +270,7 @@ func (p *Pool[C]) expireWaiters() {
 		case w.timeoutAt == 0:
 		case w.timeoutAt <= now:
 			p.waiters.remove(w)
-			w.ch <- result[C]{err: errTimedOut}
+			p.serveLocked(w, result[C]{err: errTimedOut})
 		default:
 			next = min(next, w.timeoutAt)
 		}
@@ -302,10 +302,10 @@ func (p *Pool[C]) wait(ctx context.Context, w *waiter[C], a *acquisition[C]) (re
 	p.mu.Lock()
 	if w.queued {
 		p.waiters.remove(w)
-		p.mu.Unlock()
+		p.unlock()
 		return result[C]{}, err
 	}
-	p.mu.Unlock()
+	p.unlock()
 	// Served at the same instant we gave up: the result is already in the
 	// buffer. Pretend we were never served and put the connection back.
 	r := <-w.ch
@@ -336,7 +336,7 @@ func (p *Pool[C]) served(ctx context.Context, r result[C], a *acquisition[C]) (r
 // error, which names the last failure the call or the pool saw.
 func (p *Pool[C]) timedOut(a *acquisition[C]) error {
 	p.mu.Lock()
-	defer p.mu.Unlock()
+	defer p.unlock()
 	return p.timedOutLocked(a)
 }
 

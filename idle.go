@@ -1,0 +1,245 @@
+package pool
+
+import (
+	"math/bits"
+	"runtime"
+	"slices"
+	"sync/atomic"
+	"unsafe"
+)
+
+// idleSet is where connections rest between loans, and the only code that
+// adds or removes one: the idle stack, protected by the pool's mu, and the
+// parking slots of the lock-free path (fast.go), each on a cache line of
+// its own. A connection on the stack is idle; one in a slot is parked.
+//
+// The verbs:
+//   - park and takeParked, without the lock: a release that finds nobody
+//     waiting parks its connection in a free slot, an Acquire takes one;
+//   - push, takeNewest, takeOldest, unpark and drain, with the lock held:
+//     a connection put back under the lock goes on top of the stack; an
+//     Acquire takes the newest; the reaper, SetMaxSize, Adaptive and the
+//     budget take the oldest; a caller about to wait takes the parked
+//     ones; Close takes everything.
+//
+// What is taken under the lock is taken from the parked connections too:
+// those move to the stack first (unpark), in the order they went idle, so
+// that nothing reads an idle connection without owning it.
+type idleSet[C Connector] struct {
+	// stack holds the idle connections, the most recently released on
+	// top (the end): reuse is newest first, and the oldest are at the
+	// bottom. Protected by the pool's mu. When it is not empty, nobody
+	// waits.
+	stack []*entry[C]
+	// parking holds the slots, made with the set and never replaced.
+	parking *slotArray[C]
+}
+
+// slotArray is the parking slots of an idle set: a power of two of them.
+type slotArray[C Connector] struct {
+	mask  uint32
+	slots []fastSlot[C]
+}
+
+// fastSlot holds one parked connection, or nil, and counts the loans
+// started by the goroutines whose home it is (see countLoan), on a cache
+// line of its own.
+type fastSlot[C Connector] struct {
+	e     atomic.Pointer[entry[C]]
+	loans atomic.Int64
+	_     [64 - 16]byte
+}
+
+// maxFastSlots bounds the slots: twice the Ps, at most MaxSize (rounded
+// up), at most this.
+const maxFastSlots = 64
+
+// init makes the slots for a pool of at most maxSize connections.
+func (s *idleSet[C]) init(maxSize int) {
+	n := min(max(2*runtime.GOMAXPROCS(0), 2), maxSize, maxFastSlots)
+	n = 1 << bits.Len(uint(n-1)) // a power of two, at least n
+	s.parking = &slotArray[C]{mask: uint32(n - 1), slots: make([]fastSlot[C], n)}
+}
+
+// park puts e, owned by the caller and stamped with its idle time, in a
+// free slot, and reports whether it did; the caller owns e no longer if
+// it did. off is read after e is in its slot: if it reports true, park
+// takes e back (unless someone took it already) and reports false, and the
+// caller goes the locked way (the gate race: see fast.go).
+func (s *idleSet[C]) park(e *entry[C], off func() bool) bool {
+	start := home()
+	for i := range uint32(len(s.parking.slots)) {
+		slot := &s.parking.slots[(start+i)&s.parking.mask]
+		if slot.e.Load() != nil || !slot.e.CompareAndSwap(nil, e) {
+			continue
+		}
+		if off() && slot.e.CompareAndSwap(e, nil) {
+			return false
+		}
+		return true
+	}
+	return false
+}
+
+// takeParked takes a parked connection, which the caller then owns, or
+// returns nil if none is parked.
+func (s *idleSet[C]) takeParked() *entry[C] {
+	start := home()
+	for i := range uint32(len(s.parking.slots)) {
+		slot := &s.parking.slots[(start+i)&s.parking.mask]
+		if slot.e.Load() == nil {
+			continue
+		}
+		if e := slot.e.Swap(nil); e != nil {
+			return e
+		}
+	}
+	return nil
+}
+
+// countLoan counts a loan started, in the slot of the calling goroutine:
+// Stats.AcquireCount is the sum over the slots (loans).
+func (s *idleSet[C]) countLoan() {
+	s.parking.slots[home()&s.parking.mask].loans.Add(1)
+}
+
+// loans sums the loans counted by countLoan.
+func (s *idleSet[C]) loans() int64 {
+	var n int64
+	for i := range s.parking.slots {
+		n += s.parking.slots[i].loans.Load()
+	}
+	return n
+}
+
+// parked counts the connections parked now. Each is counted once: one
+// that moves from one slot to another while they are read (through a
+// loan) is seen in both, and counted in one.
+func (s *idleSet[C]) parked() int {
+	var seen [maxFastSlots]*entry[C]
+	n := 0
+	for i := range s.parking.slots {
+		if e := s.parking.slots[i].e.Load(); e != nil && !slices.Contains(seen[:n], e) {
+			seen[n] = e
+			n++
+		}
+	}
+	return n
+}
+
+// isParked reports whether e is in a slot now. The pool's mu must be held,
+// and no loan start or end in flight, as between a test's steps.
+func (s *idleSet[C]) isParked(e *entry[C]) bool {
+	for i := range s.parking.slots {
+		if s.parking.slots[i].e.Load() == e {
+			return true
+		}
+	}
+	return false
+}
+
+// push puts e on top of the stack. The pool's mu must be held.
+func (s *idleSet[C]) push(e *entry[C]) { s.stack = append(s.stack, e) }
+
+// len is the number of connections on the stack. The pool's mu must be
+// held.
+func (s *idleSet[C]) len() int { return len(s.stack) }
+
+// takeNewest takes the connection on top of the stack, or returns nil.
+// The pool's mu must be held.
+func (s *idleSet[C]) takeNewest() *entry[C] {
+	n := len(s.stack)
+	if n == 0 {
+		return nil
+	}
+	e := s.stack[n-1]
+	s.stack[n-1] = nil
+	s.stack = s.stack[:n-1]
+	return e
+}
+
+// unpark takes every parked connection out of its slot, oldest first
+// (by idle time), and returns them for the caller to put back under the
+// lock. The pool's mu must be held.
+func (s *idleSet[C]) unpark() []*entry[C] {
+	var out []*entry[C]
+	for i := range s.parking.slots {
+		// A load first: a swap would take the slot's cache line from
+		// whichever core has it even when the slot is empty.
+		if s.parking.slots[i].e.Load() == nil {
+			continue
+		}
+		if e := s.parking.slots[i].e.Swap(nil); e != nil {
+			out = append(out, e)
+		}
+	}
+	slices.SortFunc(out, func(a, b *entry[C]) int { return int(a.idleSince - b.idleSince) })
+	return out
+}
+
+// takeOldest removes from the bottom of the stack, oldest first, up to n
+// connections, stopping at the first for which ok (if not nil) returns
+// false, and returns them. The caller has unparked first. The pool's mu
+// must be held.
+func (s *idleSet[C]) takeOldest(n int, ok func(e *entry[C]) bool) []*entry[C] {
+	k := 0
+	for k < min(n, len(s.stack)) && (ok == nil || ok(s.stack[k])) {
+		k++
+	}
+	if k == 0 {
+		return nil
+	}
+	out := slices.Clone(s.stack[:k])
+	rest := copy(s.stack, s.stack[k:])
+	clear(s.stack[rest:])
+	s.stack = s.stack[:rest]
+	return out
+}
+
+// takeWhere removes every connection on the stack for which take returns
+// true, whatever its place, and returns them oldest first. The caller has
+// unparked first. The pool's mu must be held.
+func (s *idleSet[C]) takeWhere(take func(e *entry[C]) bool) []*entry[C] {
+	var out []*entry[C]
+	kept := s.stack[:0]
+	for _, e := range s.stack {
+		if take(e) {
+			out = append(out, e)
+		} else {
+			kept = append(kept, e)
+		}
+	}
+	clear(s.stack[len(kept):])
+	s.stack = kept
+	return out
+}
+
+// drain removes every connection of the stack and returns them. The
+// caller has unparked first. The pool's mu must be held.
+func (s *idleSet[C]) drain() []*entry[C] {
+	out := s.stack
+	s.stack = nil
+	return out
+}
+
+// oldest returns the connection at the bottom of the stack, still on it,
+// or nil. The caller has unparked first. The pool's mu must be held.
+func (s *idleSet[C]) oldest() *entry[C] {
+	if len(s.stack) == 0 {
+		return nil
+	}
+	return s.stack[0]
+}
+
+// home returns where the calling goroutine starts its search of the
+// slots: a hash of its stack's address. Each goroutine has a stack of its
+// own, so one that releases and acquires again comes back to the slot it
+// parked in, on a cache line no other core has written since, as
+// sync.Pool's per-P caches do, without asking the runtime which P runs
+// it; goroutines hash apart. (A stack that grows moves, and its goroutine
+// then starts elsewhere: a hint, not an owner.)
+func home() uint32 {
+	var x byte
+	a := uint64(uintptr(unsafe.Pointer(&x))) >> 10
+	return uint32((a * 0x9E3779B97F4A7C15) >> 32)
+}
