@@ -76,7 +76,7 @@ func (p *Pool[C]) sampleDemand() {
 	}
 	d := &p.demand
 	lends := p.idle.loans()
-	holds, holdNanos := p.stats.holds.Load(), p.stats.holdNanos.Load()
+	holds, holdNanos := p.idle.holds()
 	if dt := now - d.lastAt; dt > 0 {
 		if n := holds - d.lastHolds; n > 0 {
 			sample := float64(holdNanos-d.lastHoldNanos) / float64(n)

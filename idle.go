@@ -42,12 +42,15 @@ type slotArray[C Connector] struct {
 }
 
 // fastSlot holds one parked connection, or nil, and counts the loans
-// started by the goroutines whose home it is (see countLoan), on a cache
-// line of its own.
+// started and the loans timed by the goroutines whose home it is (see
+// countLoan, countHold), on a cache line of its own.
 type fastSlot[C Connector] struct {
 	e     atomic.Pointer[entry[C]]
 	loans atomic.Int64
-	_     [64 - 16]byte
+	// holds counts the loans timed, with Adaptive or ShedHopeless, and
+	// holdNanos sums their lengths.
+	holds, holdNanos atomic.Int64
+	_                [64 - 32]byte
 }
 
 // maxFastSlots bounds the slots: twice the Ps, at most MaxSize (rounded
@@ -103,6 +106,14 @@ func (s *idleSet[C]) countLoan() {
 	s.parking.slots[home()&s.parking.mask].loans.Add(1)
 }
 
+// countHold counts a timed loan of d nanoseconds, in the slot of the
+// calling goroutine.
+func (s *idleSet[C]) countHold(d int64) {
+	slot := &s.parking.slots[home()&s.parking.mask]
+	slot.holds.Add(1)
+	slot.holdNanos.Add(d)
+}
+
 // loans sums the loans counted by countLoan.
 func (s *idleSet[C]) loans() int64 {
 	var n int64
@@ -110,6 +121,15 @@ func (s *idleSet[C]) loans() int64 {
 		n += s.parking.slots[i].loans.Load()
 	}
 	return n
+}
+
+// holds sums the loans and the nanoseconds counted by countHold.
+func (s *idleSet[C]) holds() (n, nanos int64) {
+	for i := range s.parking.slots {
+		n += s.parking.slots[i].holds.Load()
+		nanos += s.parking.slots[i].holdNanos.Load()
+	}
+	return n, nanos
 }
 
 // parked counts the connections parked now. Each is counted once: one

@@ -220,8 +220,7 @@ func (p *Pool[C]) loanEnded(e *entry[C]) {
 func (p *Pool[C]) reportLoan(e *entry[C]) {
 	d := p.clock.now() - e.loanStart
 	if p.cfg.measuresDemand() {
-		p.stats.holds.Add(1)
-		p.stats.holdNanos.Add(d)
+		p.idle.countHold(d)
 	}
 	if p.cfg.Hooks.Release != nil {
 		defer p.recoverHook("Hooks.Release")

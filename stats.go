@@ -18,8 +18,6 @@ type counters struct {
 	dialErrors      atomic.Int64
 	refused         atomic.Int64
 	shed            atomic.Int64
-	holds           atomic.Int64 // loans timed, with Adaptive or ShedHopeless
-	holdNanos       atomic.Int64 // their lengths, summed
 	closedIdle      atomic.Int64
 	closedLifetime  atomic.Int64
 	closedBroken    atomic.Int64
