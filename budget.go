@@ -60,11 +60,10 @@ type Budget struct {
 	// ceiling is the capacity ceiling below limit, while the server
 	// refuses dials (capacity.go).
 	ceiling ceilingState
-	// wakeTimer settles the budget at wakeAt (the budget's clock; 0 when
-	// not armed): when the next probe above the ceiling is due, or an
-	// idle connection becomes old enough to reclaim.
-	wakeTimer *time.Timer
-	wakeAt    int64
+	// wake settles the budget (on the budget's clock) when the next probe
+	// above the ceiling is due, or an idle connection becomes old enough
+	// to reclaim.
+	wake alarm
 }
 
 // member is one pool's account with a budget. Its fields are protected

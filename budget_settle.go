@@ -168,21 +168,12 @@ func (b *Budget) settleStep() bool {
 // armWakeLocked makes the wake timer settle the budget no later than at
 // (the budget's clock). b.mu must be held.
 func (b *Budget) armWakeLocked(at int64) {
-	if b.wakeAt != 0 && b.wakeAt <= at {
-		return
-	}
-	b.wakeAt = at
-	wait := time.Duration(at - b.now())
-	if b.wakeTimer == nil {
-		b.wakeTimer = time.AfterFunc(wait, b.wake)
-	} else {
-		b.wakeTimer.Reset(wait)
-	}
+	b.wake.set(at, b.now(), b.woken)
 }
 
-func (b *Budget) wake() {
+func (b *Budget) woken() {
 	b.mu.Lock()
-	b.wakeAt = 0
+	b.wake.fired()
 	b.mu.Unlock()
 	b.dirty.Store(true)
 	b.settle()

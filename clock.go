@@ -39,7 +39,7 @@ type clock struct {
 	read    atomic.Bool  // read since the last refresh
 
 	mu      sync.Mutex // serialises refreshes; protects the fields below
-	timer   *time.Timer
+	refresh alarm
 	stopped bool
 	frozen  bool // tests only: refreshes keep the cached reading
 }
@@ -75,31 +75,29 @@ func (c *clock) start() int64 {
 	c.cached.Store(now)
 	if !c.running.Load() && !c.stopped {
 		c.read.Store(true)
-		if c.timer == nil {
-			c.timer = time.AfterFunc(clockTick, c.refresh)
-		} else {
-			c.timer.Reset(clockTick)
-		}
+		c.refresh.set(now+int64(clockTick), now, c.tick)
 		c.running.Store(true)
 	}
 	return now
 }
 
-// refresh is the refresh timer's callback.
-func (c *clock) refresh() {
+// tick is the refresh timer's callback.
+func (c *clock) tick() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.refresh.fired()
 	if c.stopped {
 		return
 	}
+	now := c.now()
 	if !c.frozen {
-		c.cached.Store(c.now())
+		c.cached.Store(now)
 	}
 	if !c.read.Swap(false) {
 		c.running.Store(false)
 		return
 	}
-	c.timer.Reset(clockTick)
+	c.refresh.set(now+int64(clockTick), now, c.tick)
 }
 
 // stop stops the refresh timer for good (the pool is closed). Later
@@ -108,10 +106,46 @@ func (c *clock) stop() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.stopped = true
-	if c.timer != nil {
-		c.timer.Stop()
-	}
+	c.refresh.stop()
 	c.running.Store(false)
+}
+
+// alarm is a timer that calls fn at the earliest of the times it is set
+// for: the one shape of every deadline timer here (the AcquireTimeout
+// timer, the retry timer, the budget's wake timer, the coarse clock's
+// refresh). Its owner protects it with a lock of its own, and its
+// callback calls fired first, under that lock. The zero alarm is unarmed;
+// its timer is made on first use.
+type alarm struct {
+	t     *time.Timer
+	at    int64 // when it fires, valid while armed
+	armed bool
+}
+
+// set makes a call fn no later than at; now is a reading of the same
+// clock as at. An alarm armed for at or earlier is left as it is.
+func (a *alarm) set(at, now int64, fn func()) {
+	if a.armed && a.at <= at {
+		return
+	}
+	d := time.Duration(at - now)
+	if a.t == nil {
+		a.t = time.AfterFunc(d, fn)
+	} else {
+		a.t.Reset(d)
+	}
+	a.at, a.armed = at, true
+}
+
+// fired records that a's callback runs: a later set arms it again.
+func (a *alarm) fired() { a.armed = false }
+
+// stop disarms a for good, if it was ever armed.
+func (a *alarm) stop() {
+	if a.t != nil {
+		a.t.Stop()
+	}
+	a.armed = false
 }
 
 // addSat returns t+d, saturated at the largest reading: a user's duration

@@ -50,12 +50,8 @@ func (p *Pool[C]) stop() (idle []*entry[C], first bool) {
 	for w := p.waiters.popFront(); w != nil; w = p.waiters.popFront() {
 		p.serveLocked(w, result[C]{err: ErrPoolClosed})
 	}
-	if p.timeout.timer != nil {
-		p.timeout.timer.Stop()
-	}
-	if p.dialing.retryTimer != nil {
-		p.dialing.retryTimer.Stop()
-	}
+	p.timeout.stop()
+	p.dialing.retry.stop()
 	if p.demand.timer != nil {
 		p.demand.timer.Stop()
 	}

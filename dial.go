@@ -18,10 +18,9 @@ type dialState struct {
 	// lastErr is the last failed dial's error, matching ErrDial; nil once
 	// a dial has succeeded.
 	lastErr error
-	// retryTimer refills the pool when retryAt comes, for MinSize and for
-	// waiters; armed while retryArmed.
-	retryTimer *time.Timer
-	retryArmed bool
+	// retry refills the pool when retryAt comes, for MinSize and for
+	// waiters, or when a probe above the capacity ceiling is due.
+	retry alarm
 	// ceiling caps the connections open while the server refuses dials
 	// for capacity, on a pool without a budget (capacity.go).
 	ceiling ceilingState
@@ -94,23 +93,13 @@ func (p *Pool[C]) startDialsLocked(want int) {
 // backoff of a down source ends, or the next probe above the capacity
 // ceiling is due. p.mu must be held.
 func (p *Pool[C]) armRetryLocked(now, at int64) {
-	d := &p.dialing
-	if d.retryArmed {
-		return
-	}
-	wait := time.Duration(at - now)
-	if d.retryTimer == nil {
-		d.retryTimer = time.AfterFunc(wait, p.retryDials)
-	} else {
-		d.retryTimer.Reset(wait)
-	}
-	d.retryArmed = true
+	p.dialing.retry.set(at, now, p.retryDials)
 }
 
 func (p *Pool[C]) retryDials() {
 	p.mu.Lock()
 	defer p.unlock()
-	p.dialing.retryArmed = false
+	p.dialing.retry.fired()
 	p.refillLocked()
 }
 

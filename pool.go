@@ -50,9 +50,7 @@ type Pool[C Connector] struct {
 	// bg counts dial goroutines and a running reaper step. Add is called
 	// only with mu held and closed false, so that Close's Wait (after it
 	// sets closed) sees every Add.
-	bg        sync.WaitGroup
-	reapTimer *time.Timer // nil when ReapInterval is zero
-	drained   chan struct{}
+	bg sync.WaitGroup
 
 	// mu protects the fields below and every entry's state. It is never
 	// held across a dial, Ping, Reset, Close or any other user code: work
@@ -99,9 +97,12 @@ type Pool[C Connector] struct {
 	// its entry.index: what CheckAccounting counts states from.
 	conns   []*entry[C]
 	ready   []*readyWaiter // WaitReady callers
-	timeout timeoutTimer
+	timeout alarm          // the AcquireTimeout timer (armTimeoutLocked)
 	dialing dialState
 	demand  demandState
+
+	reapTimer *time.Timer // nil when ReapInterval is zero
+	drained   chan struct{}
 
 	// The counters are atomics, kept off the cache line of mu: counting
 	// an event must not slow the lock down.

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math"
 	"sync/atomic"
-	"time"
 )
 
 // result is what a waiter receives: a connection, in state lent or (if
@@ -227,30 +226,12 @@ func (p *Pool[C]) nextWaiterLocked(now int64) *waiter[C] {
 	}
 }
 
-// timeoutTimer is the pool's one timer for AcquireTimeout. Waiters carry
-// no timer of their own: it is armed for the earliest deadline, and since
-// waiters queue in order, most enqueues find it armed early enough and
-// touch no timer. Protected by the pool's mu.
-type timeoutTimer struct {
-	timer   *time.Timer // created on first use
-	armed   bool
-	armedAt int64 // when it fires (pool clock), valid while armed
-}
-
-// armTimeoutLocked makes sure the timeout timer fires no later than at;
-// now is a real reading. p.mu must be held.
+// armTimeoutLocked makes the pool's one AcquireTimeout timer fire no
+// later than at; now is a real reading. Waiters carry no timer of their
+// own: since they queue in order, most enqueues find it armed early
+// enough and touch no timer. p.mu must be held.
 func (p *Pool[C]) armTimeoutLocked(at, now int64) {
-	t := &p.timeout
-	if t.armed && t.armedAt <= at {
-		return
-	}
-	d := time.Duration(at - now)
-	if t.timer == nil {
-		t.timer = time.AfterFunc(d, p.expireWaiters)
-	} else {
-		t.timer.Reset(d)
-	}
-	t.armed, t.armedAt = true, at
+	p.timeout.set(at, now, p.expireWaiters)
 }
 
 // expireWaiters is the timeout timer's callback: it fails every waiter
@@ -259,7 +240,7 @@ func (p *Pool[C]) armTimeoutLocked(at, now int64) {
 func (p *Pool[C]) expireWaiters() {
 	p.mu.Lock()
 	defer p.unlock()
-	p.timeout.armed = false
+	p.timeout.fired()
 	if p.closed.Load() {
 		return
 	}
