@@ -146,14 +146,14 @@ func (p *Pool[C]) deadlineOf(ctx context.Context, timeoutAt int64) int64 {
 // be held.
 func (p *Pool[C]) shedLocked(class int, deadline, now int64) error {
 	mean := p.demand.meanHold
-	if mean == 0 || deadline == 0 || p.openLocked() < p.capLocked() {
+	if mean == 0 || deadline == 0 || p.n.open() < p.capLocked() {
 		return nil // nothing measured yet, no deadline, or a dial can serve the caller
 	}
 	ahead := 1
 	for c := 0; c <= class; c++ {
 		ahead += p.waiters.q[c].len
 	}
-	conns := max(p.inUseLocked(), 1)
+	conns := max(p.n.inUse(), 1)
 	wait := time.Duration(float64(ahead) * mean / float64(conns))
 	if addSat(addSat(now, wait), time.Duration(mean)) <= deadline {
 		return nil

@@ -104,7 +104,7 @@ func (p *Pool[C]) oldestIdle() (time.Time, bool) {
 	p.mu.Lock()
 	closing := p.unparkLocked(p.clock.coarse())
 	e := p.idle.oldest()
-	ok := e != nil && p.keptLocked() > p.minSize
+	ok := e != nil && p.n.kept() > p.minSize
 	var since time.Time
 	if ok {
 		since = p.clock.time(e.idleSince)
@@ -119,7 +119,7 @@ func (p *Pool[C]) reclaimIdle() bool {
 	p.mu.Lock()
 	closing := p.unparkLocked(p.clock.coarse())
 	var oldest []*entry[C]
-	if p.keptLocked() > p.minSize {
+	if p.n.kept() > p.minSize {
 		oldest = p.idle.takeOldest(1, nil)
 		closing = p.closeIdleLocked(oldest, CloseBudget, closing)
 	}

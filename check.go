@@ -123,12 +123,12 @@ func (p *Pool[C]) putBack(e *entry[C]) {
 // an idle connection, or with ErrPoolClosed. p.mu must be held.
 func (p *Pool[C]) requeueLocked(w *waiter[C]) {
 	if p.closed.Load() {
-		p.serveLocked(w, result[C]{err: ErrPoolClosed})
+		p.wakes.serve(w, result[C]{err: ErrPoolClosed})
 		return
 	}
 	if e := p.idle.takeNewest(); e != nil { // idle means nobody waits
 		h := p.handLocked(e, w, p.clock.coarse())
-		p.serveLocked(w, result[C]{e: h.e, check: h.check})
+		p.wakes.serve(w, result[C]{e: h.e, check: h.check})
 		return
 	}
 	p.waiters.pushFront(w)

@@ -48,7 +48,7 @@ func (p *Pool[C]) stop() (idle []*entry[C], first bool) {
 		idle = append(idle, h.e)
 	}
 	for w := p.waiters.popFront(); w != nil; w = p.waiters.popFront() {
-		p.serveLocked(w, result[C]{err: ErrPoolClosed})
+		p.wakes.serve(w, result[C]{err: ErrPoolClosed})
 	}
 	p.timeout.stop()
 	p.dialing.retry.stop()
@@ -118,7 +118,7 @@ func (p *Pool[C]) logShutdownCut(ctx context.Context) {
 // signalDrainedLocked closes drained once the pool is closed and every
 // connection is gone. p.mu must be held.
 func (p *Pool[C]) signalDrainedLocked() {
-	if p.closed.Load() && p.openLocked() == 0 {
+	if p.closed.Load() && p.n.open() == 0 {
 		select {
 		case <-p.drained:
 		default:

@@ -30,12 +30,6 @@ type dialState struct {
 // backoff is on. p.mu must be held.
 func (p *Pool[C]) downLocked() bool { return p.dialing.failures > 0 && p.cfg.DialBackoff > 0 }
 
-// inUseLocked counts the connections in callers' hands: checked, lent or
-// being reset. p.mu must be held.
-func (p *Pool[C]) inUseLocked() int {
-	return p.n[stateChecking] + p.n[stateLent] + p.n[stateResetting]
-}
-
 // dialForWaitersLocked starts the dials needed so that every waiter has a
 // connection coming. p.mu must be held.
 func (p *Pool[C]) dialForWaitersLocked() {
@@ -52,7 +46,7 @@ func (p *Pool[C]) refillLocked() {
 // every waiter no dial in flight is for, or as many as it lacks to reach
 // MinSize, whichever is more, never past MaxSize. p.mu must be held.
 func (p *Pool[C]) shortfallLocked() int {
-	open := p.openLocked()
+	open := p.n.open()
 	return min(max(p.waiters.len-p.n[stateDialling], p.minSize-open), p.maxSize-open)
 }
 
@@ -75,8 +69,8 @@ func (p *Pool[C]) startDialsLocked(want int) {
 		}
 		limit = 1
 	}
-	room := p.capLocked() - p.openLocked()
-	if room <= 0 && p.dialing.ceiling.set && p.openLocked() < p.maxSize && p.probeLocked(p.clock.now()) {
+	room := p.capLocked() - p.n.open()
+	if room <= 0 && p.dialing.ceiling.set && p.n.open() < p.maxSize && p.probeLocked(p.clock.now()) {
 		room = 1 // a probe above the capacity ceiling
 	}
 	want = min(want, room, limit-p.n[stateDialling])
@@ -112,11 +106,11 @@ func (p *Pool[C]) failFastLocked(now int64) error {
 	switch {
 	case !p.downLocked():
 		return nil
-	case p.inUseLocked() > 0:
+	case p.n.inUse() > 0:
 		return nil // a lent connection comes back, to the waiters in turn
 	case p.n[stateDialling] > p.waiters.len:
 		return nil // a connection is coming for this caller
-	case now >= p.dialing.retryAt && p.n[stateDialling] == 0 && p.openLocked() < p.maxSize:
+	case now >= p.dialing.retryAt && p.n[stateDialling] == 0 && p.n.open() < p.maxSize:
 		return nil // this caller's wait starts the next probe
 	}
 	return p.dialing.lastErr
@@ -127,13 +121,13 @@ func (p *Pool[C]) failFastLocked(now int64) error {
 // back, and there are more waiters than dials in flight. p.mu must be
 // held.
 func (p *Pool[C]) failUncoveredLocked() {
-	if !p.downLocked() || p.inUseLocked() > 0 {
+	if !p.downLocked() || p.n.inUse() > 0 {
 		return
 	}
 	for p.waiters.len > p.n[stateDialling] {
 		w := p.waiters.popBack()
 		p.stats.failedFast.Add(1)
-		p.serveLocked(w, result[C]{err: p.dialing.lastErr})
+		p.wakes.serve(w, result[C]{err: p.dialing.lastErr})
 	}
 }
 
@@ -247,10 +241,10 @@ func (p *Pool[C]) dialFailed(err error, now int64) {
 	} else {
 		ev = p.sourceFailedLocked(err, now)
 	}
-	wait := refused || p.inUseLocked() > 0
+	wait := refused || p.n.inUse() > 0
 	if !wait {
 		if w := p.nextWaiterLocked(now); w != nil {
-			p.serveLocked(w, result[C]{err: err})
+			p.wakes.serve(w, result[C]{err: err})
 		}
 	}
 	switch {
@@ -366,11 +360,11 @@ func (p *Pool[C]) notifyReadyLocked() {
 	for _, r := range p.ready {
 		switch {
 		case p.closed.Load():
-			p.answerReadyLocked(r, ErrPoolClosed)
+			p.wakes.answerReady(r, ErrPoolClosed)
 		case p.liveLocked() >= p.minSize:
-			p.answerReadyLocked(r, nil)
+			p.wakes.answerReady(r, nil)
 		case p.n[stateDialling] == 0 && r.failed != nil:
-			p.answerReadyLocked(r, r.failed)
+			p.wakes.answerReady(r, r.failed)
 		default:
 			kept = append(kept, r)
 		}

@@ -78,7 +78,7 @@ func (p *Pool[C]) CheckAccounting() error {
 		}
 	}
 	idle := counts[stateIdle] + counts[stateParked]
-	switch open := p.openLocked(); {
+	switch open := p.n.open(); {
 	case p.n[stateParked] != 0:
 		return fmt.Errorf("the lock's books count %d parked; only the slots count them", p.n[stateParked])
 	case open != len(p.conns)+p.n[stateDialling]:
@@ -87,10 +87,10 @@ func (p *Pool[C]) CheckAccounting() error {
 		return fmt.Errorf("idle stack holds %d, count says %d", p.idle.len(), p.n[stateIdle])
 	case open > p.maxSize && !p.aboveMax:
 		return fmt.Errorf("open %d > max %d", open, p.maxSize)
-	case p.keptLocked() > p.maxSize && idle > 0:
+	case p.n.kept() > p.maxSize && idle > 0:
 		// Only SetMaxSize puts a pool above its MaxSize, and then it
 		// keeps no idle connection until it is within it again.
-		return fmt.Errorf("%d idle while %d open > max %d", idle, p.keptLocked(), p.maxSize)
+		return fmt.Errorf("%d idle while %d open > max %d", idle, p.n.kept(), p.maxSize)
 	case idle > 0 && p.waiters.len > 0:
 		return fmt.Errorf("%d idle (%d parked) while %d wait", idle, counts[stateParked], p.waiters.len)
 	case counts[stateParked] > 0 && p.closed.Load():

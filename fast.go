@@ -102,6 +102,6 @@ func (p *Pool[C]) unparkForWaitersLocked(now int64) {
 		if h.reason != CloseBudget {
 			panic("pool: internal: a parked connection to close while callers wait")
 		}
-		p.deferCloseLocked(h)
+		p.wakes.close(h)
 	}
 }

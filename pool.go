@@ -69,7 +69,7 @@ type Pool[C Connector] struct {
 	// n[stateIdle] == idle.len(), a parked connection counted lent; the
 	// open connections, every state together, never exceed maxSize but
 	// after SetMaxSize lowered it.
-	n [numStates]int
+	n books
 	// aboveMax is set while the pool holds more than maxSize, since
 	// SetMaxSize lowered it below the connections open, until enough of
 	// them are closed (goneLocked clears it). Only then does a release
@@ -83,7 +83,7 @@ type Pool[C Connector] struct {
 	waiters waitList[C]
 	// wakes are the deliveries to waiters queued under mu, sent by
 	// unlock once mu is free (wake.go).
-	wakes []delivery[C]
+	wakes wakeList[C]
 	// The fields from mu to waiters.len are the ones every Acquire and
 	// Release touch; they sit together, on two cache lines, so a critical
 	// section touches few (TestEntryFillsWholeCacheLines checks it).

@@ -35,7 +35,7 @@ func (p *Pool[C]) reapLocked(now int64) []handoff[C] {
 	closing := p.unparkLocked(now) // above MaxSize
 	closing = p.closeIdleLocked(p.idle.takeWhere(func(e *entry[C]) bool { return now >= e.expiresAt }), CloseLifetime, closing)
 	if p.cfg.MaxIdleTime > 0 {
-		spare := p.keptLocked() - p.minSize // oldest first, down to MinSize
+		spare := p.n.kept() - p.minSize // oldest first, down to MinSize
 		closing = p.closeIdleLocked(p.idle.takeWhere(func(e *entry[C]) bool {
 			if spare <= 0 || time.Duration(now-e.idleSince)-clockDoubt < p.cfg.MaxIdleTime {
 				return false

@@ -26,12 +26,12 @@ func (p *Pool[C]) SetMaxSize(n int) error {
 		return err
 	}
 	p.maxSize = n
-	p.aboveMax = p.openLocked() > n
+	p.aboveMax = p.n.open() > n
 	p.aboveMaxFast.Store(p.aboveMax)
 	// Parked connections come back first: above MaxSize they are closed
 	// (putLocked), and none parks again until the pool is within it.
 	closing := p.unparkLocked(p.clock.coarse())
-	closing = p.closeIdleLocked(p.idle.takeOldest(p.keptLocked()-n, nil), CloseResized, closing)
+	closing = p.closeIdleLocked(p.idle.takeOldest(p.n.kept()-n, nil), CloseResized, closing)
 	p.refillLocked() // growing: dials for waiters
 	p.unlock()
 	p.doAll(closing)

@@ -189,7 +189,7 @@ func (p *Pool[C]) putLocked(e *entry[C], idleSince, now int64) handoff[C] {
 	case p.closed.Load():
 		p.closeLocked(e)
 		return handoff[C]{e: e, reason: ClosePoolClosed}
-	case p.aboveMax && p.keptLocked() > p.maxSize:
+	case p.aboveMax && p.n.kept() > p.maxSize:
 		p.closeLocked(e)
 		return handoff[C]{e: e, reason: CloseResized}
 	case p.bm != nil && !e.fresh && p.yieldLocked(e, now): // a new connection serves once first
@@ -228,7 +228,7 @@ func (p *Pool[C]) unparkLocked(now int64) []handoff[C] {
 	for _, e := range p.idle.unpark() {
 		switch h := p.putLocked(e, e.idleSince, now); {
 		case h.w != nil:
-			p.serveLocked(h.w, result[C]{e: h.e, check: h.check})
+			p.wakes.serve(h.w, result[C]{e: h.e, check: h.check})
 		case h.e != nil:
 			closing = append(closing, h)
 		}
@@ -269,7 +269,7 @@ func (p *Pool[C]) goneLocked(e *entry[C]) {
 	e.state = stateGone
 	p.n[stateClosing]--
 	p.freeSlotLocked(true)
-	if p.aboveMax && p.openLocked() <= p.maxSize {
+	if p.aboveMax && p.n.open() <= p.maxSize {
 		p.aboveMax = false
 		p.aboveMaxFast.Store(false)
 	}
@@ -285,17 +285,13 @@ func (p *Pool[C]) goneLocked(e *entry[C]) {
 // operations; while loans start and end without the lock, one moving
 // between a slot and a caller may be counted on either side. p.mu must
 // be held.
-func (p *Pool[C]) countsLocked() [numStates]int {
+func (p *Pool[C]) countsLocked() books {
 	n := p.n
 	k := p.idle.parked()
 	n[stateLent] -= k
 	n[stateParked] += k
 	return n
 }
-
-// keptLocked is the number of connections open and not being closed,
-// dials in flight included. p.mu must be held.
-func (p *Pool[C]) keptLocked() int { return p.openLocked() - p.n[stateClosing] }
 
 // checkDue reports whether e must be checked before it is lent: it has an
 // IsValid, or now, a coarse reading, is within clockDoubt of its
@@ -315,9 +311,21 @@ func (p *Pool[C]) onlyIsValidDue(e *entry[C], now int64) bool {
 	return soon < e.expiresAt && (p.cfg.PingAfterIdle <= 0 || soon-e.idleSince < int64(p.cfg.PingAfterIdle))
 }
 
-// openLocked is the number of connections open: every state's count, a
-// dial in flight included. p.mu must be held.
-func (p *Pool[C]) openLocked() int {
-	n := p.n
+// books counts connections by state as the lock sees them: a parked
+// connection is counted lent (see countsLocked). It is protected by the
+// pool's mu.
+type books [numStates]int
+
+// open is the number of connections open: every state's count, dials in
+// flight included.
+func (n *books) open() int {
 	return n[stateDialling] + n[stateIdle] + n[stateParked] + n[stateChecking] + n[stateLent] + n[stateResetting] + n[stateClosing]
 }
+
+// kept is the number of connections open and not being closed, dials in
+// flight included.
+func (n *books) kept() int { return n.open() - n[stateClosing] }
+
+// inUse counts the connections in callers' hands, or on their way back to
+// the lock: checked, lent (parked ones included) or being reset.
+func (n *books) inUse() int { return n[stateChecking] + n[stateLent] + n[stateResetting] }

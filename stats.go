@@ -106,7 +106,7 @@ func (p *Pool[C]) Stats() Stats {
 	p.mu.Lock()
 	n := p.countsLocked()
 	s := Stats{
-		Total:   p.openLocked(),
+		Total:   p.n.open(),
 		Idle:    n[stateIdle] + n[stateParked],
 		InUse:   n[stateChecking] + n[stateLent] + n[stateResetting],
 		Dialing: n[stateDialling],

@@ -222,7 +222,7 @@ func (p *Pool[C]) nextWaiterLocked(now int64) *waiter[C] {
 		}
 		// Its goroutine is waking, or about to, on its own; this answer,
 		// which wait turns into the caller's error, is what it will find.
-		p.serveLocked(w, result[C]{err: err})
+		p.wakes.serve(w, result[C]{err: err})
 	}
 }
 
@@ -251,7 +251,7 @@ func (p *Pool[C]) expireWaiters() {
 		case w.timeoutAt == 0:
 		case w.timeoutAt <= now:
 			p.waiters.remove(w)
-			p.serveLocked(w, result[C]{err: errTimedOut})
+			p.wakes.serve(w, result[C]{err: errTimedOut})
 		default:
 			next = min(next, w.timeoutAt)
 		}
@@ -324,7 +324,7 @@ func (p *Pool[C]) timedOut(a *acquisition[C]) error {
 // timedOutLocked is timedOut with p.mu held.
 func (p *Pool[C]) timedOutLocked(a *acquisition[C]) error {
 	p.stats.timedOut.Add(1)
-	inUse, cause := p.inUseLocked(), p.dialing.lastErr
+	inUse, cause := p.n.inUse(), p.dialing.lastErr
 	if a.lastErr != nil {
 		cause = a.lastErr
 	}

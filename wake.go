@@ -4,7 +4,7 @@ import "slices"
 
 // Waking a goroutine is never done under the pool's lock. An edge that
 // ends a waiter's wait, with a connection or an error, queues a delivery
-// (serveLocked) or returns a handoff; unlock, the only way p.mu is
+// (p.wakes.serve) or returns a handoff; unlock, the only way p.mu is
 // unlocked, sends the queued deliveries once the lock is free, and the
 // caller carries out its handoffs after it. wake_test.go checks the
 // source for both rules: every send to a waiter's or a WaitReady caller's
@@ -12,7 +12,7 @@ import "slices"
 
 // delivery is one send that ends a wait: a result to a waiter, or an
 // answer to a WaitReady caller; or a close that an edge could not leave
-// to its caller (see deferCloseLocked).
+// to its caller (see wakeList.close).
 type delivery[C Connector] struct {
 	w       *waiter[C]
 	r       result[C]
@@ -35,22 +35,24 @@ func (d delivery[C]) deliver() {
 	}
 }
 
-// deferClose queues the close h stands for, to be done once p.mu is
-// unlocked, by an edge whose caller has no way to carry it out. p.mu must
-// be held.
-func (p *Pool[C]) deferCloseLocked(h handoff[C]) {
-	p.wakes = append(p.wakes, delivery[C]{closing: h.e, reason: h.reason})
+// wakeList is the deliveries queued under the pool's mu, which protects
+// it; unlock sends them.
+type wakeList[C Connector] []delivery[C]
+
+// serve queues r for waiter w, dequeued, to be sent once p.mu is unlocked.
+func (l *wakeList[C]) serve(w *waiter[C], r result[C]) {
+	*l = append(*l, delivery[C]{w: w, r: r})
 }
 
-// serveLocked queues r for waiter w, dequeued, to be sent once p.mu is
-// unlocked. p.mu must be held.
-func (p *Pool[C]) serveLocked(w *waiter[C], r result[C]) {
-	p.wakes = append(p.wakes, delivery[C]{w: w, r: r})
+// answerReady queues err for WaitReady caller r.
+func (l *wakeList[C]) answerReady(r *readyWaiter, err error) {
+	*l = append(*l, delivery[C]{ready: r, err: err})
 }
 
-// answerReadyLocked queues err for WaitReady caller r. p.mu must be held.
-func (p *Pool[C]) answerReadyLocked(r *readyWaiter, err error) {
-	p.wakes = append(p.wakes, delivery[C]{ready: r, err: err})
+// close queues the close h stands for, to be done once p.mu is unlocked,
+// for an edge whose caller has no way to carry it out.
+func (l *wakeList[C]) close(h handoff[C]) {
+	*l = append(*l, delivery[C]{closing: h.e, reason: h.reason})
 }
 
 // unlock unlocks p.mu and then sends the deliveries queued under it. It
