@@ -48,27 +48,37 @@ func (p *Pool[C]) park(e *entry[C]) bool {
 		return false
 	}
 	e.idleSince = p.clock.coarse()
-	return p.idle.park(e, p.fastOff)
+	slot := p.idle.park(e)
+	if slot == nil {
+		return false
+	}
+	// Parked: now see whether a waiter, Close, SetMaxSize or the budget
+	// came in meanwhile (they raise their flag, then unpark).
+	if p.fastOff() && p.idle.takeBack(slot, e) {
+		return false // ours again: the locked way hands it on
+	}
+	return true
 }
 
 // takeParked: parked → lent, without the lock: it takes a parked
-// connection, or returns nil when none is parked or callers wait (they
-// come first).
-func (p *Pool[C]) takeParked() *entry[C] {
+// connection, with its slot, or returns nil when none is parked or callers
+// wait (they come first).
+func (p *Pool[C]) takeParked() (*entry[C], *fastSlot[C]) {
 	if p.waiters.gate.Load() != 0 || p.closed.Load() {
-		return nil
+		return nil, nil
 	}
 	return p.idle.takeParked()
 }
 
-// lendParked lends a parked connection, if one is, with the outcomes of
-// the acquire loop: lent (checked as check would, with IsValid alone
-// still without the lock), retry when it failed its check and was
-// closed, fail when a check ended the call; none when nothing was parked.
-func (p *Pool[C]) lendParked(ctx context.Context, a *acquisition[C]) (*entry[C], outcome, error) {
-	e := p.takeParked()
+// lendParked lends a parked connection, if one is, with the slot it was
+// taken from and the outcomes of the acquire loop: lent (checked as check
+// would, with IsValid alone still without the lock), retry when it failed
+// its check and was closed, fail when a check ended the call; none when
+// nothing was parked.
+func (p *Pool[C]) lendParked(ctx context.Context, a *acquisition[C]) (*entry[C], *fastSlot[C], outcome, error) {
+	e, slot := p.takeParked()
 	if e == nil {
-		return nil, outcomeNone, nil
+		return nil, nil, outcomeNone, nil
 	}
 	now := p.clock.coarse()
 	switch {
@@ -77,13 +87,13 @@ func (p *Pool[C]) lendParked(ctx context.Context, a *acquisition[C]) (*entry[C],
 		if !p.isValid(e) {
 			a.lastErr = errInvalid
 			reraise(p.retire(e, CloseBroken))
-			return nil, outcomeRetry, nil
+			return nil, nil, outcomeRetry, nil
 		}
 	default:
 		out, err := p.check(ctx, e, a, nil)
-		return e, out, err
+		return e, slot, out, err
 	}
-	return e, outcomeLent, nil
+	return e, slot, outcomeLent, nil
 }
 
 // unparkForWaitersLocked moves the parked connections back for the

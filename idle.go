@@ -65,42 +65,46 @@ func (s *idleSet[C]) init(maxSize int) {
 }
 
 // park puts e, owned by the caller and stamped with its idle time, in a
-// free slot, and reports whether it did; the caller owns e no longer if
-// it did. off is read after e is in its slot: if it reports true, park
-// takes e back (unless someone took it already) and reports false, and the
-// caller goes the locked way (the gate race: see fast.go).
-func (s *idleSet[C]) park(e *entry[C], off func() bool) bool {
+// free slot, and returns the slot; the caller owns e no longer. It
+// returns nil when every slot is full.
+func (s *idleSet[C]) park(e *entry[C]) *fastSlot[C] {
 	start := home()
-	for i := range uint32(len(s.parking.slots)) {
-		slot := &s.parking.slots[(start+i)&s.parking.mask]
-		if slot.e.Load() != nil || !slot.e.CompareAndSwap(nil, e) {
-			continue
-		}
-		if off() && slot.e.CompareAndSwap(e, nil) {
-			return false
-		}
-		return true
-	}
-	return false
-}
-
-// takeParked takes a parked connection, which the caller then owns, or
-// returns nil if none is parked.
-func (s *idleSet[C]) takeParked() *entry[C] {
-	start := home()
-	for i := range uint32(len(s.parking.slots)) {
-		slot := &s.parking.slots[(start+i)&s.parking.mask]
-		if slot.e.Load() == nil {
-			continue
-		}
-		if e := slot.e.Swap(nil); e != nil {
-			return e
+	f := s.parking
+	for i := range uint32(len(f.slots)) {
+		slot := &f.slots[(start+i)&f.mask]
+		if slot.e.Load() == nil && slot.e.CompareAndSwap(nil, e) {
+			return slot
 		}
 	}
 	return nil
 }
 
-// countLoan counts a loan started, in the slot of the calling goroutine:
+// takeBack takes e back out of slot, where park put it, unless someone
+// has taken it already; it reports whether it did (the gate race: see
+// fast.go).
+func (s *idleSet[C]) takeBack(slot *fastSlot[C], e *entry[C]) bool {
+	return slot.e.CompareAndSwap(e, nil)
+}
+
+// takeParked takes a parked connection, which the caller then owns, with
+// the slot it was in, or returns nil if none is parked.
+func (s *idleSet[C]) takeParked() (*entry[C], *fastSlot[C]) {
+	start := home()
+	f := s.parking
+	for i := range uint32(len(f.slots)) {
+		slot := &f.slots[(start+i)&f.mask]
+		if slot.e.Load() == nil {
+			continue
+		}
+		if e := slot.e.Swap(nil); e != nil {
+			return e, slot
+		}
+	}
+	return nil, nil
+}
+
+// countLoan counts a loan started, in the slot of the calling goroutine
+// (a loan of a parked connection is counted in the slot it came from):
 // Stats.AcquireCount is the sum over the slots (loans).
 func (s *idleSet[C]) countLoan() {
 	s.parking.slots[home()&s.parking.mask].loans.Add(1)
@@ -134,17 +138,45 @@ func (s *idleSet[C]) holds() (n, nanos int64) {
 
 // parked counts the connections parked now. Each is counted once: one
 // that moves from one slot to another while they are read (through a
-// loan) is seen in both, and counted in one.
+// loan) may be seen in both, and is counted in one.
 func (s *idleSet[C]) parked() int {
-	var seen [maxFastSlots]*entry[C]
+	f := s.parking
 	n := 0
-	for i := range s.parking.slots {
-		if e := s.parking.slots[i].e.Load(); e != nil && !slices.Contains(seen[:n], e) {
-			seen[n] = e
-			n++
+	for i := range f.slots {
+		e := f.slots[i].e.Load()
+		if e == nil {
+			continue
+		}
+		n++
+		for j := range i { // seen before? (rare: it moved as we read)
+			if f.slots[j].e.Load() == e {
+				n--
+				break
+			}
 		}
 	}
 	return n
+}
+
+// census counts the connections parked now, as parked does, and sums
+// the loans counted by countLoan, in one pass over the slots.
+func (s *idleSet[C]) census() (parked int, loans int64) {
+	f := s.parking
+	for i := range f.slots {
+		loans += f.slots[i].loans.Load()
+		e := f.slots[i].e.Load()
+		if e == nil {
+			continue
+		}
+		parked++
+		for j := range i {
+			if f.slots[j].e.Load() == e {
+				parked--
+				break
+			}
+		}
+	}
+	return parked, loans
 }
 
 // isParked reports whether e is in a slot now. The pool's mu must be held,

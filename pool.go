@@ -267,32 +267,41 @@ const (
 )
 
 // get is the one entry point of every acquire: the loop, timed for the
-// Acquire hook. It returns a connection in state lent.
+// Acquire hook. It returns a connection in state lent, and counts the
+// loan in Stats.AcquireCount: in the slot it was taken from, if it was
+// parked, else in the caller's (idleSet.countLoan).
 func (p *Pool[C]) get(ctx context.Context, mode acquireMode) (*entry[C], error) {
 	var start int64
 	if p.cfg.Hooks.Acquire != nil {
 		start = p.clock.now()
 	}
-	e, err := p.acquire(ctx, mode)
+	e, slot, err := p.acquire(ctx, mode)
+	switch {
+	case err != nil:
+	case slot != nil:
+		slot.loans.Add(1)
+	default:
+		p.idle.countLoan()
+	}
 	if p.cfg.Hooks.Acquire != nil {
 		p.reportAcquire(start, err)
 	}
 	return e, err
 }
 
-func (p *Pool[C]) acquire(ctx context.Context, mode acquireMode) (*entry[C], error) {
+func (p *Pool[C]) acquire(ctx context.Context, mode acquireMode) (*entry[C], *fastSlot[C], error) {
 	if err := ctx.Err(); err != nil {
 		p.stats.canceled.Add(1)
-		return nil, err
+		return nil, nil, err
 	}
 	// TryAcquire's clock never starts: AcquireTimeout does not apply.
 	a := acquisition[C]{started: mode == noWait}
 	for {
-		switch e, out, err := p.lendParked(ctx, &a); out { // fast.go
+		switch e, slot, out, err := p.lendParked(ctx, &a); out { // fast.go
 		case outcomeLent:
-			return e, nil
+			return e, slot, nil
 		case outcomeFail:
-			return nil, err
+			return nil, nil, err
 		case outcomeRetry:
 			continue // the connection was closed
 		}
@@ -300,18 +309,18 @@ func (p *Pool[C]) acquire(ctx context.Context, mode acquireMode) (*entry[C], err
 		p.mu.Lock()
 		if p.closed.Load() {
 			p.unlock()
-			return nil, ErrPoolClosed
+			return nil, nil, ErrPoolClosed
 		}
 		if e, state := p.takeIdleLocked(now); e != nil {
 			p.unlock()
 			if state == stateLent {
-				return e, nil
+				return e, nil, nil
 			}
 			switch out, err := p.check(ctx, e, &a, nil); out {
 			case outcomeLent:
-				return e, nil
+				return e, nil, nil
 			case outcomeFail:
-				return nil, err
+				return nil, nil, err
 			}
 			continue // outcomeRetry: the connection was closed
 		}
@@ -321,17 +330,17 @@ func (p *Pool[C]) acquire(ctx context.Context, mode acquireMode) (*entry[C], err
 			}
 			p.unlock()
 			p.settleBudget()
-			return nil, ErrPoolExhausted
+			return nil, nil, ErrPoolExhausted
 		}
 		w, err := p.enqueueLocked(ctx, &a)
 		p.unlock()
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		p.settleBudget() // a dial the budget refused: reclaim a slot
 		e, err := p.waitTurn(ctx, w, &a)
 		p.recordWait(a.waitStart)
-		return e, err
+		return e, nil, err
 	}
 }
 

@@ -180,7 +180,6 @@ func (pc *PooledConn[C]) end(how loanEnd) bool {
 func (p *Pool[C]) startLoan(e *entry[C]) uint64 {
 	e.fresh = false
 	loan := e.ended.Load() + 1 // the owner's own last write: no other writer now
-	p.idle.countLoan()
 	p.loanStarted(e)
 	if p.cfg.LeakThreshold > 0 {
 		p.trackLeak(e, loan)

@@ -281,17 +281,9 @@ func (p *Pool[C]) goneLocked(e *entry[C]) {
 }
 
 // countsLocked returns how many connections are in each state, the parked
-// ones counted where they are, in the idle set's slots. Exact between
-// operations; while loans start and end without the lock, one moving
-// between a slot and a caller may be counted on either side. p.mu must
-// be held.
-func (p *Pool[C]) countsLocked() books {
-	n := p.n
-	k := p.idle.parked()
-	n[stateLent] -= k
-	n[stateParked] += k
-	return n
-}
+// ones counted where they are, in the idle set's slots (see withParked).
+// p.mu must be held.
+func (p *Pool[C]) countsLocked() books { return p.n.withParked(p.idle.parked()) }
 
 // checkDue reports whether e must be checked before it is lent: it has an
 // IsValid, or now, a coarse reading, is within clockDoubt of its
@@ -325,6 +317,16 @@ func (n *books) open() int {
 // kept is the number of connections open and not being closed, dials in
 // flight included.
 func (n *books) kept() int { return n.open() - n[stateClosing] }
+
+// withParked returns the counts with k of the connections counted lent
+// moved to parked: k is what the idle set's slots hold. Exact between
+// operations; while loans start and end without the lock, a connection
+// moving between a slot and a caller may be counted on either side.
+func (n books) withParked(k int) books {
+	n[stateLent] -= k
+	n[stateParked] += k
+	return n
+}
 
 // inUse counts the connections in callers' hands, or on their way back to
 // the lock: checked, lent (parked ones included) or being reset.

@@ -104,7 +104,8 @@ type Stats struct {
 // the lock; the counters are read just after.
 func (p *Pool[C]) Stats() Stats {
 	p.mu.Lock()
-	n := p.countsLocked()
+	parked, loans := p.idle.census()
+	n := p.n.withParked(parked)
 	s := Stats{
 		Total:   p.n.open(),
 		Idle:    n[stateIdle] + n[stateParked],
@@ -124,7 +125,7 @@ func (p *Pool[C]) Stats() Stats {
 	}
 	p.unlock()
 	c := &p.stats
-	s.AcquireCount = p.idle.loans()
+	s.AcquireCount = loans
 	s.WaitCount = c.waitCount.Load()
 	s.WaitDuration = time.Duration(c.waitNanos.Load())
 	s.CanceledAcquires = c.canceled.Load()
