@@ -107,7 +107,9 @@ func NewBudget(limit int) (*Budget, error) {
 	if limit < 1 {
 		return nil, newError(fmt.Sprintf("invalid config: budget limit is %d; it must be at least 1", limit), ErrInvalidConfig)
 	}
-	return &Budget{limit: limit, epoch: time.Now()}, nil
+	b := &Budget{limit: limit, epoch: time.Now()}
+	b.wake.fn = b.woken
+	return b, nil
 }
 
 // SetName names the budget in its errors and Stats.

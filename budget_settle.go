@@ -168,7 +168,7 @@ func (b *Budget) settleStep() bool {
 // armWakeLocked makes the wake timer settle the budget no later than at
 // (the budget's clock). b.mu must be held.
 func (b *Budget) armWakeLocked(at int64) {
-	b.wake.set(at, b.now(), b.woken)
+	b.wake.set(at, b.now())
 }
 
 func (b *Budget) woken() {

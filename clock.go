@@ -75,7 +75,10 @@ func (c *clock) start() int64 {
 	c.cached.Store(now)
 	if !c.running.Load() && !c.stopped {
 		c.read.Store(true)
-		c.refresh.set(now+int64(clockTick), now, c.tick)
+		if c.refresh.fn == nil {
+			c.refresh.fn = c.tick
+		}
+		c.refresh.set(now+int64(clockTick), now)
 		c.running.Store(true)
 	}
 	return now
@@ -97,7 +100,7 @@ func (c *clock) tick() {
 		c.running.Store(false)
 		return
 	}
-	c.refresh.set(now+int64(clockTick), now, c.tick)
+	c.refresh.set(now+int64(clockTick), now)
 }
 
 // stop stops the refresh timer for good (the pool is closed). Later
@@ -113,24 +116,27 @@ func (c *clock) stop() {
 // alarm is a timer that calls fn at the earliest of the times it is set
 // for: the one shape of every deadline timer here (the AcquireTimeout
 // timer, the retry timer, the budget's wake timer, the coarse clock's
-// refresh). Its owner protects it with a lock of its own, and its
-// callback calls fired first, under that lock. The zero alarm is unarmed;
-// its timer is made on first use.
+// refresh). Its owner protects it with a lock of its own, gives it its
+// callback (fn) before the first set, and the callback calls fired first,
+// under that lock. Its timer is made on first use.
 type alarm struct {
+	fn    func()
 	t     *time.Timer
 	at    int64 // when it fires, valid while armed
 	armed bool
 }
 
 // set makes a call fn no later than at; now is a reading of the same
-// clock as at. An alarm armed for at or earlier is left as it is.
-func (a *alarm) set(at, now int64, fn func()) {
+// clock as at. An alarm armed for at or earlier is left as it is. (fn is
+// a field, not an argument: a method value made at each call would
+// allocate.)
+func (a *alarm) set(at, now int64) {
 	if a.armed && a.at <= at {
 		return
 	}
 	d := time.Duration(at - now)
 	if a.t == nil {
-		a.t = time.AfterFunc(d, fn)
+		a.t = time.AfterFunc(d, a.fn)
 	} else {
 		a.t.Reset(d)
 	}

@@ -55,8 +55,8 @@ func (p *Pool[C]) shortfallLocked() int {
 // retryAt (and arms the retry timer for then), and then one at a time.
 // p.mu must be held.
 func (p *Pool[C]) startDialsLocked(want int) {
-	if want <= 0 || p.closed.Load() {
-		return
+	if want <= 0 || p.closed.Load() || p.n.open() >= p.maxSize {
+		return // at MaxSize, as callers who wait mostly find it
 	}
 	limit := p.cfg.MaxConcurrentDials
 	if limit == 0 {
@@ -87,7 +87,7 @@ func (p *Pool[C]) startDialsLocked(want int) {
 // backoff of a down source ends, or the next probe above the capacity
 // ceiling is due. p.mu must be held.
 func (p *Pool[C]) armRetryLocked(now, at int64) {
-	p.dialing.retry.set(at, now, p.retryDials)
+	p.dialing.retry.set(at, now)
 }
 
 func (p *Pool[C]) retryDials() {

@@ -23,8 +23,8 @@ import (
 //     ones; Close takes everything.
 //
 // What is taken under the lock is taken from the parked connections too:
-// those move to the stack first (unpark), in the order they went idle, so
-// that nothing reads an idle connection without owning it.
+// those move to the stack first (unpark), so that nothing reads an idle
+// connection without owning it.
 type idleSet[C Connector] struct {
 	// stack holds the idle connections, the most recently released on
 	// top (the end): reuse is newest first, and the oldest are at the
@@ -41,16 +41,19 @@ type slotArray[C Connector] struct {
 	slots []fastSlot[C]
 }
 
-// fastSlot holds one parked connection, or nil, and counts the loans
-// started and the loans timed by the goroutines whose home it is (see
-// countLoan, countHold), on a cache line of its own.
+// fastSlot holds one parked connection, or nil, and the counters of the
+// goroutines whose home it is (countLoan, countWait, countHold), on a
+// cache line of its own: counting an event writes no line that every
+// core shares.
 type fastSlot[C Connector] struct {
 	e     atomic.Pointer[entry[C]]
 	loans atomic.Int64
+	// waits counts the calls that waited, and waitNanos sums their waits.
+	waits, waitNanos atomic.Int64
 	// holds counts the loans timed, with Adaptive or ShedHopeless, and
 	// holdNanos sums their lengths.
 	holds, holdNanos atomic.Int64
-	_                [64 - 32]byte
+	_                [64 - 48]byte
 }
 
 // maxFastSlots bounds the slots: twice the Ps, at most MaxSize (rounded
@@ -108,6 +111,23 @@ func (s *idleSet[C]) takeParked() (*entry[C], *fastSlot[C]) {
 // Stats.AcquireCount is the sum over the slots (loans).
 func (s *idleSet[C]) countLoan() {
 	s.parking.slots[home()&s.parking.mask].loans.Add(1)
+}
+
+// countWait counts a wait of d nanoseconds, in the slot of the calling
+// goroutine.
+func (s *idleSet[C]) countWait(d int64) {
+	slot := &s.parking.slots[home()&s.parking.mask]
+	slot.waits.Add(1)
+	slot.waitNanos.Add(d)
+}
+
+// waits sums the waits and the nanoseconds counted by countWait.
+func (s *idleSet[C]) waits() (n, nanos int64) {
+	for i := range s.parking.slots {
+		n += s.parking.slots[i].waits.Load()
+		nanos += s.parking.slots[i].waitNanos.Load()
+	}
+	return n, nanos
 }
 
 // countHold counts a timed loan of d nanoseconds, in the slot of the
@@ -210,23 +230,21 @@ func (s *idleSet[C]) takeNewest() *entry[C] {
 	return e
 }
 
-// unpark takes every parked connection out of its slot, oldest first
-// (by idle time), and returns them for the caller to put back under the
-// lock. The pool's mu must be held.
-func (s *idleSet[C]) unpark() []*entry[C] {
-	var out []*entry[C]
-	for i := range s.parking.slots {
+// unpark takes every parked connection out of its slot and calls put
+// with it, for the caller to put it back under the lock. The pool's mu
+// must be held.
+func (s *idleSet[C]) unpark(put func(e *entry[C])) {
+	f := s.parking
+	for i := range f.slots {
 		// A load first: a swap would take the slot's cache line from
 		// whichever core has it even when the slot is empty.
-		if s.parking.slots[i].e.Load() == nil {
+		if f.slots[i].e.Load() == nil {
 			continue
 		}
-		if e := s.parking.slots[i].e.Swap(nil); e != nil {
-			out = append(out, e)
+		if e := f.slots[i].e.Swap(nil); e != nil {
+			put(e)
 		}
 	}
-	slices.SortFunc(out, func(a, b *entry[C]) int { return int(a.idleSince - b.idleSince) })
-	return out
 }
 
 // takeOldest removes from the bottom of the stack, oldest first, up to n

@@ -38,11 +38,6 @@ type Pool[C Connector] struct {
 	// manager is the Manager that made the pool, nil for New.
 	manager *Manager[C]
 
-	// testHookGaveUp, if set, runs when a waiter has given up and before it
-	// takes the lock to leave the queue. Tests use it to serve the waiter
-	// in that window.
-	testHookGaveUp func()
-
 	// waiterCache recycles waiters with their channel, so that waiting
 	// allocates nothing.
 	waiterCache sync.Pool
@@ -104,6 +99,11 @@ type Pool[C Connector] struct {
 	reapTimer *time.Timer // nil when ReapInterval is zero
 	drained   chan struct{}
 
+	// testHookGaveUp, if set, runs when a waiter has given up and before it
+	// takes the lock to leave the queue. Tests use it to serve the waiter
+	// in that window.
+	testHookGaveUp func()
+
 	// The counters are atomics, kept off the cache line of mu: counting
 	// an event must not slow the lock down.
 	_     [64]byte
@@ -153,6 +153,8 @@ func New[C Connector](factory Factory[C], cfg Config) (*Pool[C], error) {
 	p.dialCtx, p.cancelDials = context.WithCancel(context.Background())
 	p.waiterCache.New = func() any { return &waiter[C]{ch: make(chan result[C], 1)} }
 	p.idle.init(cfg.MaxSize)
+	p.timeout.fn = p.expireWaiters
+	p.dialing.retry.fn = p.retryDials
 	p.mu.Lock()
 	p.refillLocked()
 	if cfg.ReapInterval > 0 {
@@ -305,14 +307,24 @@ func (p *Pool[C]) acquire(ctx context.Context, mode acquireMode) (*entry[C], *fa
 		case outcomeRetry:
 			continue // the connection was closed
 		}
+		// While callers wait, this one most likely will too: what queueing
+		// costs that needs no lock (the real clock, a waiter, the caller's
+		// class) is done before taking it.
+		var w *waiter[C]
 		now := p.clock.coarse()
+		if mode == waitForOne && p.waiters.gate.Load() != 0 {
+			now = p.clock.now()
+			w = p.newWaiter(ctx, &a, now)
+		}
 		p.mu.Lock()
 		if p.closed.Load() {
 			p.unlock()
+			p.recycle(w)
 			return nil, nil, ErrPoolClosed
 		}
 		if e, state := p.takeIdleLocked(now); e != nil {
 			p.unlock()
+			p.recycle(w)
 			if state == stateLent {
 				return e, nil, nil
 			}
@@ -332,9 +344,14 @@ func (p *Pool[C]) acquire(ctx context.Context, mode acquireMode) (*entry[C], *fa
 			p.settleBudget()
 			return nil, nil, ErrPoolExhausted
 		}
-		w, err := p.enqueueLocked(ctx, &a)
+		if w == nil {
+			now = p.clock.now() // a coarse reading would start AcquireTimeout early
+			w = p.newWaiter(ctx, &a, now)
+		}
+		err := p.enqueueLocked(w, &a, now)
 		p.unlock()
 		if err != nil {
+			p.recycle(w)
 			return nil, nil, err
 		}
 		p.settleBudget() // a dial the budget refused: reclaim a slot
@@ -344,40 +361,46 @@ func (p *Pool[C]) acquire(ctx context.Context, mode acquireMode) (*entry[C], *fa
 	}
 }
 
-// enqueueLocked queues the caller, or returns the error that ends its
-// call at once: its AcquireTimeout has passed, the source is down and no
-// connection is coming for it, or MaxWaiters callers already wait. It reads the real clock: the caller is
-// about to wait, and a coarse reading would start its AcquireTimeout
-// early. p.mu must be held.
-func (p *Pool[C]) enqueueLocked(ctx context.Context, a *acquisition[C]) (*waiter[C], error) {
-	now := p.clock.now()
+// newWaiter returns a waiter for the caller, not yet queued, and starts
+// the call's clock at now, a real reading, if it has not started. It
+// reads the caller's class and deadline here, outside the lock.
+func (p *Pool[C]) newWaiter(ctx context.Context, a *acquisition[C], now int64) *waiter[C] {
 	if !a.started {
 		a.begin(ctx, p, now)
-	}
-	if a.timeoutAt != 0 && now >= a.timeoutAt {
-		return nil, p.timedOutLocked(a)
-	}
-	if err := p.failFastLocked(now); err != nil {
-		p.stats.failedFast.Add(1)
-		return nil, err
-	}
-	class := PriorityFrom(ctx).class()
-	var deadline int64
-	if p.cfg.ShedHopeless {
-		deadline = p.deadlineOf(ctx, a.timeoutAt)
-		if err := p.shedLocked(class, deadline, now); err != nil {
-			return nil, err
-		}
-	}
-	if max := p.cfg.MaxWaiters; max > 0 && p.waiters.len >= max {
-		p.stats.tooManyWaiters.Add(1)
-		return nil, newError(fmt.Sprintf("too many waiters: %d callers already wait (MaxWaiters)", max), ErrTooManyWaiters)
 	}
 	w := p.waiterCache.Get().(*waiter[C])
 	w.timeoutAt = a.timeoutAt
 	w.ctx = ctx
-	w.class = uint8(class)
-	w.deadline = deadline
+	w.class = uint8(PriorityFrom(ctx).class())
+	w.deadline = 0
+	if p.cfg.ShedHopeless {
+		w.deadline = p.deadlineOf(ctx, a.timeoutAt)
+	}
+	return w
+}
+
+// enqueueLocked queues w, the caller's, made by newWaiter at now (a real
+// reading), or returns the error that ends its call at once: its
+// AcquireTimeout has passed, the source is down and no connection is
+// coming for it, it would wait past its deadline (ShedHopeless), or
+// MaxWaiters callers already wait. p.mu must be held.
+func (p *Pool[C]) enqueueLocked(w *waiter[C], a *acquisition[C], now int64) error {
+	if a.timeoutAt != 0 && now >= a.timeoutAt {
+		return p.timedOutLocked(a)
+	}
+	if err := p.failFastLocked(now); err != nil {
+		p.stats.failedFast.Add(1)
+		return err
+	}
+	if p.cfg.ShedHopeless {
+		if err := p.shedLocked(int(w.class), w.deadline, now); err != nil {
+			return err
+		}
+	}
+	if max := p.cfg.MaxWaiters; max > 0 && p.waiters.len >= max {
+		p.stats.tooManyWaiters.Add(1)
+		return newError(fmt.Sprintf("too many waiters: %d callers already wait (MaxWaiters)", max), ErrTooManyWaiters)
+	}
 	p.waiters.pushBack(w)
 	p.unparkForWaitersLocked(now)
 	a.waitStart = now
@@ -385,7 +408,7 @@ func (p *Pool[C]) enqueueLocked(ctx context.Context, a *acquisition[C]) (*waiter
 		p.armTimeoutLocked(a.timeoutAt, now)
 	}
 	p.dialForWaitersLocked()
-	return w, nil
+	return nil
 }
 
 // waitTurn waits on w, queued by the caller, and checks the connection it
@@ -414,9 +437,12 @@ func (p *Pool[C]) waitTurn(ctx context.Context, w *waiter[C], a *acquisition[C])
 	}
 }
 
-// recycle puts w, no longer queued, back in the cache, holding on to
-// nothing of its caller.
+// recycle puts w, no longer queued (or never), back in the cache,
+// holding on to nothing of its caller. A nil w is left alone.
 func (p *Pool[C]) recycle(w *waiter[C]) {
+	if w == nil {
+		return
+	}
 	w.ctx = nil
 	p.waiterCache.Put(w)
 }

@@ -219,20 +219,20 @@ func (p *Pool[C]) handLocked(e *entry[C], w *waiter[C], now int64) handoff[C] {
 }
 
 // unparkLocked: parked → a waiter, idle or closing, for every parked
-// connection, oldest first, as a release under the lock would put it
-// (putLocked). The waiters are served after unlocking (unlock); the
-// closings, on a closed pool or one above MaxSize, are returned for the
-// caller to carry out. p.mu must be held.
+// connection, as a release under the lock would put it (putLocked). The
+// waiters are served after unlocking (unlock); the closings, on a closed
+// pool, one above MaxSize or on a budget that needs the slots elsewhere,
+// are returned for the caller to carry out. p.mu must be held.
 func (p *Pool[C]) unparkLocked(now int64) []handoff[C] {
 	var closing []handoff[C]
-	for _, e := range p.idle.unpark() {
+	p.idle.unpark(func(e *entry[C]) {
 		switch h := p.putLocked(e, e.idleSince, now); {
 		case h.w != nil:
 			p.wakes.serve(h.w, result[C]{e: h.e, check: h.check})
 		case h.e != nil:
 			closing = append(closing, h)
 		}
-	}
+	})
 	return closing
 }
 

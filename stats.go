@@ -8,8 +8,6 @@ import (
 // counters are the pool's event counters: atomics, so that counting never
 // takes the lock.
 type counters struct {
-	waitCount       atomic.Int64
-	waitNanos       atomic.Int64
 	canceled        atomic.Int64
 	timedOut        atomic.Int64
 	failedFast      atomic.Int64
@@ -126,8 +124,8 @@ func (p *Pool[C]) Stats() Stats {
 	p.unlock()
 	c := &p.stats
 	s.AcquireCount = loans
-	s.WaitCount = c.waitCount.Load()
-	s.WaitDuration = time.Duration(c.waitNanos.Load())
+	waits, waitNanos := p.idle.waits()
+	s.WaitCount, s.WaitDuration = waits, time.Duration(waitNanos)
 	s.CanceledAcquires = c.canceled.Load()
 	s.TimedOutAcquires = c.timedOut.Load()
 	s.FailedFast = c.failedFast.Load()
@@ -150,6 +148,5 @@ func (p *Pool[C]) Stats() Stats {
 
 // recordWait counts the wait of a call that queued at start, when it ends.
 func (p *Pool[C]) recordWait(start int64) {
-	p.stats.waitCount.Add(1)
-	p.stats.waitNanos.Add(p.clock.now() - start)
+	p.idle.countWait(p.clock.now() - start)
 }

@@ -231,7 +231,7 @@ func (p *Pool[C]) nextWaiterLocked(now int64) *waiter[C] {
 // own: since they queue in order, most enqueues find it armed early
 // enough and touch no timer. p.mu must be held.
 func (p *Pool[C]) armTimeoutLocked(at, now int64) {
-	p.timeout.set(at, now, p.expireWaiters)
+	p.timeout.set(at, now)
 }
 
 // expireWaiters is the timeout timer's callback: it fails every waiter
