@@ -224,3 +224,119 @@ func TestReaperAndLifetimeReachParkedConnections(t *testing.T) {
 		assert.EqualValues(t, 1, p.Stats().ClosedLifetime)
 	})
 }
+
+// Every pool takes the lock-free path: a plain one, one on a Budget (with
+// a neighbour on it) and an Adaptive one each park their released
+// connections and lend them while a test holds the pool's lock, and their
+// books stay exact.
+func TestEveryKindOfPoolParks(t *testing.T) {
+	kinds := map[string]func(*pool.Config){
+		"plain": func(*pool.Config) {},
+		"budget": func(cfg *pool.Config) {
+			b := newTestBudget(t, 8)
+			cfg.Budget, cfg.Name = b, "main"
+			ncfg := budgetConfig(b, "neighbour", 4)
+			newTestPool(t, newFakeSource(t), ncfg)
+		},
+		"adaptive": func(cfg *pool.Config) { cfg.Adaptive = true },
+	}
+	for name, set := range kinds {
+		t.Run(name, func(t *testing.T) {
+			src := parkingSource(t)
+			cfg := testConfig(4)
+			set(&cfg)
+			p := newTestPool(t, src, cfg)
+			fillIdle(t, p, 3)
+			require.Equal(t, 3, p.Parked(), "released connections were not parked")
+			done := make(chan error, 1)
+			p.WhileLocked(func() {
+				go func() {
+					for range 100 {
+						pc, err := p.Acquire(bg)
+						if err != nil {
+							done <- err
+							return
+						}
+						pc.Release()
+					}
+					done <- nil
+				}()
+				select {
+				case err := <-done:
+					assert.NoError(t, err)
+				case <-time.After(10 * time.Second):
+					t.Fatal("Acquire and Release of a parked connection waited for the pool's lock")
+				}
+			})
+			st := p.Stats()
+			assert.EqualValues(t, 103, st.AcquireCount)
+			assert.Equal(t, 3, st.Idle)
+			assert.Equal(t, 0, st.InUse)
+			assert.EqualValues(t, 3, src.dials.Load())
+			require.NoError(t, p.CheckAccounting())
+		})
+	}
+}
+
+// A parked connection is an idle connection to the budget: when another
+// pool waits on a full budget, it is reclaimed once idle 100 ms, as one on
+// the idle stack would be.
+func TestParkedConnectionIsReclaimedForAnotherPool(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newTestBudget(t, 2)
+		a := newTestPool(t, parkingSource(t), budgetConfig(b, "a", 5))
+		busy := newTestPool(t, newFakeSource(t), budgetConfig(b, "busy", 5))
+		c := newTestPool(t, newFakeSource(t), budgetConfig(b, "c", 5))
+		fillIdle(t, a, 1)
+		require.Equal(t, 1, a.Parked())
+		held, err := busy.Acquire(bg)
+		require.NoError(t, err)
+		defer held.Release()
+
+		time.Sleep(30 * time.Millisecond)
+		start := time.Now()
+		got, err := c.Acquire(bg)
+		require.NoError(t, err)
+		waited := time.Since(start)
+		got.Release()
+		assert.Equal(t, 70*time.Millisecond, waited, "reclaimed when idle 100 ms, measured from a's release")
+		assert.EqualValues(t, 1, a.Stats().ClosedBudget)
+		assert.Equal(t, 0, a.Parked())
+		require.NoError(t, a.CheckAccounting())
+	})
+}
+
+// While another pool waits on a full budget, a release does not park: it
+// goes through the lock, which closes the connection so that its slot goes
+// to the waiting pool at that instant (the waiting pool holds none, and
+// the releasing one has had the slot a second).
+func TestBudgetReleaseYieldsInsteadOfParkingWhileAnotherPoolWaits(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newTestBudget(t, 1)
+		a := newTestPool(t, parkingSource(t), budgetConfig(b, "a", 5))
+		c := newTestPool(t, newFakeSource(t), budgetConfig(b, "c", 5))
+		fillIdle(t, a, 1) // a's connection is no longer new: it may yield
+		pc, err := a.Acquire(bg)
+		require.NoError(t, err)
+		served := make(chan time.Time, 1)
+		go func() {
+			got, err := c.Acquire(bg)
+			if err == nil {
+				served <- time.Now()
+				got.Release()
+			}
+		}()
+		synctest.Wait()
+		time.Sleep(2 * time.Second)
+		released := time.Now()
+		pc.Release()
+		select {
+		case at := <-served:
+			assert.Equal(t, released, at, "the waiting pool was not served by the release")
+		case <-time.After(time.Minute):
+			t.Fatal("the waiting pool was never served")
+		}
+		assert.EqualValues(t, 1, a.Stats().ClosedBudget, "the release did not yield its slot")
+		assert.Equal(t, 0, a.Parked())
+	})
+}

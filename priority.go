@@ -51,7 +51,7 @@ func (p Priority) class() int {
 
 // floorEvery is the starvation floor: a class that waits is passed over
 // at most floorEvery-1 hand-offs in a row for another class that is not
-// owed its own turn (see waitList.pickLocked).
+// owed its own turn (see waitList.pick).
 const floorEvery = 10
 
 type priorityKey struct{}
