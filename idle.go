@@ -199,15 +199,15 @@ func (s *idleSet[C]) census() (parked int, loans int64) {
 	return parked, loans
 }
 
-// isParked reports whether e is in a slot now. The pool's mu must be held,
-// and no loan start or end in flight, as between a test's steps.
-func (s *idleSet[C]) isParked(e *entry[C]) bool {
+// eachParked calls fn with each connection in a slot now, reading each
+// slot once and leaving it there (a connection that moves as they are
+// read may be seen twice).
+func (s *idleSet[C]) eachParked(fn func(e *entry[C])) {
 	for i := range s.parking.slots {
-		if s.parking.slots[i].e.Load() == e {
-			return true
+		if e := s.parking.slots[i].e.Load(); e != nil {
+			fn(e)
 		}
 	}
-	return false
 }
 
 // push puts e on top of the stack. The pool's mu must be held.
