@@ -19,8 +19,14 @@ func (nopConn) Close() error               { return nil }
 func nopFactory(context.Context) (nopConn, error) { return nopConn{}, nil }
 
 func benchPool(b *testing.B, size int) *pool.Pool[nopConn] {
+	return benchPoolWith(b, size, func(*pool.Config) {})
+}
+
+// benchPoolWith is benchPool with its Config changed by set first.
+func benchPoolWith(b *testing.B, size int, set func(*pool.Config)) *pool.Pool[nopConn] {
 	cfg := pool.DefaultConfig()
 	cfg.MinSize, cfg.MaxSize = size, size
+	set(&cfg)
 	p, err := pool.New(nopFactory, cfg)
 	if err != nil {
 		b.Fatal(err)
@@ -79,17 +85,7 @@ func BenchmarkAcquireReleaseKinds(b *testing.B) {
 				name = k.name + "/parallel"
 			}
 			b.Run(name, func(b *testing.B) {
-				cfg := pool.DefaultConfig()
-				cfg.MinSize, cfg.MaxSize = 8, 8
-				k.set(b, &cfg)
-				p, err := pool.New(nopFactory, cfg)
-				if err != nil {
-					b.Fatal(err)
-				}
-				b.Cleanup(func() { _ = p.Close() })
-				if err := p.WaitReady(context.Background()); err != nil {
-					b.Fatal(err)
-				}
+				p := benchPoolWith(b, 8, func(cfg *pool.Config) { k.set(b, cfg) })
 				ctx := context.Background()
 				cycle := func() {
 					pc, err := p.Acquire(ctx)

@@ -91,8 +91,8 @@ func (p *Pool[C]) CheckAccounting() error {
 		return fmt.Errorf("the lock's books count %d parked; only the slots count them", p.n[stateParked])
 	case open != len(p.conns)+p.n[stateDialling]:
 		return fmt.Errorf("counts say %d open, %d connections and %d dials", open, len(p.conns), p.n[stateDialling])
-	case p.idle.len() != p.n[stateIdle]:
-		return fmt.Errorf("idle stack holds %d, count says %d", p.idle.len(), p.n[stateIdle])
+	case len(p.idle.stack) != p.n[stateIdle]:
+		return fmt.Errorf("idle stack holds %d, count says %d", len(p.idle.stack), p.n[stateIdle])
 	case open > p.maxSize && !p.aboveMax:
 		return fmt.Errorf("open %d > max %d", open, p.maxSize)
 	case p.n.kept() > p.maxSize && p.n[stateIdle] > 0:
@@ -126,7 +126,8 @@ func (p *Pool[C]) States() map[string]int {
 	p.mu.Lock()
 	defer p.unlock()
 	out := make(map[string]int, numStates)
-	for s, c := range p.countsLocked() {
+	parked, _ := p.idle.census()
+	for s, c := range p.n.withParked(parked) {
 		out[connState(s).String()] = c
 	}
 	return out
@@ -153,7 +154,8 @@ func (pc *PooledConn[C]) ExpiresAt() time.Time {
 
 // Parked returns how many connections are parked on the lock-free path.
 func (p *Pool[C]) Parked() int {
-	return p.idle.parked()
+	n, _ := p.idle.census()
+	return n
 }
 
 // WhileLocked runs fn while holding the pool's lock, so that a test can

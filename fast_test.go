@@ -38,10 +38,22 @@ func TestParkingNeedsNoLock(t *testing.T) {
 	assert.Equal(t, 0, st.InUse)
 	assert.Equal(t, 3, st.Total)
 
+	loansWhileLocked(t, p, 100)
+	st = p.Stats()
+	assert.EqualValues(t, 3, src.dials.Load(), "a parked connection was not reused")
+	assert.EqualValues(t, 103, st.AcquireCount)
+	assert.Equal(t, 3, st.Idle)
+	require.NoError(t, p.CheckAccounting())
+}
+
+// loansWhileLocked runs n loans of p while the test holds p's lock: they
+// can complete only on the lock-free path.
+func loansWhileLocked(t *testing.T, p *pool.Pool[*fakeConn], n int) {
+	t.Helper()
 	done := make(chan error, 1)
 	p.WhileLocked(func() {
 		go func() {
-			for range 100 {
+			for range n {
 				pc, err := p.Acquire(bg)
 				if err != nil {
 					done <- err
@@ -58,11 +70,6 @@ func TestParkingNeedsNoLock(t *testing.T) {
 			t.Fatal("Acquire and Release of a parked connection waited for the pool's lock")
 		}
 	})
-	st = p.Stats()
-	assert.EqualValues(t, 3, src.dials.Load(), "a parked connection was not reused")
-	assert.EqualValues(t, 103, st.AcquireCount)
-	assert.Equal(t, 3, st.Idle)
-	require.NoError(t, p.CheckAccounting())
 }
 
 // No connection stays parked while a caller waits: 16 goroutines share
@@ -248,26 +255,7 @@ func TestEveryKindOfPoolParks(t *testing.T) {
 			p := newTestPool(t, src, cfg)
 			fillIdle(t, p, 3)
 			require.Equal(t, 3, p.Parked(), "released connections were not parked")
-			done := make(chan error, 1)
-			p.WhileLocked(func() {
-				go func() {
-					for range 100 {
-						pc, err := p.Acquire(bg)
-						if err != nil {
-							done <- err
-							return
-						}
-						pc.Release()
-					}
-					done <- nil
-				}()
-				select {
-				case err := <-done:
-					assert.NoError(t, err)
-				case <-time.After(10 * time.Second):
-					t.Fatal("Acquire and Release of a parked connection waited for the pool's lock")
-				}
-			})
+			loansWhileLocked(t, p, 100)
 			st := p.Stats()
 			assert.EqualValues(t, 103, st.AcquireCount)
 			assert.Equal(t, 3, st.Idle)
@@ -338,5 +326,45 @@ func TestBudgetReleaseYieldsInsteadOfParkingWhileAnotherPoolWaits(t *testing.T) 
 		}
 		assert.EqualValues(t, 1, a.Stats().ClosedBudget, "the release did not yield its slot")
 		assert.Equal(t, 0, a.Parked())
+	})
+}
+
+// FuzzPoolParked is FuzzPool with the pool off the Budget and releases
+// that need no Reset (op 15 with op/30 odd toggles that), so that loans
+// end on the lock-free path (fast.go): connections are parked and taken
+// from the slots between the model's checks, which see them through
+// Stats and the books. The neighbour keeps the Budget to itself.
+func FuzzPoolParked(f *testing.F) {
+	f.Add([]byte{0, 0, 2, 4, 1, 3, 5, 6, 7, 8, 0, 9, 0, 12, 2})
+	f.Add([]byte{0, 0, 0, 0, 7, 2, 2, 4, 4, 10, 11, 0, 13})
+	f.Add([]byte{0, 2, 0, 2, 5, 5, 5, 0, 0, 0, 24, 2, 2, 2, 54, 0, 0, 0, 0, 11, 20, 0, 2})
+	f.Add([]byte{0, 0, 0, 2, 2, 2, 9, 9, 9, 29, 59, 89, 5, 6, 16, 5, 5, 45, 5, 0, 21})
+	f.Add([]byte{0, 1, 0, 1, 0, 1, 0, 1, 22, 2, 2, 2, 2, 4, 4})
+	f.Add([]byte{0, 0, 0, 24, 2, 0, 54, 2, 2, 25, 85, 0, 24, 9, 2, 11, 114, 0, 1, 21})
+	f.Fuzz(func(t *testing.T, ops []byte) {
+		if len(ops) > 200 {
+			ops = ops[:200]
+		}
+		synctest.Test(t, func(t *testing.T) { runFuzzOps(t, ops, false, true) })
+	})
+}
+
+// FuzzPoolParkedOnBudget is FuzzPool with releases that start without
+// Reset: the pool on the Budget parks its connections and takes them from
+// the slots, while the budget moves slots between it and its neighbour
+// and reclaims its idle (parked) connections; the budget's books must
+// still match the pools' after every step.
+func FuzzPoolParkedOnBudget(f *testing.F) {
+	f.Add([]byte{0, 0, 2, 4, 1, 3, 5, 6, 7, 8, 0, 9, 0, 12, 2})
+	f.Add([]byte{0, 0, 0, 0, 7, 2, 2, 4, 4, 10, 11, 0, 13})
+	f.Add([]byte{26, 26, 0, 0, 26, 28, 0, 27, 2, 58, 29, 0, 59, 27, 26, 2, 88, 0, 0, 11, 27, 27, 2})
+	f.Add([]byte{0, 0, 40, 0, 0, 0, 11, 2, 0, 26, 26, 9, 11, 40, 0, 2, 0, 2})
+	f.Add([]byte{0, 2, 0, 2, 5, 5, 5, 0, 0, 0, 24, 2, 2, 2, 54, 0, 0, 0, 0, 11, 20, 0, 2})
+	f.Add([]byte{0, 0, 0, 24, 2, 0, 54, 2, 2, 25, 85, 0, 24, 9, 2, 11, 114, 0, 1, 21})
+	f.Fuzz(func(t *testing.T, ops []byte) {
+		if len(ops) > 200 {
+			ops = ops[:200]
+		}
+		synctest.Test(t, func(t *testing.T) { runFuzzOps(t, ops, true, true) })
 	})
 }

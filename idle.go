@@ -156,30 +156,10 @@ func (s *idleSet[C]) holds() (n, nanos int64) {
 	return n, nanos
 }
 
-// parked counts the connections parked now. Each is counted once: one
-// that moves from one slot to another while they are read (through a
-// loan) may be seen in both, and is counted in one.
-func (s *idleSet[C]) parked() int {
-	f := s.parking
-	n := 0
-	for i := range f.slots {
-		e := f.slots[i].e.Load()
-		if e == nil {
-			continue
-		}
-		n++
-		for j := range i { // seen before? (rare: it moved as we read)
-			if f.slots[j].e.Load() == e {
-				n--
-				break
-			}
-		}
-	}
-	return n
-}
-
-// census counts the connections parked now, as parked does, and sums
-// the loans counted by countLoan, in one pass over the slots.
+// census counts the connections parked now, and sums the loans counted
+// by countLoan, in one pass over the slots. Each parked connection is
+// counted once: one that moves from one slot to another while they are
+// read (through a loan) may be seen in both, and is counted in one.
 func (s *idleSet[C]) census() (parked int, loans int64) {
 	f := s.parking
 	for i := range f.slots {
@@ -213,10 +193,6 @@ func (s *idleSet[C]) eachParked(fn func(e *entry[C])) {
 // push puts e on top of the stack. The pool's mu must be held.
 func (s *idleSet[C]) push(e *entry[C]) { s.stack = append(s.stack, e) }
 
-// len is the number of connections on the stack. The pool's mu must be
-// held.
-func (s *idleSet[C]) len() int { return len(s.stack) }
-
 // takeNewest takes the connection on top of the stack, or returns nil.
 // The pool's mu must be held.
 func (s *idleSet[C]) takeNewest() *entry[C] {
@@ -247,7 +223,8 @@ func (s *idleSet[C]) unpark(put func(e *entry[C])) {
 	}
 }
 
-// takeOldest removes from the bottom of the stack, oldest first, up to n
+// takeOldest removes from the bottom of the stack (the oldest, roughly:
+// unparked connections go on top unsorted), up to n
 // connections, stopping at the first for which ok (if not nil) returns
 // false, and returns them. The caller has unparked first. The pool's mu
 // must be held.
@@ -267,7 +244,7 @@ func (s *idleSet[C]) takeOldest(n int, ok func(e *entry[C]) bool) []*entry[C] {
 }
 
 // takeWhere removes every connection on the stack for which take returns
-// true, whatever its place, and returns them oldest first. The caller has
+// true, whatever its place, and returns them from the bottom up. The caller has
 // unparked first. The pool's mu must be held.
 func (s *idleSet[C]) takeWhere(take func(e *entry[C]) bool) []*entry[C] {
 	var out []*entry[C]

@@ -61,7 +61,7 @@ type Pool[C Connector] struct {
 	// slots without it. When the stack is not empty, waiters is empty.
 	idle idleSet[C]
 	// n counts connections by state as the lock sees them (states.go):
-	// n[stateIdle] == idle.len(), a parked connection counted lent; the
+	// n[stateIdle] == len(idle.stack), a parked connection counted lent; the
 	// open connections, every state together, never exceed maxSize but
 	// after SetMaxSize lowered it.
 	n books

@@ -38,7 +38,7 @@ package pool
 // without the lock, so they write neither p.n nor entry.state: the lock's
 // books count a parked connection lent, the state it left and will come
 // back to, and entry.state says lent. Where it is says parked: in a slot
-// of the idle set. countsLocked gives each state's count, the parked ones
+// of the idle set. books.withParked gives each state's count, the parked ones
 // counted in their slots; decisions under the lock count them lent (they
 // come back to the lock at unparkLocked, when a caller queues or the lock
 // needs its idle connections, as a release does).
@@ -280,11 +280,6 @@ func (p *Pool[C]) goneLocked(e *entry[C]) {
 	p.conns = p.conns[:len(p.conns)-1]
 }
 
-// countsLocked returns how many connections are in each state, the parked
-// ones counted where they are, in the idle set's slots (see withParked).
-// p.mu must be held.
-func (p *Pool[C]) countsLocked() books { return p.n.withParked(p.idle.parked()) }
-
 // checkDue reports whether e must be checked before it is lent: it has an
 // IsValid, or now, a coarse reading, is within clockDoubt of its
 // MaxLifetime or of PingAfterIdle, where the real clock decides. It runs
@@ -304,7 +299,7 @@ func (p *Pool[C]) onlyIsValidDue(e *entry[C], now int64) bool {
 }
 
 // books counts connections by state as the lock sees them: a parked
-// connection is counted lent (see countsLocked). It is protected by the
+// connection is counted lent (see withParked). It is protected by the
 // pool's mu.
 type books [numStates]int
 
