@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -606,6 +607,30 @@ func TestWithRetriesOnADeadConnectionOnlyWhatIsSafe(t *testing.T) {
 	assert.Equal(t, 2, calls)
 	assert.NotEqual(t, pids[0], pids[1], "retried on the dead connection")
 
+	// A restart leaves several dead connections: the retry that meets a
+	// second one goes on, up to the bound, and stops there.
+	for _, dead := range []int{2, 3, 4} {
+		calls, pids = 0, nil
+		readDead := func(c *pgx.Conn) error {
+			calls++
+			pids = append(pids, c.PgConn().PID())
+			if calls <= dead {
+				killOwnBackend(t, a, c)
+			}
+			var v int
+			return c.QueryRow(bg, "select 1").Scan(&v)
+		}
+		err = postgres.With(postgres.Idempotent(bg), reg, "db", readDead)
+		if dead < 4 {
+			require.NoError(t, err, "%d dead connections in a row", dead)
+			assert.Equal(t, dead+1, calls)
+		} else {
+			require.Error(t, err, "the retries have a bound")
+			assert.Equal(t, 4, calls, "the retries have a bound")
+		}
+		assert.Len(t, slices.Compact(slices.Sorted(slices.Values(pids))), len(pids), "retried on a dead connection")
+	}
+
 	calls = 0
 	err = postgres.With(postgres.NoRetry(postgres.Idempotent(bg)), reg, "db", readOnce)
 	require.Error(t, err)
@@ -627,7 +652,7 @@ func TestWithRetriesOnADeadConnectionOnlyWhatIsSafe(t *testing.T) {
 	require.NoError(t, a.QueryRow(bg, "select count(*) from "+table).Scan(&rows))
 	assert.Zero(t, rows)
 	s := reg.Stats()["db"]
-	assert.EqualValues(t, 3, s.ClosedBroken, "each dead connection closed, none lent again")
+	assert.EqualValues(t, 3+2+3+4, s.ClosedBroken, "each dead connection closed, none lent again")
 }
 
 // What the peek costs a loan, interleaved: an Acquire and Release of an

@@ -37,10 +37,11 @@ func Register[C pool.Connector](ctx context.Context, reg *pool.PooledRegistry[C]
 //
 // If fn fails on a connection the server had closed (a restart, a
 // failover, pg_terminate_backend) and nothing of it reached the server
-// (pgconn.SafeToRetry), With runs fn once more on another connection,
-// the dead one closed. With a ctx from Idempotent, it does so after any
-// failure that left the connection closed, since fn may then run twice;
-// NoRetry turns retrying off. Nothing else is ever retried.
+// (pgconn.SafeToRetry), With runs fn again on another connection, the
+// dead one closed, up to four attempts in all. With a ctx from
+// Idempotent, it does so after any failure that left the connection
+// closed, since fn may then run more than once; NoRetry turns retrying
+// off. Nothing else is ever retried.
 //
 // The connection belongs to the pool: fn must not close it, keep it, or
 // hand it to another goroutine that outlives the call.
@@ -56,12 +57,20 @@ func With[C pool.Connector](ctx context.Context, reg *pool.PooledRegistry[C], id
 		return err
 	}
 	err := reg.With(ctx, id, attempt)
-	if err == nil || !died || !retryable(ctx, err) {
-		return err
+	for tries := 1; err != nil && died && tries < maxAttempts && retryable(ctx, err); tries++ {
+		died = false
+		err = reg.With(ctx, id, attempt)
 	}
-	died = false
-	return reg.With(ctx, id, attempt)
+	return err
 }
+
+// maxAttempts bounds how often With runs fn when each attempt meets a
+// connection the server had closed. A restart or a round of
+// pg_terminate_backend can leave several dead connections idle at once,
+// some of which pass the peek because the server's goodbye had not
+// arrived yet; each dead one is closed, so the next attempt gets another
+// idle connection or a new one.
+const maxAttempts = 4
 
 type retryKey struct{}
 
