@@ -2,6 +2,7 @@ package pool
 
 import (
 	"fmt"
+	"reflect"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -40,6 +41,7 @@ type Budget struct {
 	over atomic.Bool
 
 	moved     atomic.Int64
+	shared    atomic.Int64 // connections moved between pools of a Share group
 	yielded   atomic.Int64
 	reclaimed atomic.Int64
 	refusals  atomic.Int64 // dials of its pools refused for capacity
@@ -83,6 +85,15 @@ type member struct {
 	// turns.
 	lastSlot uint64
 	closed   bool // the pool is closed; it leaves when open reaches 0
+	// group and kind are the pool's Share.Group and connection type:
+	// members with the same non-empty group and kind exchange connections.
+	group string
+	kind  reflect.Type
+}
+
+// shares reports whether m and o exchange connections (see Share).
+func (m *member) shares(o *member) bool {
+	return m.group != "" && m.group == o.group && m.kind == o.kind
 }
 
 // budgetPool is what a budget asks of a member pool. Each method locks the
@@ -99,6 +110,13 @@ type budgetPool interface {
 	reclaimIdle() bool
 	// waiting returns the number of its callers that wait.
 	waiting() int
+	// give moves its least recently used idle connection, if it has one
+	// it may give up, to member to of its Share group (see share.go), and
+	// reports whether it did.
+	give(to *member) bool
+	// adopt takes c, a connection another pool of its Share group gave
+	// up, with a slot the budget has counted for it as a dial in flight.
+	adopt(c any, createdAt time.Time)
 }
 
 // NewBudget returns a budget of limit connections; limit must be at least
@@ -177,6 +195,10 @@ type BudgetStats struct {
 	// Refused counts dials of its pools that the server refused for
 	// capacity (see ErrCapacity).
 	Refused int64
+	// Shared counts connections that moved with their slot from one pool
+	// to another of a Share group, each a dial avoided and a connection
+	// not closed (see Share).
+	Shared int64
 }
 
 // BudgetPoolStats is one pool's share of a budget.
@@ -205,18 +227,20 @@ func (b *Budget) Stats() BudgetStats {
 	}
 	s.Moved, s.Yielded, s.ReclaimedIdle = b.moved.Load(), b.yielded.Load(), b.reclaimed.Load()
 	s.Refused = b.refusals.Load()
+	s.Shared = b.shared.Load()
 	return s
 }
 
-// join adds a pool with the given MinSize and weight.
-func (b *Budget) join(p budgetPool, name string, minSize, weight int) (*member, error) {
+// join adds a pool with the given MinSize, weight and share group (group
+// and kind, see member).
+func (b *Budget) join(p budgetPool, name string, minSize, weight int, group string, kind reflect.Type) (*member, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.mins+minSize > b.limit {
 		return nil, newError(fmt.Sprintf("invalid config: %s: the MinSizes of its pools would sum to %d",
 			b.labelLocked(), b.mins+minSize), ErrInvalidConfig)
 	}
-	m := &member{pool: p, name: name, weight: weight, min: minSize}
+	m := &member{pool: p, name: name, weight: weight, min: minSize, group: group, kind: kind}
 	b.members = append(b.members, m)
 	b.mins += minSize
 	return m, nil
@@ -360,6 +384,17 @@ func (b *Budget) takeLocked(m *member, need int) bool {
 	}
 	b.handOutLocked(m)
 	return true
+}
+
+// moveSlotLocked passes the slot of a connection of from, which moves to
+// to with its connection (see share.go), straight to to, as a dial in
+// flight there: the slot is never free in between. b.mu must be held.
+func (b *Budget) moveSlotLocked(from, to *member) {
+	from.open--
+	b.open--
+	b.handOutLocked(to)
+	b.shared.Add(1)
+	b.forgetIfDoneLocked(from)
 }
 
 // freeLocked gives back the slot of a connection of m that is gone

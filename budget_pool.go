@@ -43,24 +43,30 @@ func (p *Pool[C]) settleBudget() {
 }
 
 // yieldLocked reports whether connection e, being put back at now, must
-// close so that its slot goes to another pool (see Budget.mustYieldLocked),
-// and forgets that the pool wants a slot when nobody waits. p.mu must be
-// held.
-func (p *Pool[C]) yieldLocked(e *entry[C], now int64) bool {
+// leave the pool so that its slot goes to another pool (see
+// Budget.mustYieldLocked), and to which pool of its Share group it moves,
+// if it moves rather than closes. It forgets that the pool wants a slot
+// when nobody waits. p.mu must be held.
+func (p *Pool[C]) yieldLocked(e *entry[C], now int64) (bool, *member) {
 	b := p.cfg.Budget
 	if !b.contended() {
-		return false
+		return false, nil
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if p.waiters.len == 0 {
 		b.setWantLocked(p.bm, false)
 	}
-	if b.mustYieldLocked(p.bm, p.clock.time(now).Sub(e.createdAt)) {
+	yield, to := b.mustYieldLocked(p.bm, p.clock.time(now).Sub(e.createdAt))
+	switch {
+	case yield && to == nil:
 		b.yielded.Add(1)
-		return true
+	case !yield && b.wanting.Load() > 0:
+		// The connection stays: the settling after unlocking reclaims it
+		// once it has been idle long enough, or arms the timer for then.
+		b.dirty.Store(true)
 	}
-	return false
+	return yield, to
 }
 
 // closingSlotLocked records that a connection is being closed, so that

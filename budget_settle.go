@@ -6,27 +6,36 @@ package pool
 
 import "time"
 
-// mustYieldLocked reports whether m's pool must close a connection it is
-// releasing, instead of reusing it, so that its slot goes elsewhere; held
-// is how long m has had the connection's slot. It must when the budget is
-// over its limit; or when the budget is full, a member that wants a slot
-// is further below its share (see outranks), and fewer slots are on their
-// way back (connections closing) than members want. A pool never yields
-// below its MinSize. b.mu must be held.
-func (b *Budget) mustYieldLocked(m *member, held time.Duration) bool {
+// mustYieldLocked reports whether m's pool must give up a connection it
+// is releasing, instead of reusing it, so that its slot goes elsewhere;
+// held is how long m has had the connection's slot. It must when the
+// budget is over its limit (the connection closes); or when the budget is
+// full and a member that wants a slot is further below its share (see
+// outranks). If that member shares connections with m (see Share), the
+// connection moves to it, returned as to, which costs no dial, so slots
+// rotate at every release; otherwise the connection closes so that the
+// member dials, which it must only when fewer slots are on their way back
+// (connections closing) than members want, and slots rotate at
+// rotateAfter. A pool never yields below its MinSize. b.mu must be held.
+func (b *Budget) mustYieldLocked(m *member, held time.Duration) (yield bool, to *member) {
 	eff := m.open - m.closing
 	if eff <= m.min {
-		return false
+		return false, nil
 	}
 	closing, need := b.closingLocked()
 	if b.open-closing > b.limit {
-		return true
+		return true, nil
 	}
 	t := b.neediestLocked(m)
-	if t == nil || b.roomLocked(t) > 0 || closing >= need {
-		return false
+	switch {
+	case t == nil || b.roomLocked(t) > 0:
+		return false, nil
+	case t.shares(m):
+		return outranks(t, m, eff, held, 0), t
+	case closing >= need:
+		return false, nil
 	}
-	return outranks(t, m, eff, held, rotateAfter)
+	return outranks(t, m, eff, held, rotateAfter), nil
 }
 
 // rotateAfter is how long a pool keeps a slot before it must give it to a
@@ -121,6 +130,7 @@ func (b *Budget) settleStep() bool {
 	type candidate struct {
 		pool budgetPool
 		m    member // a copy, read under mu
+		mp   *member
 	}
 	pools := make([]candidate, 0, len(b.members))
 	var tc member
@@ -129,11 +139,12 @@ func (b *Budget) settleStep() bool {
 	}
 	for _, m := range b.members {
 		if m != t && m.open-m.closing > m.min {
-			pools = append(pools, candidate{m.pool, *m})
+			pools = append(pools, candidate{m.pool, *m, m})
 		}
 	}
 	b.mu.Unlock()
 	var victim budgetPool
+	var share bool // the victim's idle connection moves to t instead of closing
 	var oldest, soonest time.Time
 	now := time.Now()
 	for _, c := range pools {
@@ -142,21 +153,30 @@ func (b *Budget) settleStep() bool {
 			continue
 		}
 		eff := c.m.open - c.m.closing
-		if !over && !outranks(&tc, &c.m, eff, now.Sub(since), reclaimAfter) {
+		shares := t != nil && !over && t.shares(c.mp)
+		after := reclaimAfter
+		if shares {
+			after = 0 // a move costs no dial
+		}
+		if !over && !outranks(&tc, &c.m, eff, now.Sub(since), after) {
 			// Reclaimable later, once idle reclaimAfter?
-			if at := since.Add(reclaimAfter); outranks(&tc, &c.m, eff, reclaimAfter, reclaimAfter) && (soonest.IsZero() || at.Before(soonest)) {
+			if at := since.Add(after); outranks(&tc, &c.m, eff, after, after) && (soonest.IsZero() || at.Before(soonest)) {
 				soonest = at
 			}
 			continue
 		}
-		if victim == nil || since.Before(oldest) {
-			victim, oldest = c.pool, since
+		// A connection that can move goes first: it costs no dial.
+		if victim == nil || (shares && !share) || (shares == share && since.Before(oldest)) {
+			victim, oldest, share = c.pool, since, shares
 		}
 	}
 	if victim == nil && !soonest.IsZero() {
 		b.mu.Lock()
 		b.armWakeLocked(b.now() + int64(soonest.Sub(now)))
 		b.mu.Unlock()
+	}
+	if share && victim.give(t) {
+		return true
 	}
 	if victim == nil || !victim.reclaimIdle() {
 		return false

@@ -370,6 +370,16 @@ func TestSetLimitBelowWhatIsOpenClosesIdleAtOnceAndLoansOnRelease(t *testing.T) 
 // again under load: it never holds more than its limit, no caller is
 // lost, and once everything is closed it holds nothing.
 func TestBudgetUnderLoadWithPoolsClosedResizedAndRecreated(t *testing.T) {
+	budgetUnderLoad(t, false)
+}
+
+// The same, with the pools in one Share group, so that connections move
+// between them: no loan ever sees a connection bound to another pool.
+func TestSharedBudgetUnderLoadWithPoolsClosedResizedAndRecreated(t *testing.T) {
+	budgetUnderLoad(t, true)
+}
+
+func budgetUnderLoad(t *testing.T, share bool) {
 	const limit = 6
 	b := newTestBudget(t, limit)
 	src := newFakeSource(t)
@@ -386,10 +396,15 @@ func TestBudgetUnderLoadWithPoolsClosedResizedAndRecreated(t *testing.T) {
 	var mu sync.RWMutex
 	pools := make([]*pool.Pool[*fakeConn], slots)
 	newPool := func(i int) *pool.Pool[*fakeConn] {
-		cfg := budgetConfig(b, string(rune('a'+i)), 1+rand.IntN(4))
+		name := string(rune('a' + i))
+		cfg := budgetConfig(b, name, 1+rand.IntN(4))
 		cfg.MinSize = rand.IntN(2)
 		cfg.Weight = 1 + rand.IntN(3)
-		p, err := pool.New(src.factory(), cfg)
+		f := src.factory()
+		if share {
+			cfg.Share, f = bindTo(name), sharedFactory(src, name)
+		}
+		p, err := pool.New(f, cfg)
 		require.NoError(t, err)
 		return p
 	}
@@ -408,10 +423,14 @@ func TestBudgetUnderLoadWithPoolsClosedResizedAndRecreated(t *testing.T) {
 				mu.RLock()
 				p := pools[(g+i)%slots]
 				mu.RUnlock()
+				name := p.Config().Name
 				ctx, cancel := context.WithTimeout(bg, 20*time.Millisecond)
 				err := p.With(ctx, func(c *fakeConn) error {
 					c.use(t)
 					defer c.done()
+					if share && *c.bound.Load() != name {
+						t.Errorf("pool %s lent %v, bound to %s", name, c, *c.bound.Load())
+					}
 					return nil
 				})
 				cancel()
@@ -452,6 +471,12 @@ func TestBudgetUnderLoadWithPoolsClosedResizedAndRecreated(t *testing.T) {
 	s := b.Stats()
 	assert.Zero(t, s.Open)
 	assert.Empty(t, s.Pools, "closed pools still on the budget")
+	if share {
+		assert.Positive(t, s.Shared, "no connection moved between the pools")
+		t.Logf("%d dials, %d moves", src.dials.Load(), s.Shared)
+	} else {
+		assert.Zero(t, s.Shared)
+	}
 	src.checkAllClosedOnce(t)
 }
 
@@ -522,5 +547,30 @@ func TestIdleConnectionIsReclaimedOnceIdleLongEnough(t *testing.T) {
 		assert.Equal(t, 70*time.Millisecond, waited, "reclaimed when idle 100 ms, measured from a's release")
 		assert.EqualValues(t, 1, a.Stats().ClosedBudget)
 		assert.EqualValues(t, 1, b.Stats().ReclaimedIdle)
+	})
+}
+
+// A connection released while another pool waits on a full budget, and
+// kept (it has served its slot too briefly to yield), is reclaimed for
+// that pool once idle 100 ms: nobody else would settle the budget, and
+// the waiter would time out beside an idle slot.
+func TestIdleKeptAtReleaseIsReclaimedForAWaitingPool(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newTestBudget(t, 1)
+		src := newFakeSource(t)
+		a := newTestPool(t, src, budgetConfig(b, "a", 1))
+		c := newTestPool(t, src, budgetConfig(b, "c", 1))
+		pa, err := a.Acquire(bg)
+		require.NoError(t, err)
+		got := make(chan error, 1)
+		go func() { got <- c.With(bg, func(*fakeConn) error { return nil }) }()
+		synctest.Wait()
+		start := time.Now()
+		pa.Release()
+		require.NoError(t, <-got)
+		waited := time.Since(start)
+		assert.GreaterOrEqual(t, waited, 100*time.Millisecond, "reclaimed before it had been idle long enough")
+		assert.Less(t, waited, time.Second)
+		assert.EqualValues(t, 1, a.Stats().ClosedBudget)
 	})
 }

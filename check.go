@@ -81,7 +81,7 @@ const newConnWindow = time.Second
 // stands for, or nil if the connection had been lent before, or sat idle
 // for newConnWindow or longer since its dial.
 func (p *Pool[C]) failedNew(e *entry[C], cause error) error {
-	if !e.fresh || time.Duration(p.clock.now()-e.idleSince) >= newConnWindow {
+	if !e.fresh || e.moved || time.Duration(p.clock.now()-e.idleSince) >= newConnWindow {
 		return nil
 	}
 	return dialError(newError("new connection failed its check: "+detail(cause), cause))

@@ -1,6 +1,7 @@
 package pool
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"time"
@@ -123,6 +124,12 @@ type Config struct {
 	// Budget it has no effect.
 	Weight int
 
+	// Share lets this pool exchange connections with the other pools on
+	// its Budget that name the same Share.Group, instead of closing one
+	// and dialling another when a slot moves between them (see Share).
+	// The zero Share (the default): the pool's connections are its own.
+	Share Share
+
 	// Adaptive keeps open, between MinSize and MaxSize, what the pool's
 	// demand needs: the arrival rate of the last seconds times the mean
 	// loan length, plus a quarter and one for headroom. Idle connections
@@ -200,6 +207,14 @@ func (c Config) Validate() error {
 		return bad("MaxWaiters", "is %d; it must not be negative", c.MaxWaiters)
 	case c.Weight < 0:
 		return bad("Weight", "is %d; it must not be negative", c.Weight)
+	case c.Weight > MaxWeight:
+		return bad("Weight", "is %d; it must not be above %d", c.Weight, MaxWeight)
+	case c.Share.Group != "" && c.Share.Bind == nil:
+		return bad("Share", "names group %q but has no Bind", c.Share.Group)
+	case c.Share.Group != "" && c.Budget == nil:
+		return bad("Share", "names group %q but the pool has no Budget to share it on", c.Share.Group)
+	case c.Share.Group == "" && c.Share.Bind != nil:
+		return bad("Share", "has a Bind but no Group")
 	case c.DialBackoffMax > 0 && c.DialBackoffMax < c.DialBackoff:
 		return bad("DialBackoffMax", "is %v, below DialBackoff %v", c.DialBackoffMax, c.DialBackoff)
 	}
@@ -231,4 +246,32 @@ func (c Config) Validate() error {
 // field and says what is wrong with its value.
 func invalidField(field string, format string, args ...any) error {
 	return newError("invalid config: "+field+" "+fmt.Sprintf(format, args...), ErrInvalidConfig)
+}
+
+// MaxWeight is the largest Config.Weight: weights are multiplied by
+// connection counts when pools are compared, and this bound keeps the
+// products far from overflow.
+const MaxWeight = 1 << 20
+
+// Share describes how a pool's connections can serve the other pools of
+// its Budget. Connections of pools that name one Group are interchangeable
+// up to Bind: they reach one server as one login, and differ only in
+// session settings, such as tenants that share a PostgreSQL database and
+// role and each have a search_path of their own. When the budget moves a
+// slot from one such pool to another, it moves the connection with it
+// (released, or idle) and Bind re-binds it, instead of closing it and
+// dialling a new one.
+type Share struct {
+	// Group names the connections that are interchangeable. Pools on one
+	// Budget with the same Group, and the same connection type, exchange
+	// connections. Empty (the default): none.
+	Group string
+	// Bind makes c, a connection that another pool of the group lent last,
+	// serve this pool: it must first clear everything that pool's
+	// borrowers left in the session, whatever a ResetChecker or Reset
+	// decided (they may be another tenant's), and then apply this pool's
+	// own settings. The pool calls it before c serves here, under the
+	// pool's DialTimeout, and never calls Reset on a moved connection
+	// first. An error (or a panic) closes c, and the pool dials instead.
+	Bind func(ctx context.Context, c Connector) error
 }

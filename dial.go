@@ -190,26 +190,35 @@ func jitteredBackoff(base, ceiling time.Duration, n int) time.Duration {
 
 func (p *Pool[C]) dial() {
 	defer p.bg.Done()
-	ctx := p.dialCtx
-	if p.cfg.DialTimeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, p.cfg.DialTimeout)
-		defer cancel()
-	}
+	ctx, cancel := p.dialContext()
+	defer cancel()
 	conn, err := p.callFactory(ctx)
-	now := p.clock.now()
+	p.dialled(conn, err, time.Time{}, p.clock.now())
+}
+
+// dialContext is the context of one dial: the pool's, bounded by
+// DialTimeout.
+func (p *Pool[C]) dialContext() (context.Context, context.CancelFunc) {
+	if p.cfg.DialTimeout > 0 {
+		return context.WithTimeout(p.dialCtx, p.cfg.DialTimeout)
+	}
+	return p.dialCtx, func() {}
+}
+
+// dialled takes the result of a dial in flight at now: a new connection,
+// or one moved from another pool of the Share group and bound (createdAt
+// is then its dial's time), or err.
+func (p *Pool[C]) dialled(conn C, err error, createdAt time.Time, now int64) {
 	if err != nil {
 		p.dialFailed(dialError(err), now)
 		return
 	}
-	p.stats.created.Add(1)
-	e := &entry[C]{pool: p, conn: conn, createdAt: p.clock.time(now), expiresAt: maxReading, fresh: true}
-	if lt := p.cfg.MaxLifetime; lt > 0 {
-		e.expiresAt = addSat(now, lt-rand.N(lt/10+1))
+	if createdAt.IsZero() {
+		p.stats.created.Add(1)
+	} else {
+		p.stats.movedIn.Add(1)
 	}
-	e.validator, _ = any(conn).(Validator)
-	e.resetter, _ = any(conn).(Resetter)
-	e.resetChecker, _ = any(conn).(ResetChecker)
+	e := p.newEntry(conn, createdAt, now)
 	p.mu.Lock()
 	var ev event
 	if !p.closed.Load() {

@@ -116,6 +116,9 @@ type fakeConn struct {
 	holders atomic.Int32 // set by tests that check exclusive use
 	dirty   atomic.Bool  // session state a borrower left; Reset clears it
 	used    atomic.Bool  // set by use: the conn has been lent
+	// bound is the pool a test's Share.Bind (or a pool's own factory,
+	// sharedFactory) last bound the conn to.
+	bound atomic.Pointer[string]
 	// closedSig is closed by the first Close, as closing a socket wakes a
 	// blocked read.
 	closedSig chan struct{}

@@ -54,6 +54,9 @@ type entry[C Connector] struct {
 	// that fails its check counts against the source like a failed dial.
 	// Owner.
 	fresh bool
+	// moved is true for a connection another pool of the Share group gave
+	// up: its failed check never counts as a failed dial. Set at creation.
+	moved bool
 	// state is where the connection is in its life (states.go). Written
 	// only with the pool's mu held, by the edges of the state machine.
 	state connState
@@ -284,6 +287,7 @@ func (p *Pool[C]) release(e *entry[C]) {
 	p.mu.Lock()
 	h := p.putLocked(e, now, now)
 	p.unlock()
+	p.settleBudget() // a connection kept idle while another pool waits
 	reraise(h.do(p))
 }
 

@@ -22,6 +22,8 @@ package pool
 //
 //	closeLocked: checking, lent or resetting ─► closing ─goneLocked─► (gone)
 //	closeIdleLocked: idle ─► closing
+//	movedOutLocked: idle, checking, lent or resetting ─► (gone), no Close:
+//	    the connection goes to another pool of its Share group (share.go)
 //
 // Where putLocked (and dialledLocked, and unparkLocked) find a waiter,
 // handLocked gives the connection to it: lent, or checking when a check
@@ -87,6 +89,7 @@ type handoff[C Connector] struct {
 	w      *waiter[C]  // the waiter to give e to; nil if e is closing
 	check  bool        // e is handed in state checking, not lent
 	reason CloseReason // why e is closing, if it is
+	to     *member     // the pool of the Share group that e's connection moved to
 }
 
 // do carries out h. p.mu must not be held. It returns Close's error when h
@@ -100,8 +103,12 @@ func (h handoff[C]) do(p *Pool[C]) error {
 }
 
 func (h handoff[C]) carryOut(p *Pool[C]) error {
-	if h.w != nil {
+	switch {
+	case h.w != nil:
 		delivery[C]{w: h.w, r: result[C]{e: h.e, check: h.check}}.deliver()
+		return nil
+	case h.to != nil:
+		h.to.pool.adopt(h.e.conn, h.e.createdAt)
 		return nil
 	}
 	return p.finishClose(h.e, h.reason)
@@ -192,9 +199,14 @@ func (p *Pool[C]) putLocked(e *entry[C], idleSince, now int64) handoff[C] {
 	case p.aboveMax && p.n.kept() > p.maxSize:
 		p.closeLocked(e)
 		return handoff[C]{e: e, reason: CloseResized}
-	case p.bm != nil && !e.fresh && p.yieldLocked(e, now): // a new connection serves once first
-		p.closeLocked(e)
-		return handoff[C]{e: e, reason: CloseBudget}
+	case p.bm != nil && !e.fresh: // a new connection serves once first
+		if yield, to := p.yieldLocked(e, now); yield {
+			if to != nil && p.movedOutLocked(e, to) {
+				return handoff[C]{e: e, to: to}
+			}
+			p.closeLocked(e)
+			return handoff[C]{e: e, reason: CloseBudget}
+		}
 	}
 	if p.waiters.len > 0 {
 		if w := p.nextWaiterLocked(now); w != nil {
@@ -269,6 +281,39 @@ func (p *Pool[C]) goneLocked(e *entry[C]) {
 	e.state = stateGone
 	p.n[stateClosing]--
 	p.freeSlotLocked(true)
+	p.forgetLocked(e)
+}
+
+// movedOutLocked: idle, checking, lent or resetting → gone, without
+// Close: the connection and its budget slot go to member to, another pool
+// of its Share group, which binds it (adopt). It reports false, and
+// changes nothing, if to's pool is closed or the connection is being
+// closed already (a Reset watchdog). An idle connection must already be
+// out of the idle set. p.mu must be held.
+func (p *Pool[C]) movedOutLocked(e *entry[C], to *member) bool {
+	if e.state >= stateClosing {
+		panic("pool: internal: a " + e.state.String() + " connection moved out")
+	}
+	b := p.cfg.Budget
+	b.mu.Lock()
+	ok := !to.closed && e.closed.CompareAndSwap(false, true) // no Close of this entry's may run now
+	if ok {
+		b.moveSlotLocked(p.bm, to)
+	}
+	b.mu.Unlock()
+	if !ok {
+		return false
+	}
+	p.n[e.state]--
+	e.state = stateGone
+	p.stats.movedOut.Add(1)
+	p.forgetLocked(e)
+	return true
+}
+
+// forgetLocked takes a gone connection out of the pool's list. p.mu must
+// be held.
+func (p *Pool[C]) forgetLocked(e *entry[C]) {
 	if p.aboveMax && p.n.open() <= p.maxSize {
 		p.aboveMax = false
 		p.aboveMaxFast.Store(false)

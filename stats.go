@@ -13,6 +13,9 @@ type counters struct {
 	failedFast      atomic.Int64
 	tooManyWaiters  atomic.Int64
 	created         atomic.Int64
+	movedIn         atomic.Int64
+	movedOut        atomic.Int64
+	bindErrors      atomic.Int64
 	dialErrors      atomic.Int64
 	refused         atomic.Int64
 	shed            atomic.Int64
@@ -84,6 +87,9 @@ type Stats struct {
 	Shed             int64         // Acquire calls failed at once because their deadline would pass before their turn (Config.ShedHopeless)
 
 	Created        int64 // connections dialled successfully
+	MovedIn        int64 // connections another pool of its Share group gave up, bound here instead of a dial
+	MovedOut       int64 // connections given up to another pool of its Share group instead of closed
+	BindErrors     int64 // moved connections that failed Share.Bind (closed, and a dial made instead)
 	DialErrors     int64 // dials that failed, and new connections that failed their first check
 	Refused        int64 // dials the server refused for capacity (ErrCapacity), of DialErrors
 	ClosedIdle     int64 // closed after MaxIdleTime
@@ -132,6 +138,7 @@ func (p *Pool[C]) Stats() Stats {
 	s.TooManyWaiters = c.tooManyWaiters.Load()
 	s.Shed = c.shed.Load()
 	s.Created = c.created.Load()
+	s.MovedIn, s.MovedOut, s.BindErrors = c.movedIn.Load(), c.movedOut.Load(), c.bindErrors.Load()
 	s.DialErrors = c.dialErrors.Load()
 	s.Refused = c.refused.Load()
 	s.ClosedIdle = c.closedIdle.Load()
