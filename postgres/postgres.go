@@ -99,6 +99,11 @@ type Options struct {
 	// ConnectTimeout. An error fails that dial; neither the password nor
 	// the token ever appears in an error this package returns.
 	Password func(ctx context.Context) (string, error)
+	// NoShare keeps Register from sharing this source's connections with
+	// the other sources of its server on a pool.Budget (see
+	// SharedFactory): its connections are dialled with every parameter of
+	// its DSN and never serve another source.
+	NoShare bool
 }
 
 // errEmptyDSN is FactoryFromDSN's error for an empty DSN without
@@ -113,6 +118,10 @@ type Conn struct {
 	// resets counts the round trips Reset has made, for tests.
 	resets int
 	peek   *peeker // IsValid's look at the socket
+	// bind is the source's run-time parameters when the connection belongs
+	// to a share group (SharedFactory): applied at dial, again after each
+	// reset, and replaced by a move. Nil otherwise.
+	bind *binding
 }
 
 // Conn returns the pgx connection. It is valid only while the pool
@@ -161,8 +170,13 @@ func (c *Conn) Reset(ctx context.Context) error {
 		if err := c.exec(ctx, "DISCARD ALL"); err != nil {
 			return fmt.Errorf("postgres: reset: discard all: %w", err)
 		}
+		if c.bind != nil && c.bind.sql != "" {
+			if err := c.exec(ctx, c.bind.sql); err != nil {
+				return fmt.Errorf("postgres: reset: bind: %w", err)
+			}
+		}
 		return nil
-	case c.session == nil || c.session.clean(): // ResetTransaction, or a clean session
+	case c.opts.Reset == ResetTransaction || c.session.clean():
 		if inTx {
 			if err := c.exec(ctx, "ROLLBACK"); err != nil {
 				return fmt.Errorf("postgres: reset: rollback: %w", err)
@@ -173,6 +187,9 @@ func (c *Conn) Reset(ctx context.Context) error {
 	sql := resetSQL
 	if inTx {
 		sql = "ROLLBACK; " + sql
+	}
+	if c.bind != nil && c.bind.sql != "" {
+		sql += "; " + c.bind.sql // RESET ALL took the source's own settings too
 	}
 	if err := c.exec(ctx, sql); err != nil {
 		return fmt.Errorf("postgres: reset: %w", err)
@@ -197,7 +214,7 @@ func (c *Conn) NeedsReset() bool {
 		return true
 	case c.opts.Reset == ResetAlways:
 		return true
-	case c.session == nil: // ResetTransaction
+	case c.opts.Reset == ResetTransaction:
 		return false
 	}
 	return !c.session.clean()
@@ -225,6 +242,12 @@ func (c *Conn) Close() error {
 // Factory returns a pool.Factory that dials cfg. cfg is copied for each
 // dial and not modified.
 func Factory(cfg *pgx.ConnConfig, opts Options) pool.Factory[*Conn] {
+	return factory(cfg, opts, nil)
+}
+
+// factory dials cfg; with a binding (SharedFactory), it applies the
+// source's parameters after the handshake.
+func factory(cfg *pgx.ConnConfig, opts Options, b *binding) pool.Factory[*Conn] {
 	password := cfg.Password
 	return func(ctx context.Context) (*Conn, error) {
 		d := opts.ConnectTimeout
@@ -248,7 +271,7 @@ func Factory(cfg *pgx.ConnConfig, opts Options) pool.Factory[*Conn] {
 			dialCfg.Password = pw
 		}
 		var s *session
-		if opts.Reset == ResetSession {
+		if opts.Reset == ResetSession || b != nil { // a move swaps in the new source's tracer
 			s = &session{next: dialCfg.Tracer}
 			dialCfg.Tracer = s
 		}
@@ -257,7 +280,16 @@ func Factory(cfg *pgx.ConnConfig, opts Options) pool.Factory[*Conn] {
 			return nil, redact(redact(atCapacity(fmt.Errorf("postgres: connect to %s@%s:%d/%s: %w",
 				cfg.User, cfg.Host, cfg.Port, cfg.Database, err)), pw), password)
 		}
-		return &Conn{conn: conn, opts: opts, session: s, peek: newPeeker(conn.PgConn().Conn())}, nil
+		c := &Conn{conn: conn, opts: opts, session: s, peek: newPeeker(conn.PgConn().Conn()), bind: b}
+		if b != nil && b.sql != "" {
+			if err := c.exec(ctx, b.sql); err != nil {
+				_ = conn.Close(ctx)
+				return nil, fmt.Errorf("postgres: connect to %s@%s:%d/%s: set the DSN's parameters: %w",
+					cfg.User, cfg.Host, cfg.Port, cfg.Database, err)
+			}
+			c.resets = 0
+		}
+		return c, nil
 	}
 }
 

@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -17,10 +18,22 @@ import (
 // cannot hold a *Conn is refused (see pool.Adapt). ropts are passed on, so
 // pool.WithTestConnect() checks the source now. Errors name the ID and
 // never contain the password.
+//
+// A source on a pool.Budget shares its connections with the other
+// sources of that Budget that reach the same server, database and user
+// with the same credentials and differ only in run-time parameters (see
+// SharedFactory), unless opts.NoShare is set or cfg.Share is set already.
 func Register[C pool.Connector](ctx context.Context, reg *pool.PooledRegistry[C], id, dsn string, opts Options, cfg pool.Config, ropts ...pool.RegisterOption) error {
-	dial, err := FactoryFromDSN(dsn, opts)
+	if strings.TrimSpace(dsn) == "" && !opts.EnvDefaults {
+		return fmt.Errorf("postgres: source %q: %w", id, errEmptyDSN)
+	}
+	pcfg, err := ParseDSN(dsn)
 	if err != nil {
 		return fmt.Errorf("postgres: source %q: %w", id, err)
+	}
+	dial := Factory(pcfg, opts)
+	if cfg.Budget != nil && !opts.NoShare && cfg.Share.Group == "" {
+		dial, cfg.Share = SharedFactory(pcfg, opts)
 	}
 	f, err := pool.Adapt[C](dial)
 	if err != nil {

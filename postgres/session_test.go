@@ -65,75 +65,7 @@ func TestClassifyIsConservative(t *testing.T) {
 // borrower and looked for by the next, on one connection.
 func TestDefaultResetIsolatesEverySessionItem(t *testing.T) {
 	base := dsn(t)
-	a := admin(t)
-	_, err := a.Exec(bg, "DO $$ BEGIN CREATE ROLE pooltest_tenant NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$")
-	require.NoError(t, err)
-	_, err = a.Exec(bg, "CREATE SEQUENCE IF NOT EXISTS pooltest_seq")
-	require.NoError(t, err)
-
-	type item struct {
-		name  string
-		dirty func(*pgx.Conn) error      // what the borrower does
-		check func(*pgx.Conn) (any, any) // what the next one sees, and should
-	}
-	exec := func(sqls ...string) func(*pgx.Conn) error {
-		return func(c *pgx.Conn) error {
-			for _, s := range sqls {
-				if _, err := c.Exec(bg, s); err != nil {
-					return fmt.Errorf("%s: %w", s, err)
-				}
-			}
-			return nil
-		}
-	}
-	query := func(sql string, want any) func(*pgx.Conn) (any, any) {
-		return func(c *pgx.Conn) (any, any) {
-			var got string
-			if err := c.QueryRow(bg, sql).Scan(&got); err != nil {
-				return err.Error(), want
-			}
-			return got, want
-		}
-	}
-	count := func(sql string) func(*pgx.Conn) (any, any) {
-		return query("select count(*)::text from ("+sql+") x", "0")
-	}
-	items := []item{
-		{"SET", exec("SET statement_timeout = '1234ms'"), query("SHOW statement_timeout", "0")},
-		{"set_config", exec("SELECT set_config('statement_timeout', '4321ms', false)"), query("SHOW statement_timeout", "0")},
-		{"SET ROLE", exec("SET ROLE pooltest_tenant"), query("select current_user::text", "postgres")},
-		{"SET SESSION AUTHORIZATION", exec("SET SESSION AUTHORIZATION pooltest_tenant"), query("select current_user::text", "postgres")},
-		{"search_path", exec("SET search_path = pg_catalog"), query("SHOW search_path", `"$user", public`)},
-		{"custom setting", exec("SET myapp.tenant = '7'"), query("select coalesce(current_setting('myapp.tenant', true), '')", "")},
-		{"temporary table", exec("CREATE TEMP TABLE pooltest_tmp (x int)"), count("select 1 from pg_class where relname = 'pooltest_tmp' and relpersistence = 't'")},
-		{"SELECT INTO TEMP", exec("SELECT 1 AS x INTO TEMP pooltest_tmp2"), count("select 1 from pg_class where relname = 'pooltest_tmp2'")},
-		{"advisory lock", exec("SELECT pg_advisory_lock(4242)"), count("select 1 from pg_locks where locktype = 'advisory' and pid = pg_backend_pid()")},
-		{"LISTEN", exec("LISTEN pooltest_channel"), count("select pg_listening_channels()")},
-		{"cursor WITH HOLD", exec("DECLARE pooltest_cur CURSOR WITH HOLD FOR SELECT 1"), count("select 1 from pg_cursors where name = 'pooltest_cur'")},
-		{"PREPARE by hand", exec("PREPARE pooltest_stmt AS SELECT 1"), count("select 1 from pg_prepared_statements where name = 'pooltest_stmt'")},
-		{"pgx Prepare by name", func(c *pgx.Conn) error { _, err := c.Prepare(bg, "pooltest_pgx", "select 2"); return err },
-			count("select 1 from pg_prepared_statements where name = 'pooltest_pgx'")},
-		{"sequence currval", exec("SELECT nextval('pooltest_seq')"), func(c *pgx.Conn) (any, any) {
-			var v int64
-			err := c.QueryRow(bg, "select currval('pooltest_seq')").Scan(&v)
-			if err != nil && strings.Contains(err.Error(), "not yet defined in this session") {
-				return "undefined", "undefined"
-			}
-			return fmt.Sprint(v, err), "undefined"
-		}},
-		{"open transaction", exec("BEGIN", "SET LOCAL statement_timeout = '99ms'", "SET work_mem = '9MB'"), query("SHOW work_mem", "4MB")},
-		{"failed transaction", func(c *pgx.Conn) error {
-			_, _ = c.Exec(bg, "BEGIN")
-			_, _ = c.Exec(bg, "select 1/0")
-			return nil
-		}, query("select 'ok'", "ok")},
-		{"SET in a batch", func(c *pgx.Conn) error {
-			b := &pgx.Batch{}
-			b.Queue("select 1")
-			b.Queue("SET statement_timeout = '777ms'")
-			return c.SendBatch(bg, b).Close()
-		}, query("SHOW statement_timeout", "0")},
-	}
+	items := sessionItems(t, admin(t))
 	cfg, _ := tagged(t, base)
 	pcfg := pool.DefaultConfig()
 	pcfg.MinSize, pcfg.MaxSize = 0, 1 // one backend, reused
@@ -229,5 +161,87 @@ func TestResetAlwaysCoversWhatIsNotTracked(t *testing.T) {
 			assert.Equal(t, "4444ms", s, "the documented gap of ResetSession: statements through the PgConn are not seen")
 		}
 		require.NoError(t, p.Close())
+	}
+}
+
+// sessionItem is one kind of session state: what a borrower does, and
+// what the next borrower sees of it, and should see.
+type sessionItem struct {
+	name  string
+	dirty func(*pgx.Conn) error
+	check func(*pgx.Conn) (any, any)
+}
+
+// sessionItems is every kind of session state a borrower can leave, each
+// with the check the next borrower makes. The role and sequence they use
+// are made here.
+func sessionItems(t *testing.T, a *pgx.Conn) []sessionItem {
+	t.Helper()
+	_, err := a.Exec(bg, "DO $$ BEGIN CREATE ROLE pooltest_tenant NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$")
+	require.NoError(t, err)
+	_, err = a.Exec(bg, "CREATE SEQUENCE IF NOT EXISTS pooltest_seq")
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		_, _ = a.Exec(bg, "DROP SEQUENCE IF EXISTS pooltest_seq")
+		_, _ = a.Exec(bg, "DROP ROLE IF EXISTS pooltest_tenant")
+	})
+
+	exec := func(sqls ...string) func(*pgx.Conn) error {
+		return func(c *pgx.Conn) error {
+			for _, s := range sqls {
+				if _, err := c.Exec(bg, s); err != nil {
+					return fmt.Errorf("%s: %w", s, err)
+				}
+			}
+			return nil
+		}
+	}
+	query := func(sql string, want any) func(*pgx.Conn) (any, any) {
+		return func(c *pgx.Conn) (any, any) {
+			var got string
+			if err := c.QueryRow(bg, sql).Scan(&got); err != nil {
+				return err.Error(), want
+			}
+			return got, want
+		}
+	}
+	count := func(sql string) func(*pgx.Conn) (any, any) {
+		return query("select count(*)::text from ("+sql+") x", "0")
+	}
+	return []sessionItem{
+		{"SET", exec("SET statement_timeout = '1234ms'"), query("SHOW statement_timeout", "0")},
+		{"set_config", exec("SELECT set_config('statement_timeout', '4321ms', false)"), query("SHOW statement_timeout", "0")},
+		{"SET ROLE", exec("SET ROLE pooltest_tenant"), query("select current_user::text", "postgres")},
+		{"SET SESSION AUTHORIZATION", exec("SET SESSION AUTHORIZATION pooltest_tenant"), query("select current_user::text", "postgres")},
+		{"search_path", exec("SET search_path = pg_catalog"), query("SHOW search_path", `"$user", public`)},
+		{"custom setting", exec("SET myapp.tenant = '7'"), query("select coalesce(current_setting('myapp.tenant', true), '')", "")},
+		{"temporary table", exec("CREATE TEMP TABLE pooltest_tmp (x int)"), count("select 1 from pg_class where relname = 'pooltest_tmp' and relpersistence = 't'")},
+		{"SELECT INTO TEMP", exec("SELECT 1 AS x INTO TEMP pooltest_tmp2"), count("select 1 from pg_class where relname = 'pooltest_tmp2'")},
+		{"advisory lock", exec("SELECT pg_advisory_lock(4242)"), count("select 1 from pg_locks where locktype = 'advisory' and pid = pg_backend_pid()")},
+		{"LISTEN", exec("LISTEN pooltest_channel"), count("select pg_listening_channels()")},
+		{"cursor WITH HOLD", exec("DECLARE pooltest_cur CURSOR WITH HOLD FOR SELECT 1"), count("select 1 from pg_cursors where name = 'pooltest_cur'")},
+		{"PREPARE by hand", exec("PREPARE pooltest_stmt AS SELECT 1"), count("select 1 from pg_prepared_statements where name = 'pooltest_stmt'")},
+		{"pgx Prepare by name", func(c *pgx.Conn) error { _, err := c.Prepare(bg, "pooltest_pgx", "select 2"); return err },
+			count("select 1 from pg_prepared_statements where name = 'pooltest_pgx'")},
+		{"sequence currval", exec("SELECT nextval('pooltest_seq')"), func(c *pgx.Conn) (any, any) {
+			var v int64
+			err := c.QueryRow(bg, "select currval('pooltest_seq')").Scan(&v)
+			if err != nil && strings.Contains(err.Error(), "not yet defined in this session") {
+				return "undefined", "undefined"
+			}
+			return fmt.Sprint(v, err), "undefined"
+		}},
+		{"open transaction", exec("BEGIN", "SET LOCAL statement_timeout = '99ms'", "SET work_mem = '9MB'"), query("SHOW work_mem", "4MB")},
+		{"failed transaction", func(c *pgx.Conn) error {
+			_, _ = c.Exec(bg, "BEGIN")
+			_, _ = c.Exec(bg, "select 1/0")
+			return nil
+		}, query("select 'ok'", "ok")},
+		{"SET in a batch", func(c *pgx.Conn) error {
+			b := &pgx.Batch{}
+			b.Queue("select 1")
+			b.Queue("SET statement_timeout = '777ms'")
+			return c.SendBatch(bg, b).Close()
+		}, query("SHOW statement_timeout", "0")},
 	}
 }
