@@ -242,7 +242,7 @@ func runReplica(ctx context.Context, o options) (replicaReport, error) {
 	if err != nil {
 		return rep, err
 	}
-	s := &server{cfg: cfg}
+	s := &server{cfg: cfg, share: true}
 	st, err := s.withBudget(tenantsN, budget, func(_ int, c *pool.Config) {
 		c.MaxSize = 20
 		c.Adaptive = true

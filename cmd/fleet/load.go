@@ -26,6 +26,9 @@ type tally struct {
 	timedOut int
 	waits    []time.Duration // of served requests: from arrival to the work's start
 	example  error           // the first failure
+	crossed  int             // requests that saw another tenant's row or setting
+	// work is a request's work on its connection; nil for hold.
+	work     func(ctx context.Context, c *postgres.Conn, tenant int, d time.Duration) error
 	inFlight sync.WaitGroup
 }
 
@@ -62,6 +65,9 @@ func (t *tally) request(ctx context.Context, d do, tenant int, timeout, holdFor 
 		// its deadline leaves room for it. (pgx closes a connection whose
 		// query a deadline cuts short: in an overload every connection
 		// would be redialled, and the run would measure that instead.)
+		if t.work != nil {
+			return t.work(context.WithoutCancel(ctx), c, tenant, holdFor)
+		}
 		return hold(context.WithoutCancel(ctx), c, holdFor)
 	})
 	t.mu.Lock()
@@ -75,6 +81,12 @@ func (t *tally) request(ctx context.Context, d do, tenant int, timeout, holdFor 
 	case err == nil:
 		t.served[w][tenant]++
 		t.waits = append(t.waits, started.Sub(arrived))
+	case errors.Is(err, errCrossed):
+		t.crossed++
+		t.failed++
+		if t.example == nil {
+			t.example = err
+		}
 	case errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil:
 		t.timedOut++
 	default:

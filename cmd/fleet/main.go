@@ -10,9 +10,14 @@
 //
 // Scenarios (-scenarios, comma-separated; default all):
 //
-//	skew      100 tenants, Zipf(1.1) demand at twice the capacity of 40
-//	          connections, lognormal holds (median 5 ms): a Budget of 40,
-//	          100 plain pools, and one FIFO semaphore of 40 in front of them
+//	skew      100 tenants with a schema each in one database (search_path
+//	          and a setting in each DSN), Zipf(1.1) demand at twice the
+//	          capacity of 40 connections, lognormal holds (median 40 ms):
+//	          a Budget of 40 (sharing connections, and not), 100 plain
+//	          pools, and one FIFO semaphore of 40 in front of them; every
+//	          request checks that it read its own tenant's row and setting
+//	skewdb    the same load on a database per tenant: a Budget of 40, and
+//	          100 plain pools
 //	wake      99 tenants saturate 40 connections; tenant 100 (MinSize 2)
 //	          starts: the time to its first connection
 //	flood     20 interactive tenants, and 5 batch tenants at 10 times the
@@ -47,7 +52,7 @@ type options struct {
 	replica   bool // run as one replica of the replicas scenario
 }
 
-var allScenarios = []string{"skew", "wake", "flood", "resize", "replicas"}
+var allScenarios = []string{"skew", "skewdb", "wake", "flood", "resize", "replicas"}
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs := flag.NewFlagSet("fleet", flag.ContinueOnError)

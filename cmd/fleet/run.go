@@ -16,7 +16,13 @@ func run(ctx context.Context, o options, w io.Writer) error {
 	}
 	defer s.close()
 	scenarios := map[string]func(context.Context, *server, options) (*report, error){
-		"skew": skew, "wake": wake, "flood": flood, "resize": resize, "replicas": replicasScenario,
+		"skew": func(ctx context.Context, s *server, o options) (*report, error) {
+			return skew(ctx, s, o, layoutSchemas)
+		},
+		"skewdb": func(ctx context.Context, s *server, o options) (*report, error) {
+			return skew(ctx, s, o, layoutDatabases)
+		},
+		"wake": wake, "flood": flood, "resize": resize, "replicas": replicasScenario,
 	}
 	var reports []*report
 	fmt.Fprintf(w, "# fleet: %v per run, role %s\n\n", o.seconds, s.role)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/semaphore"
@@ -99,8 +100,12 @@ func pct(n, of int) string {
 func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d)/1e6) }
 
 // skew: 100 tenants with Zipf(1.1) demand at twice the capacity of the
-// budget, through each strategy.
-func skew(ctx context.Context, s *server, o options) (*report, error) {
+// budget, through each strategy, the tenants laid out as l.
+func skew(ctx context.Context, s *server, o options, l layout) (*report, error) {
+	if err := s.useLayout(ctx, l, tenantsN); err != nil {
+		return nil, err
+	}
+	defer s.useLayout(ctx, layoutOne, 0)
 	rates := zipf(tenantsN, 1.1)
 	offered := loadFactor * capacity(budget)
 	for i := range rates {
@@ -108,15 +113,28 @@ func skew(ctx context.Context, s *server, o options) (*report, error) {
 	}
 	window := min(10*time.Second, o.seconds)
 	r := &report{
-		title: fmt.Sprintf("Skew: %d tenants, Zipf(1.1) demand of %.0f req/s (twice what %d connections serve at the mean hold of %v), lognormal holds (median %v), 1 s deadline, %v after 2 s of warm-up, role limit %d",
-			tenantsN, offered, budget, meanHold().Round(10*time.Microsecond), medianHold, o.seconds, roleLimit),
-		header: []string{"strategy", "server connections, max", "served req/s", "timed out", "failed", "Jain's index (lowest window)", "lowest backlogged tenant ÷ share", "p99 wait", "connections opened/s", "refused dials/s"},
+		title: fmt.Sprintf("Skew, %v: %d tenants, Zipf(1.1) demand of %.0f req/s (%.1f times the %.0f req/s that %d connections serve at the mean hold of %v), lognormal holds (median %v), 2 s deadline, %v after 2 s of warm-up, role limit %d",
+			l, tenantsN, offered, loadFactor, capacity(budget), budget, meanHold().Round(100*time.Microsecond), medianHold, o.seconds, roleLimit),
+		header: []string{"strategy", "server connections, max", "served req/s", "served ÷ capacity", "timed out", "failed", "saw another tenant's row", "Jain's index (lowest window)", "lowest backlogged tenant ÷ share", "p99 wait", "connections opened/s after warm-up", "moves/s", "refused dials/s"},
 		series: map[string][]sample{},
 	}
 	builders := []func() (*strategy, error){
 		func() (*strategy, error) { return s.withBudget(tenantsN, budget, nil) },
-		func() (*strategy, error) { return s.plain(tenantsN) },
-		func() (*strategy, error) { return s.semaphored(tenantsN, budget) },
+	}
+	if l == layoutSchemas {
+		builders = append(builders, func() (*strategy, error) {
+			s.share = false
+			defer func() { s.share = true }()
+			st, err := s.withBudget(tenantsN, budget, nil)
+			if st != nil {
+				st.name += ", no sharing"
+			}
+			return st, err
+		})
+	}
+	builders = append(builders, func() (*strategy, error) { return s.plain(tenantsN) })
+	if l == layoutSchemas {
+		builders = append(builders, func() (*strategy, error) { return s.semaphored(tenantsN, budget) })
 	}
 	for _, build := range builders {
 		if err := s.limit(ctx, roleLimit); err != nil {
@@ -129,27 +147,45 @@ func skew(ctx context.Context, s *server, o options) (*report, error) {
 		}
 		stop := s.sampler(ctx)
 		t := newTally(tenantsN, o.seconds, window)
-		openLoop(ctx, t, st.do, rates, warmUp, o.seconds, time.Second)
+		t.work = s.work
+		opened := func() (created, moved int64) {
+			for _, p := range st.pools {
+				ps := p.Stats()
+				created += ps.Created
+				moved += ps.MovedIn
+			}
+			return created, moved
+		}
+		var warmCreated, warmMoved atomic.Int64
+		warm := time.AfterFunc(warmUp, func() {
+			c, m := opened()
+			warmCreated.Store(c)
+			warmMoved.Store(m)
+		})
+		openLoop(ctx, t, st.do, rates, warmUp, o.seconds, 2*time.Second)
+		warm.Stop()
 		samples := stop()
-		var created, refused int64
+		created, moved := opened()
+		var refused int64
 		for _, p := range st.pools {
-			s := p.Stats()
-			created += s.Created
-			refused += s.Refused
+			refused += p.Stats().Refused
 		}
 		st.close()
 		secs := (o.seconds + warmUp).Seconds()
 		arr, served := t.totals()
 		jain, lowest := t.fairness(int(o.seconds / window))
+		rate := float64(served) / o.seconds.Seconds()
 		r.rows = append(r.rows, []string{st.name, fmt.Sprint(maxOf(samples)),
-			fmt.Sprintf("%.0f", float64(served)/o.seconds.Seconds()),
-			pct(t.timedOut, arr), pct(t.failed, arr),
+			fmt.Sprintf("%.0f", rate), fmt.Sprintf("%.2f", rate/capacity(budget)),
+			pct(t.timedOut, arr), pct(t.failed, arr), fmt.Sprint(t.crossed),
 			fmt.Sprintf("%.2f", jain), fmt.Sprintf("%.2f", lowest), ms(t.waitQuantile(0.99)),
-			fmt.Sprintf("%.0f", float64(created)/secs), fmt.Sprintf("%.0f", float64(refused)/secs)})
+			fmt.Sprintf("%.1f", float64(created-warmCreated.Load())/o.seconds.Seconds()),
+			fmt.Sprintf("%.0f", float64(moved-warmMoved.Load())/o.seconds.Seconds()),
+			fmt.Sprintf("%.0f", float64(refused)/secs)})
 		if t.example != nil {
 			r.notes = append(r.notes, fmt.Sprintf("%s: a failure: %v", st.name, t.example))
 		}
-		r.series[st.name] = samples
+		r.series[fmt.Sprintf("%s (%v)", st.name, l)] = samples
 	}
 	return r, ctx.Err()
 }
