@@ -59,6 +59,10 @@ type Budget struct {
 	slots   uint64 // slots handed out, ever: the clock of member.lastSlot
 	mins    int    // the members' MinSizes, summed
 	members []*member
+	// passed counts, per priority class, the slots handed out to members
+	// of other classes while a member of the class wanted one, since the
+	// class was last served: the floor of priority.go, across pools.
+	passed [numClasses]int
 	// ceiling is the capacity ceiling below limit, while the server
 	// refuses dials (capacity.go).
 	ceiling ceilingState
@@ -89,6 +93,9 @@ type member struct {
 	// members with the same non-empty group and kind exchange connections.
 	group string
 	kind  reflect.Type
+	// top is the highest priority class its callers wait in (a class of
+	// priority.go), numClasses if none, as its pool last told the budget.
+	top uint8
 }
 
 // shares reports whether m and o exchange connections (see Share).
@@ -240,7 +247,7 @@ func (b *Budget) join(p budgetPool, name string, minSize, weight int, group stri
 		return nil, newError(fmt.Sprintf("invalid config: %s: the MinSizes of its pools would sum to %d",
 			b.labelLocked(), b.mins+minSize), ErrInvalidConfig)
 	}
-	m := &member{pool: p, name: name, weight: weight, min: minSize, group: group, kind: kind}
+	m := &member{pool: p, name: name, weight: weight, min: minSize, group: group, kind: kind, top: numClasses}
 	b.members = append(b.members, m)
 	b.mins += minSize
 	return m, nil
@@ -282,6 +289,7 @@ func (b *Budget) forgetIfDoneLocked(m *member) {
 func (b *Budget) setWantLocked(m *member, want bool) {
 	if !want {
 		m.need = 0
+		m.top = numClasses
 	}
 	if m.want == want {
 		return
@@ -295,14 +303,10 @@ func (b *Budget) setWantLocked(m *member, want bool) {
 	}
 }
 
-// needier reports whether x should get a slot before y: x is below its
-// MinSize and y is not, or x holds fewer connections per unit of weight,
-// or as few and got its last slot earlier.
+// needier reports whether x should get a slot before y, of one priority
+// class: x holds fewer connections per unit of weight, or as few and got
+// its last slot earlier.
 func needier(x, y *member) bool {
-	xBelow, yBelow := x.open < x.min, y.open < y.min
-	if xBelow != yBelow {
-		return xBelow
-	}
 	xs, ys := (x.open-x.closing)*y.weight, (y.open-y.closing)*x.weight
 	if xs != ys {
 		return xs < ys
@@ -334,6 +338,54 @@ func (b *Budget) handOutLocked(m *member) {
 	b.slots++
 	m.lastSlot = b.slots
 	m.need = max(m.need-1, 0)
+	if int(m.top) < numClasses {
+		b.servedClassLocked(m)
+	}
+}
+
+// beforeLocked reports whether x should get a slot before y: x is below
+// its MinSize and y is not; or x's callers wait in a higher priority
+// class (a class owed its turn by the floor ranking first); or, in one
+// class, x is needier by share (needier). b.mu must be held.
+func (b *Budget) beforeLocked(x, y *member) bool {
+	if xBelow, yBelow := x.open < x.min, y.open < y.min; xBelow != yBelow {
+		return xBelow
+	}
+	if xr, yr := b.rankLocked(x), b.rankLocked(y); xr != yr {
+		return xr < yr
+	}
+	return needier(x, y)
+}
+
+// rankLocked is m's place in the priority order: its top class, or -1
+// when that class has been passed over floorEvery-1 slots in a row.
+// b.mu must be held.
+func (b *Budget) rankLocked(m *member) int {
+	c := int(m.top)
+	if c < numClasses && b.passed[c] >= floorEvery-1 {
+		return -1
+	}
+	return c
+}
+
+// servedClassLocked counts a slot handed to m for the floor: each other
+// class that a wanting member waits in is passed over once. b.mu must be
+// held.
+func (b *Budget) servedClassLocked(m *member) {
+	var waiting [numClasses]bool
+	for _, o := range b.members {
+		if o.want && o != m && int(o.top) < numClasses {
+			waiting[o.top] = true
+		}
+	}
+	for c := range numClasses {
+		switch {
+		case c == int(m.top):
+			b.passed[c] = 0
+		case waiting[c]:
+			b.passed[c]++
+		}
+	}
 }
 
 // neediestLocked returns the wanting member that should get the next
@@ -341,7 +393,7 @@ func (b *Budget) handOutLocked(m *member) {
 func (b *Budget) neediestLocked(not *member) *member {
 	var best *member
 	for _, m := range b.members {
-		if m.want && m != not && !m.closed && (best == nil || needier(m, best)) {
+		if m.want && m != not && !m.closed && (best == nil || b.beforeLocked(m, best)) {
 			best = m
 		}
 	}
@@ -352,7 +404,7 @@ func (b *Budget) neediestLocked(not *member) *member {
 // get one before m. b.mu must be held.
 func (b *Budget) needierThanLocked(m *member) bool {
 	t := b.neediestLocked(m)
-	return t != nil && needier(t, m)
+	return t != nil && b.beforeLocked(t, m)
 }
 
 // roomLocked is the number of slots m may take now: below its MinSize,

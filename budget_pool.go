@@ -15,7 +15,9 @@ func (p *Pool[C]) takeSlotLocked() bool {
 	}
 	b := p.cfg.Budget
 	need := max(p.shortfallLocked(), 1) // a dial is starting: the pool is below MaxSize
+	top := p.waiters.top()
 	b.mu.Lock()
+	p.bm.top = top
 	ok := b.takeLocked(p.bm, need)
 	b.mu.Unlock()
 	return ok
@@ -52,10 +54,13 @@ func (p *Pool[C]) yieldLocked(e *entry[C], now int64) (bool, *member) {
 	if !b.contended() {
 		return false, nil
 	}
+	top := p.waiters.top()
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if p.waiters.len == 0 {
 		b.setWantLocked(p.bm, false)
+	} else if p.bm.want {
+		p.bm.top = top
 	}
 	yield, to := b.mustYieldLocked(p.bm, p.clock.time(now).Sub(e.createdAt))
 	switch {

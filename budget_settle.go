@@ -27,15 +27,20 @@ func (b *Budget) mustYieldLocked(m *member, held time.Duration) (yield bool, to 
 		return true, nil
 	}
 	t := b.neediestLocked(m)
+	// t's callers wait in a higher class than any of m's, or are
+	// interactive while m has none waiting: the slot is theirs
+	// (priority.go), whatever the shares. (A normal-class t and an m with
+	// no waiter go by the shares, and the idle reclaim below.)
+	higher := t != nil && b.rankLocked(t) < b.rankLocked(m) && (m.top < numClasses || t.top == classInteractive)
 	switch {
 	case t == nil || b.roomLocked(t) > 0:
 		return false, nil
 	case t.shares(m):
-		return outranks(t, m, eff, held, 0), t
+		return higher || outranks(t, m, eff, held, 0), t
 	case closing >= need:
 		return false, nil
 	}
-	return outranks(t, m, eff, held, rotateAfter), nil
+	return higher || outranks(t, m, eff, held, rotateAfter), nil
 }
 
 // rotateAfter is how long a pool keeps a slot before it must give it to a
@@ -158,9 +163,12 @@ func (b *Budget) settleStep() bool {
 		if shares {
 			after = 0 // a move costs no dial
 		}
-		if !over && !outranks(&tc, &c.m, eff, now.Sub(since), after) {
+		// Reclaimable: over the limit; or idle after or longer (a pool
+		// that holds a connection idle while another waits has no use
+		// for it, whatever the shares); or t outranks the pool.
+		if idle := now.Sub(since); !over && idle < after && !outranks(&tc, &c.m, eff, idle, after) {
 			// Reclaimable later, once idle reclaimAfter?
-			if at := since.Add(after); outranks(&tc, &c.m, eff, after, after) && (soonest.IsZero() || at.Before(soonest)) {
+			if at := since.Add(after); soonest.IsZero() || at.Before(soonest) {
 				soonest = at
 			}
 			continue

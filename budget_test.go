@@ -574,3 +574,109 @@ func TestIdleKeptAtReleaseIsReclaimedForAWaitingPool(t *testing.T) {
 		assert.EqualValues(t, 1, a.Stats().ClosedBudget)
 	})
 }
+
+// A freed slot goes to the pool whose caller waits in the highest class:
+// an interactive caller of one pool goes before a normal caller of
+// another who came first.
+func TestAHigherClassInAnotherPoolGetsTheFreedSlotFirst(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newTestBudget(t, 1)
+		src := newFakeSource(t)
+		a := newTestPool(t, src, budgetConfig(b, "a", 1))
+		n := newTestPool(t, src, budgetConfig(b, "n", 1))
+		i := newTestPool(t, src, budgetConfig(b, "i", 1))
+		pa, err := a.Acquire(bg)
+		require.NoError(t, err)
+		order := make(chan string, 2)
+		hold := func(name string) func(*fakeConn) error {
+			return func(*fakeConn) error {
+				order <- name
+				time.Sleep(10 * time.Millisecond) // the loan, on the fake clock
+				return nil
+			}
+		}
+		var wg sync.WaitGroup
+		wg.Go(func() { assert.NoError(t, n.With(bg, hold("normal"))) })
+		synctest.Wait()
+		wg.Go(func() {
+			assert.NoError(t, i.With(pool.WithPriority(bg, pool.PriorityInteractive), hold("interactive")))
+		})
+		synctest.Wait()
+		released := time.Now()
+		pa.Release()
+		assert.Equal(t, "interactive", <-order, "the normal caller, first in time, went first")
+		assert.Zero(t, time.Since(released), "the interactive caller waited for the idle reclaim instead of taking the released slot")
+		assert.Equal(t, "normal", <-order)
+		wg.Wait()
+	})
+}
+
+// The floor of the priority classes holds across the pools of a budget:
+// while two pools of interactive callers trade the budget's one slot, a
+// normal caller of a third pool is served within ten hand-offs.
+func TestALowerClassIsNotStarvedAcrossPools(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newTestBudget(t, 1)
+		src := newFakeSource(t)
+		i1 := sharedPool(t, src, b, "i1", 1)
+		i2 := sharedPool(t, src, b, "i2", 1)
+		n := sharedPool(t, src, b, "n", 1)
+		ictx := pool.WithPriority(bg, pool.PriorityInteractive)
+		var interactive atomic.Int64
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		for _, p := range []*pool.Pool[*fakeConn]{i1, i2, i1, i2} {
+			wg.Go(func() {
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					_ = p.With(ictx, func(*fakeConn) error {
+						interactive.Add(1)
+						time.Sleep(10 * time.Millisecond)
+						return nil
+					})
+				}
+			})
+		}
+		defer func() {
+			close(stop)
+			wg.Wait()
+		}()
+		time.Sleep(100 * time.Millisecond) // the interactive pools trade the slot
+		before := interactive.Load()
+		ctx, cancel := context.WithTimeout(bg, 5*time.Second)
+		defer cancel()
+		require.NoError(t, n.With(ctx, func(*fakeConn) error { return nil }), "the normal caller starved")
+		passed := interactive.Load() - before
+		assert.LessOrEqual(t, passed, int64(11), "the normal caller waited through %d interactive loans", passed)
+		assert.Positive(t, b.Stats().Shared)
+	})
+}
+
+// A pool that keeps connections idle while another pool waits on a full
+// budget gives them up once idle 100 ms, even when the waiting pool holds
+// as many already: the idle ones serve nobody.
+func TestAColdPoolsIdleConnectionsGoToAHotPoolThatHoldsAsMany(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newTestBudget(t, 4)
+		src := newFakeSource(t)
+		cold := newTestPool(t, src, budgetConfig(b, "cold", 4))
+		hot := newTestPool(t, src, budgetConfig(b, "hot", 4))
+		fillIdle(t, cold, 2)
+		held := acquireN(t, hot, 2)
+		start := time.Now()
+		ctx, cancel := context.WithTimeout(bg, 5*time.Second)
+		defer cancel()
+		pc, err := hot.Acquire(ctx)
+		require.NoError(t, err, "the hot pool's caller timed out beside the cold pool's idle connections")
+		assert.Less(t, time.Since(start), time.Second)
+		assert.EqualValues(t, 1, cold.Stats().ClosedBudget)
+		pc.Release()
+		for _, h := range held {
+			h.Release()
+		}
+	})
+}

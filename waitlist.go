@@ -111,6 +111,16 @@ func (l *waitList[C]) pushFront(w *waiter[C]) {
 	}
 }
 
+// top returns the highest class that waits, numClasses if none.
+func (l *waitList[C]) top() uint8 {
+	for i := range numClasses {
+		if l.q[i].len > 0 {
+			return uint8(i)
+		}
+	}
+	return numClasses
+}
+
 // popFront dequeues the waiter whose turn it is: the longest waiter of the
 // class pick chooses. With one class waiting, as when no caller sets
 // a priority, that is the longest waiter.
