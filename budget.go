@@ -173,6 +173,7 @@ func (b *Budget) SetLimit(n int) error {
 	}
 	b.limit = n
 	b.checkOverLocked()
+	b.dirty.Store(true) // a raised limit has slots for the pools that want
 	b.mu.Unlock()
 	b.settle()
 	return nil

@@ -74,6 +74,34 @@ func (p *Pool[C]) yieldLocked(e *entry[C], now int64) (bool, *member) {
 	return yield, to
 }
 
+// waiterLeftLocked drops the pool's claim on its budget once its last
+// waiter has given up, unless it is below its MinSize: a slot must never
+// be reclaimed from another pool, or granted, for a caller who has gone.
+// p.mu must be held.
+func (p *Pool[C]) waiterLeftLocked() {
+	if p.bm == nil || p.waiters.len > 0 || p.n.open() < p.minSize {
+		return
+	}
+	b := p.cfg.Budget
+	b.mu.Lock()
+	b.setWantLocked(p.bm, false)
+	b.mu.Unlock()
+}
+
+// roomForTryLocked reports whether a TryAcquire may start a dial: without
+// a budget, or when the budget would grant a slot at once. A TryAcquire
+// never waits, so it never claims a slot of the budget (a claim makes the
+// budget reclaim another pool's connection for it). p.mu must be held.
+func (p *Pool[C]) roomForTryLocked() bool {
+	if p.bm == nil {
+		return true
+	}
+	b := p.cfg.Budget
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.roomLocked(p.bm) > 0 && !b.dialCappedLocked(p.bm) && !b.needierThanLocked(p.bm)
+}
+
 // closingSlotLocked records that a connection is being closed, so that
 // the budget counts its slot as on its way back. p.mu must be held.
 func (p *Pool[C]) closingSlotLocked() {
@@ -91,7 +119,13 @@ func (p *Pool[C]) grant() {
 	p.mu.Lock()
 	b := p.cfg.Budget
 	need := p.shortfallLocked()
-	if !p.closed.Load() && need > 0 {
+	limit := p.cfg.MaxConcurrentDials
+	if limit == 0 {
+		limit = p.maxSize
+	}
+	// At MaxConcurrentDials, the slot goes back: a dial in flight that
+	// ends refills the pool, and claims a slot again if it still needs one.
+	if !p.closed.Load() && need > 0 && p.n[stateDialling] < limit {
 		p.dialStartLocked()
 		go p.dial()
 		if need <= 1 {

@@ -334,6 +334,7 @@ func (p *Pool[C]) WaitReady(ctx context.Context) error {
 	r := &readyWaiter{ch: make(chan error, 1)}
 	p.ready = append(p.ready, r)
 	p.unlock()
+	p.settleBudget() // a MinSize the budget refused: reclaim for it
 	select {
 	case err := <-r.ch:
 		return err

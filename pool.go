@@ -165,6 +165,7 @@ func New[C Connector](factory Factory[C], cfg Config) (*Pool[C], error) {
 		p.startDemandLocked()
 	}
 	p.unlock()
+	p.settleBudget() // a MinSize the budget refused: reclaim for it
 	return p, nil
 }
 
@@ -337,11 +338,10 @@ func (p *Pool[C]) acquire(ctx context.Context, mode acquireMode) (*entry[C], *fa
 			continue // outcomeRetry: the connection was closed
 		}
 		if mode == noWait {
-			if p.n[stateDialling] <= p.waiters.len {
+			if p.n[stateDialling] <= p.waiters.len && p.roomForTryLocked() {
 				p.startDialsLocked(1)
 			}
 			p.unlock()
-			p.settleBudget()
 			return nil, nil, ErrPoolExhausted
 		}
 		if w == nil {

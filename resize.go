@@ -46,7 +46,18 @@ func (p *Pool[C]) SetMaxSize(n int) error {
 // On a closed pool SetMinSize returns ErrPoolClosed.
 func (p *Pool[C]) SetMinSize(n int) error {
 	p.mu.Lock()
-	defer p.unlock()
+	if err := p.setMinSizeLocked(n); err != nil {
+		p.unlock()
+		return err
+	}
+	p.refillLocked()
+	p.unlock()
+	p.settleBudget() // a MinSize the budget refused: reclaim for it
+	return nil
+}
+
+// setMinSizeLocked checks n and makes it the MinSize. p.mu must be held.
+func (p *Pool[C]) setMinSizeLocked(n int) error {
 	switch {
 	case p.closed.Load():
 		return ErrPoolClosed
@@ -59,6 +70,5 @@ func (p *Pool[C]) SetMinSize(n int) error {
 		return err
 	}
 	p.minSize = n
-	p.refillLocked()
 	return nil
 }

@@ -262,6 +262,7 @@ func (p *Pool[C]) expireWaiters() {
 		case w.timeoutAt <= now:
 			p.waiters.remove(w)
 			p.wakes.serve(w, result[C]{err: errTimedOut})
+			p.waiterLeftLocked()
 		default:
 			next = min(next, w.timeoutAt)
 		}
@@ -293,6 +294,7 @@ func (p *Pool[C]) wait(ctx context.Context, w *waiter[C], a *acquisition[C]) (re
 	p.mu.Lock()
 	if w.queued {
 		p.waiters.remove(w)
+		p.waiterLeftLocked()
 		p.unlock()
 		return result[C]{}, err
 	}
