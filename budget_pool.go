@@ -75,7 +75,7 @@ func (p *Pool[C]) yieldLocked(e *entry[C], now int64) (bool, *member) {
 }
 
 // waiterLeftLocked drops the pool's claim on its budget once its last
-// waiter has given up, unless it is below its MinSize: a slot must never
+// waiter has given up or been served, unless it is below its MinSize: a slot must never
 // be reclaimed from another pool, or granted, for a caller who has gone.
 // p.mu must be held.
 func (p *Pool[C]) waiterLeftLocked() {

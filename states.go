@@ -210,6 +210,9 @@ func (p *Pool[C]) putLocked(e *entry[C], idleSince, now int64) handoff[C] {
 	}
 	if p.waiters.len > 0 {
 		if w := p.nextWaiterLocked(now); w != nil {
+			if p.bm != nil && p.waiters.len == 0 {
+				p.waiterLeftLocked() // served the last: no claim on the budget left
+			}
 			return p.handLocked(e, w, now)
 		}
 	}
