@@ -191,6 +191,7 @@ func TestPasswordRotatesUnderLoad(t *testing.T) {
 
 	var (
 		served, rotatedAt   atomic.Int64
+		rotatedTime         atomic.Int64 // when, in UnixNano
 		failures            []error
 		fmu                 sync.Mutex
 		warm, after         = make(chan struct{}), make(chan struct{})
@@ -219,8 +220,9 @@ func TestPasswordRotatesUnderLoad(t *testing.T) {
 				if n >= 200 {
 					warmOnce.Do(func() { close(warm) })
 				}
-				// 2,000 more requests span several MaxLifetimes.
-				if r := rotatedAt.Load(); r > 0 && n >= r+2000 {
+				// 2,000 more requests, spanning at least three
+				// MaxLifetimes (a fast machine serves 2,000 in less).
+				if r := rotatedAt.Load(); r > 0 && n >= r+2000 && time.Since(time.Unix(0, rotatedTime.Load())) >= 3*pcfg.MaxLifetime {
 					afterOnce.Do(func() { close(after) })
 				}
 			}
@@ -235,6 +237,7 @@ func TestPasswordRotatesUnderLoad(t *testing.T) {
 	createdAtRotation := p.Stats().Created
 	mu.Unlock()
 	require.NoError(t, err)
+	rotatedTime.Store(time.Now().UnixNano())
 	rotatedAt.Store(served.Load())
 	<-after
 	close(stop)
