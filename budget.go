@@ -423,6 +423,13 @@ func (b *Budget) roomLocked(m *member) int {
 	return free - reserved
 }
 
+// mayTakeLocked reports whether m may take a slot now: there is room for
+// it, the budget's dials are not capped for it, and no wanting member
+// goes first. b.mu must be held.
+func (b *Budget) mayTakeLocked(m *member) bool {
+	return b.roomLocked(m) > 0 && !b.dialCappedLocked(m) && !b.needierThanLocked(m)
+}
+
 // takeLocked takes a slot for a dial of m's pool, or records that m
 // wants need slots and returns false: the budget is full, or another
 // member that wants a slot is further below its share. b.mu must be held.
@@ -430,7 +437,7 @@ func (b *Budget) takeLocked(m *member, need int) bool {
 	if m.closed {
 		return false
 	}
-	if b.roomLocked(m) <= 0 || b.dialCappedLocked(m) || b.needierThanLocked(m) {
+	if !b.mayTakeLocked(m) {
 		b.setWantLocked(m, true)
 		m.need = need
 		return false

@@ -59,8 +59,8 @@ func (p *Pool[C]) yieldLocked(e *entry[C], now int64) (bool, *member) {
 	defer b.mu.Unlock()
 	if p.waiters.len == 0 {
 		b.setWantLocked(p.bm, false)
-	} else if p.bm.want {
-		p.bm.top = top
+	} else {
+		p.bm.top = top // mustYieldLocked weighs the pool's own waiters
 	}
 	yield, to := b.mustYieldLocked(p.bm, p.clock.time(now).Sub(e.createdAt))
 	switch {
@@ -75,8 +75,9 @@ func (p *Pool[C]) yieldLocked(e *entry[C], now int64) (bool, *member) {
 }
 
 // waiterLeftLocked drops the pool's claim on its budget once its last
-// waiter has given up or been served, unless it is below its MinSize: a slot must never
-// be reclaimed from another pool, or granted, for a caller who has gone.
+// waiter has given up or been served, unless it is below its MinSize: a
+// slot must never be reclaimed from another pool, or granted, for a
+// caller who has gone.
 // p.mu must be held.
 func (p *Pool[C]) waiterLeftLocked() {
 	if p.bm == nil || p.waiters.len > 0 || p.n.open() < p.minSize {
@@ -99,7 +100,7 @@ func (p *Pool[C]) roomForTryLocked() bool {
 	b := p.cfg.Budget
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.roomLocked(p.bm) > 0 && !b.dialCappedLocked(p.bm) && !b.needierThanLocked(p.bm)
+	return b.mayTakeLocked(p.bm)
 }
 
 // closingSlotLocked records that a connection is being closed, so that
@@ -119,13 +120,9 @@ func (p *Pool[C]) grant() {
 	p.mu.Lock()
 	b := p.cfg.Budget
 	need := p.shortfallLocked()
-	limit := p.cfg.MaxConcurrentDials
-	if limit == 0 {
-		limit = p.maxSize
-	}
 	// At MaxConcurrentDials, the slot goes back: a dial in flight that
 	// ends refills the pool, and claims a slot again if it still needs one.
-	if !p.closed.Load() && need > 0 && p.n[stateDialling] < limit {
+	if !p.closed.Load() && need > 0 && p.n[stateDialling] < p.dialLimitLocked() {
 		p.dialStartLocked()
 		go p.dial()
 		if need <= 1 {

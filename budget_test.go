@@ -30,6 +30,19 @@ func budgetConfig(b *pool.Budget, name string, maxSize int) pool.Config {
 	return cfg
 }
 
+// budgetPools makes a budget of limit and, on it, a pool of maxSize for
+// each name, all dialling from one fake source.
+func budgetPools(t *testing.T, limit, maxSize int, names ...string) (*fakeSource, []*pool.Pool[*fakeConn]) {
+	t.Helper()
+	b := newTestBudget(t, limit)
+	src := newFakeSource(t)
+	ps := make([]*pool.Pool[*fakeConn], len(names))
+	for i, name := range names {
+		ps[i] = newTestPool(t, src, budgetConfig(b, name, maxSize))
+	}
+	return src, ps
+}
+
 // poolOpen returns each named pool's open connections as the budget sees
 // them.
 func poolOpen(b *pool.Budget) map[string]int {
@@ -547,136 +560,5 @@ func TestIdleConnectionIsReclaimedOnceIdleLongEnough(t *testing.T) {
 		assert.Equal(t, 70*time.Millisecond, waited, "reclaimed when idle 100 ms, measured from a's release")
 		assert.EqualValues(t, 1, a.Stats().ClosedBudget)
 		assert.EqualValues(t, 1, b.Stats().ReclaimedIdle)
-	})
-}
-
-// A connection released while another pool waits on a full budget, and
-// kept (it has served its slot too briefly to yield), is reclaimed for
-// that pool once idle 100 ms: nobody else would settle the budget, and
-// the waiter would time out beside an idle slot.
-func TestIdleKeptAtReleaseIsReclaimedForAWaitingPool(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		b := newTestBudget(t, 1)
-		src := newFakeSource(t)
-		a := newTestPool(t, src, budgetConfig(b, "a", 1))
-		c := newTestPool(t, src, budgetConfig(b, "c", 1))
-		pa, err := a.Acquire(bg)
-		require.NoError(t, err)
-		got := make(chan error, 1)
-		go func() { got <- c.With(bg, func(*fakeConn) error { return nil }) }()
-		synctest.Wait()
-		start := time.Now()
-		pa.Release()
-		require.NoError(t, <-got)
-		waited := time.Since(start)
-		assert.GreaterOrEqual(t, waited, 100*time.Millisecond, "reclaimed before it had been idle long enough")
-		assert.Less(t, waited, time.Second)
-		assert.EqualValues(t, 1, a.Stats().ClosedBudget)
-	})
-}
-
-// A freed slot goes to the pool whose caller waits in the highest class:
-// an interactive caller of one pool goes before a normal caller of
-// another who came first.
-func TestAHigherClassInAnotherPoolGetsTheFreedSlotFirst(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		b := newTestBudget(t, 1)
-		src := newFakeSource(t)
-		a := newTestPool(t, src, budgetConfig(b, "a", 1))
-		n := newTestPool(t, src, budgetConfig(b, "n", 1))
-		i := newTestPool(t, src, budgetConfig(b, "i", 1))
-		pa, err := a.Acquire(bg)
-		require.NoError(t, err)
-		order := make(chan string, 2)
-		hold := func(name string) func(*fakeConn) error {
-			return func(*fakeConn) error {
-				order <- name
-				time.Sleep(10 * time.Millisecond) // the loan, on the fake clock
-				return nil
-			}
-		}
-		var wg sync.WaitGroup
-		wg.Go(func() { assert.NoError(t, n.With(bg, hold("normal"))) })
-		synctest.Wait()
-		wg.Go(func() {
-			assert.NoError(t, i.With(pool.WithPriority(bg, pool.PriorityInteractive), hold("interactive")))
-		})
-		synctest.Wait()
-		released := time.Now()
-		pa.Release()
-		assert.Equal(t, "interactive", <-order, "the normal caller, first in time, went first")
-		assert.Zero(t, time.Since(released), "the interactive caller waited for the idle reclaim instead of taking the released slot")
-		assert.Equal(t, "normal", <-order)
-		wg.Wait()
-	})
-}
-
-// The floor of the priority classes holds across the pools of a budget:
-// while two pools of interactive callers trade the budget's one slot, a
-// normal caller of a third pool is served within ten hand-offs.
-func TestALowerClassIsNotStarvedAcrossPools(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		b := newTestBudget(t, 1)
-		src := newFakeSource(t)
-		i1 := sharedPool(t, src, b, "i1", 1)
-		i2 := sharedPool(t, src, b, "i2", 1)
-		n := sharedPool(t, src, b, "n", 1)
-		ictx := pool.WithPriority(bg, pool.PriorityInteractive)
-		var interactive atomic.Int64
-		stop := make(chan struct{})
-		var wg sync.WaitGroup
-		for _, p := range []*pool.Pool[*fakeConn]{i1, i2, i1, i2} {
-			wg.Go(func() {
-				for {
-					select {
-					case <-stop:
-						return
-					default:
-					}
-					_ = p.With(ictx, func(*fakeConn) error {
-						interactive.Add(1)
-						time.Sleep(10 * time.Millisecond)
-						return nil
-					})
-				}
-			})
-		}
-		defer func() {
-			close(stop)
-			wg.Wait()
-		}()
-		time.Sleep(100 * time.Millisecond) // the interactive pools trade the slot
-		before := interactive.Load()
-		ctx, cancel := context.WithTimeout(bg, 5*time.Second)
-		defer cancel()
-		require.NoError(t, n.With(ctx, func(*fakeConn) error { return nil }), "the normal caller starved")
-		passed := interactive.Load() - before
-		assert.LessOrEqual(t, passed, int64(11), "the normal caller waited through %d interactive loans", passed)
-		assert.Positive(t, b.Stats().Shared)
-	})
-}
-
-// A pool that keeps connections idle while another pool waits on a full
-// budget gives them up once idle 100 ms, even when the waiting pool holds
-// as many already: the idle ones serve nobody.
-func TestAColdPoolsIdleConnectionsGoToAHotPoolThatHoldsAsMany(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		b := newTestBudget(t, 4)
-		src := newFakeSource(t)
-		cold := newTestPool(t, src, budgetConfig(b, "cold", 4))
-		hot := newTestPool(t, src, budgetConfig(b, "hot", 4))
-		fillIdle(t, cold, 2)
-		held := acquireN(t, hot, 2)
-		start := time.Now()
-		ctx, cancel := context.WithTimeout(bg, 5*time.Second)
-		defer cancel()
-		pc, err := hot.Acquire(ctx)
-		require.NoError(t, err, "the hot pool's caller timed out beside the cold pool's idle connections")
-		assert.Less(t, time.Since(start), time.Second)
-		assert.EqualValues(t, 1, cold.Stats().ClosedBudget)
-		pc.Release()
-		for _, h := range held {
-			h.Release()
-		}
 	})
 }

@@ -58,10 +58,7 @@ func (p *Pool[C]) startDialsLocked(want int) {
 	if want <= 0 || p.closed.Load() || p.n.open() >= p.maxSize {
 		return // at MaxSize, as callers who wait mostly find it
 	}
-	limit := p.cfg.MaxConcurrentDials
-	if limit == 0 {
-		limit = p.maxSize
-	}
+	limit := p.dialLimitLocked()
 	if p.downLocked() {
 		if now := p.clock.now(); now < p.dialing.retryAt {
 			p.armRetryLocked(now, p.dialing.retryAt)
@@ -81,6 +78,15 @@ func (p *Pool[C]) startDialsLocked(want int) {
 		p.dialStartLocked()
 		go p.dial()
 	}
+}
+
+// dialLimitLocked is the most dials the pool runs at once:
+// MaxConcurrentDials, or MaxSize when that is zero. p.mu must be held.
+func (p *Pool[C]) dialLimitLocked() int {
+	if n := p.cfg.MaxConcurrentDials; n > 0 {
+		return n
+	}
+	return p.maxSize
 }
 
 // armRetryLocked makes the retry timer refill the pool at at: when the
