@@ -118,8 +118,9 @@ func (p *Pool[C]) putBack(e *entry[C]) {
 	_ = h.do(p) // Close runs only on a closed pool, and logs a panic
 }
 
-// requeueLocked puts back at the head of the queue a waiter whose
-// connection failed its check, or serves it (once p.mu is unlocked): with
+// requeueLocked puts back at the head of its class a waiter whose
+// connection failed its check (refusing a newcomer if MaxWaiters would be
+// passed), or serves it (once p.mu is unlocked): with
 // an idle connection, or with ErrPoolClosed. p.mu must be held.
 func (p *Pool[C]) requeueLocked(w *waiter[C]) {
 	if p.closed.Load() {
@@ -132,6 +133,13 @@ func (p *Pool[C]) requeueLocked(w *waiter[C]) {
 		return
 	}
 	p.waiters.pushFront(w)
+	// While w checked its connection it was not counted against
+	// MaxWaiters, and a newcomer may have taken its place: the newest
+	// waiter of the lowest class, the first to fail when not every waiter
+	// can wait, is refused.
+	for max := p.cfg.MaxWaiters; max > 0 && p.waiters.len > max; {
+		p.wakes.serve(p.waiters.popBack(), result[C]{err: p.tooManyWaitersLocked()})
+	}
 	// While w checked its connection, with nobody else waiting, releases
 	// may have parked theirs: w, at the head, gets the first.
 	p.unparkForWaitersLocked(p.clock.coarse())

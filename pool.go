@@ -398,8 +398,7 @@ func (p *Pool[C]) enqueueLocked(w *waiter[C], a *acquisition[C], now int64) erro
 		}
 	}
 	if max := p.cfg.MaxWaiters; max > 0 && p.waiters.len >= max {
-		p.stats.tooManyWaiters.Add(1)
-		return newError(fmt.Sprintf("too many waiters: %d callers already wait (MaxWaiters)", max), ErrTooManyWaiters)
+		return p.tooManyWaitersLocked()
 	}
 	p.waiters.pushBack(w)
 	p.unparkForWaitersLocked(now)
@@ -409,6 +408,13 @@ func (p *Pool[C]) enqueueLocked(w *waiter[C], a *acquisition[C], now int64) erro
 	}
 	p.dialForWaitersLocked()
 	return nil
+}
+
+// tooManyWaitersLocked counts a caller refused because MaxWaiters callers
+// wait, and returns its error. p.mu must be held.
+func (p *Pool[C]) tooManyWaitersLocked() error {
+	p.stats.tooManyWaiters.Add(1)
+	return newError(fmt.Sprintf("too many waiters: %d callers already wait (MaxWaiters)", p.cfg.MaxWaiters), ErrTooManyWaiters)
 }
 
 // waitTurn waits on w, queued by the caller, and checks the connection it

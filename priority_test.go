@@ -2,6 +2,7 @@ package pool_test
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -231,4 +232,97 @@ func acquireAndRelease(p *pool.Pool[*fakeConn], ctx context.Context, served func
 	served()
 	pc.Release()
 	return nil
+}
+
+// serviceOrder records the order in which callers held the connection.
+type serviceOrder struct {
+	t     *testing.T
+	p     *pool.Pool[*fakeConn]
+	wg    sync.WaitGroup
+	mu    sync.Mutex
+	order []string
+}
+
+// queue starts a caller of class pr on ctx and waits until it is queued
+// (or served). While it holds the connection it records label, then calls
+// then, if not nil.
+func (s *serviceOrder) queue(ctx context.Context, pr pool.Priority, label string, then func()) {
+	s.wg.Go(func() {
+		err := acquireAndRelease(s.p, pool.WithPriority(ctx, pr), func() {
+			s.mu.Lock()
+			s.order = append(s.order, label)
+			s.mu.Unlock()
+			if then != nil {
+				then()
+			}
+		})
+		if ctx.Err() == nil {
+			assert.NoError(s.t, err, label)
+		}
+	})
+	synctest.Wait()
+}
+
+func (s *serviceOrder) got() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.order...)
+}
+
+// The floor counts only the hand-offs a class was passed over since it
+// was last served: a normal caller served while only its class waited
+// starts the count again, so a normal caller behind it does not jump the
+// interactive callers that arrive next.
+func TestTheFloorCountsOnlyPassesSinceTheClassWasLastServed(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p := newTestPool(t, newFakeSource(t), testConfig(1))
+		held, err := p.Acquire(bg)
+		require.NoError(t, err)
+		s := &serviceOrder{t: t, p: p}
+		s.queue(bg, pool.PriorityNormal, "n1", func() {
+			for range 3 { // queued while n1 holds the connection
+				s.queue(bg, pool.PriorityInteractive, "late", nil)
+			}
+		})
+		s.queue(bg, pool.PriorityNormal, "n2", nil)
+		for range 8 {
+			s.queue(bg, pool.PriorityInteractive, "i", nil)
+		}
+		held.Release()
+		s.wg.Wait()
+		want := []string{"i", "i", "i", "i", "i", "i", "i", "i", "n1", "late", "late", "late", "n2"}
+		assert.Equal(t, want, s.got())
+		require.NoError(t, p.CheckAccounting())
+	})
+}
+
+// A waiter skipped at a hand-off because its caller gave up uses none of
+// its class's turns: the next waiter of the class takes the turn it was
+// owed, after nine interactive hand-offs, not after eighteen.
+func TestASkippedWaiterDoesNotUseUpItsClasssTurn(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p := newTestPool(t, newFakeSource(t), testConfig(1))
+		held, err := p.Acquire(bg)
+		require.NoError(t, err)
+		stuck := make(chan struct{})
+		p.SetGaveUpHook(func() { <-stuck }) // the caller who gives up stays queued
+		s := &serviceOrder{t: t, p: p}
+		ctx, cancel := context.WithCancel(bg)
+		s.queue(ctx, pool.PriorityNormal, "gone", nil)
+		s.queue(bg, pool.PriorityNormal, "normal", nil)
+		for range 20 {
+			s.queue(bg, pool.PriorityInteractive, "i", nil)
+		}
+		cancel()
+		synctest.Wait()
+		held.Release()
+		synctest.Wait()
+		close(stuck)
+		s.wg.Wait()
+		got := s.got()
+		require.Len(t, got, 21, "order %v", got)
+		assert.Equal(t, 9, slices.Index(got, "normal"), "order %v", got)
+		assert.NotContains(t, got, "gone")
+		require.NoError(t, p.CheckAccounting())
+	})
 }

@@ -121,27 +121,30 @@ func (l *waitList[C]) top() uint8 {
 	return numClasses
 }
 
-// popFront dequeues the waiter whose turn it is: the longest waiter of the
-// class pick chooses. With one class waiting, as when no caller sets
-// a priority, that is the longest waiter.
+// popFront dequeues the waiter whose turn it is and counts the turn.
 func (l *waitList[C]) popFront() *waiter[C] {
-	switch {
-	case l.len == 0:
+	c := l.next()
+	if c < 0 {
 		return nil
-	case l.q[classNormal].len == l.len: // only the default class waits
-		w := l.q[classNormal].head
-		l.remove(w)
-		return w
 	}
-	w := l.q[l.pick()].head
+	w := l.q[c].head
 	l.remove(w)
+	l.served(c)
 	return w
 }
 
-// pick returns the class to serve next, of at least two that wait, and
-// counts the turn: the class passed over longest if it has been passed
+// next returns the class whose turn it is, -1 if nobody waits, without
+// counting the turn: the class passed over longest if it has been passed
 // over floorEvery-1 times or more, else the highest class that waits.
-func (l *waitList[C]) pick() int {
+// With one class waiting, as when no caller sets a priority, that is the
+// class of the longest waiter.
+func (l *waitList[C]) next() int {
+	switch {
+	case l.len == 0:
+		return -1
+	case l.q[classNormal].len == l.len: // only the default class waits
+		return classNormal
+	}
 	c, owed := -1, -1
 	for i := range numClasses {
 		if l.q[i].len == 0 {
@@ -155,15 +158,22 @@ func (l *waitList[C]) pick() int {
 		}
 	}
 	if owed >= 0 {
-		c = owed
+		return owed
 	}
+	return c
+}
+
+// served counts a hand-off to class c: every other class that waits was
+// passed over once more, and c's count starts again. Only a waiter that
+// takes the connection counts; one skipped because its caller gave up
+// uses no turn.
+func (l *waitList[C]) served(c int) {
 	for i := range numClasses {
 		if i != c && l.q[i].len > 0 {
 			l.passed[i]++
 		}
 	}
 	l.passed[c] = 0
-	return c
 }
 
 // popBack dequeues the newest waiter of the lowest class that waits: the
@@ -219,15 +229,18 @@ func (l *waitList[C]) remove(w *waiter[C]) {
 // better. p.mu must be held.
 func (p *Pool[C]) nextWaiterLocked(now int64) *waiter[C] {
 	for {
-		w := p.waiters.popFront()
-		if w == nil {
+		c := p.waiters.next()
+		if c < 0 {
 			return nil
 		}
+		w := p.waiters.q[c].head
+		p.waiters.remove(w)
 		err := w.gaveUp(now)
 		if err == nil && p.cfg.ShedHopeless {
 			err = p.tooLateLocked(w, now)
 		}
 		if err == nil {
+			p.waiters.served(c)
 			return w
 		}
 		// Its goroutine is waking, or about to, on its own; this answer,
