@@ -20,7 +20,12 @@
 //     may open now, MaxSize or less while the server refuses for capacity;
 //   - pool.connection.refused {connection}: dials refused for capacity;
 //   - pool.acquire.shed {request}: acquires failed at once under
-//     ShedHopeless.
+//     ShedHopeless;
+//   - pool.connection.moved {connection}, by pool.connection.direction
+//     (in, out): connections that moved between pools of one
+//     Config.Share group; each one in is a dial avoided;
+//   - pool.connection.bind_errors {connection}: moved connections that
+//     failed Share.Bind (closed, and dialled instead).
 //
 // Every point carries db.client.connection.pool.name, the source ID. The
 // gauges and the timeout count are read from Stats when the reader
@@ -52,6 +57,9 @@ const ScopeName = "github.com/deepanalyze/pool/otel"
 const (
 	PoolNameKey = attribute.Key("db.client.connection.pool.name")
 	StateKey    = attribute.Key("db.client.connection.state")
+	// DirectionKey tells pool.connection.moved's points apart: "in" (bound
+	// here instead of a dial) or "out" (given to another pool).
+	DirectionKey = attribute.Key("pool.connection.direction")
 )
 
 // durationBuckets are the histograms' bucket bounds, in seconds: from
@@ -67,12 +75,13 @@ type Metrics struct {
 	timeouts                      metric.Int64ObservableCounter
 	ceiling                       metric.Int64ObservableUpDownCounter
 	refused, shed                 metric.Int64ObservableCounter
+	moved, bindErrors             metric.Int64ObservableCounter
 }
 
 // New creates the instruments on mp's meter for ScopeName.
 func New(mp metric.MeterProvider) (*Metrics, error) {
 	m := &Metrics{meter: mp.Meter(ScopeName)}
-	var errs [12]error
+	var errs [14]error
 	hist := func(name, desc string, i int) metric.Float64Histogram {
 		h, err := m.meter.Float64Histogram(name, metric.WithUnit("s"), metric.WithDescription(desc),
 			metric.WithExplicitBucketBoundaries(durationBuckets...))
@@ -101,6 +110,10 @@ func New(mp metric.MeterProvider) (*Metrics, error) {
 		metric.WithDescription("The number of new connections the server refused for capacity."))
 	m.shed, errs[11] = m.meter.Int64ObservableCounter("pool.acquire.shed", metric.WithUnit("{request}"),
 		metric.WithDescription("The number of requests failed at once because their deadline would pass before their turn."))
+	m.moved, errs[12] = m.meter.Int64ObservableCounter("pool.connection.moved", metric.WithUnit("{connection}"),
+		metric.WithDescription("The number of connections that moved between pools of one share group, in (each a dial avoided) or out."))
+	m.bindErrors, errs[13] = m.meter.Int64ObservableCounter("pool.connection.bind_errors", metric.WithUnit("{connection}"),
+		metric.WithDescription("The number of moved connections that failed to bind to their new pool, closed and replaced by a dial."))
 	if err := errors.Join(errs[:]...); err != nil {
 		return nil, err
 	}
@@ -162,7 +175,10 @@ func (m *Metrics) observe(stats func() map[string]pool.Stats) (metric.Registrati
 			o.ObserveInt64(m.ceiling, int64(s.Ceiling), set)
 			o.ObserveInt64(m.refused, s.Refused, set)
 			o.ObserveInt64(m.shed, s.Shed, set)
+			o.ObserveInt64(m.moved, s.MovedIn, metric.WithAttributes(pn, DirectionKey.String("in")))
+			o.ObserveInt64(m.moved, s.MovedOut, metric.WithAttributes(pn, DirectionKey.String("out")))
+			o.ObserveInt64(m.bindErrors, s.BindErrors, set)
 		}
 		return nil
-	}, m.count, m.idleMax, m.idleMin, m.max, m.pending, m.timeouts, m.ceiling, m.refused, m.shed)
+	}, m.count, m.idleMax, m.idleMin, m.max, m.pending, m.timeouts, m.ceiling, m.refused, m.shed, m.moved, m.bindErrors)
 }

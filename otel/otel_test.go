@@ -2,6 +2,7 @@ package poolotel_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"testing/synctest"
@@ -262,5 +263,80 @@ func TestMetricsOfCapacityAndShedding(t *testing.T) {
 		assert.EqualValues(t, 1, sumValue(t, got["pool.acquire.shed"], pn))
 		assert.True(t, got["pool.connection.refused"].Data.(metricdata.Sum[int64]).IsMonotonic)
 		assert.False(t, got["pool.connection.ceiling"].Data.(metricdata.Sum[int64]).IsMonotonic)
+	})
+}
+
+// sconn is a connection with an identity, so that a move shows.
+type sconn struct{ id int }
+
+func (*sconn) Ping(context.Context) error { return nil }
+func (*sconn) Close() error               { return nil }
+
+// moveAndFailABind drives two pools of one Share group on a budget of
+// one: a's connection moves to b's waiter, then back to a's waiter, whose
+// Bind fails (a dials instead). It returns the pools, to be reported as
+// "a" and "b".
+func moveAndFailABind(t *testing.T) (a, b *pool.Pool[*sconn]) {
+	bg := context.Background()
+	budget, err := pool.NewBudget(1)
+	require.NoError(t, err)
+	dials := 0
+	mk := func(name string, bind func() error) *pool.Pool[*sconn] {
+		cfg := pool.DefaultConfig()
+		cfg.Name, cfg.Budget = name, budget
+		cfg.MinSize, cfg.MaxSize = 0, 1
+		cfg.ReapInterval, cfg.PingAfterIdle = 0, 0
+		cfg.Share = pool.Share{Group: "g", Bind: func(context.Context, pool.Connector) error { return bind() }}
+		p, err := pool.New(func(context.Context) (*sconn, error) { dials++; return &sconn{id: dials}, nil }, cfg)
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = p.Close() })
+		return p
+	}
+	a = mk("a", func() error { return errors.New("bind refused") })
+	b = mk("b", func() error { return nil })
+	for _, step := range []struct{ from, to *pool.Pool[*sconn] }{{a, b}, {b, a}} {
+		held, err := step.from.Acquire(bg)
+		require.NoError(t, err)
+		got := make(chan *pool.PooledConn[*sconn])
+		go func() {
+			pc, err := step.to.Acquire(bg)
+			assert.NoError(t, err)
+			got <- pc
+		}()
+		synctest.Wait() // it waits: the budget's one slot is held
+		held.Release()  // the connection moves to it (and, into a, fails to bind)
+		(<-got).Release()
+	}
+	require.EqualValues(t, 1, b.Stats().MovedIn)
+	require.EqualValues(t, 1, a.Stats().BindErrors)
+	require.Equal(t, 2, dials, "the first dial and a's after its Bind failed")
+	return a, b
+}
+
+// Connections moved between the pools of a Share group, and a failed
+// Bind, are counted per pool and direction.
+func TestMetricsOfMovedConnections(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		reader := sdkmetric.NewManualReader()
+		m, err := poolotel.New(sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)))
+		require.NoError(t, err)
+		a, b := moveAndFailABind(t)
+		for name, p := range map[string]*pool.Pool[*sconn]{"a": a, "b": b} {
+			reg, err := m.ObservePool(name, p)
+			require.NoError(t, err)
+			defer reg.Unregister()
+		}
+		got := collect(t, reader)
+		moved, bindErrors := got["pool.connection.moved"], got["pool.connection.bind_errors"]
+		pa, pb := poolotel.PoolNameKey.String("a"), poolotel.PoolNameKey.String("b")
+		in, out := poolotel.DirectionKey.String("in"), poolotel.DirectionKey.String("out")
+		assert.EqualValues(t, 1, sumValue(t, moved, pa, out))
+		assert.EqualValues(t, 1, sumValue(t, moved, pb, in))
+		assert.EqualValues(t, 1, sumValue(t, moved, pb, out))
+		assert.EqualValues(t, 0, sumValue(t, moved, pa, in), "the move into a failed to bind: no dial avoided")
+		assert.EqualValues(t, 1, sumValue(t, bindErrors, pa))
+		assert.EqualValues(t, 0, sumValue(t, bindErrors, pb))
+		assert.True(t, moved.Data.(metricdata.Sum[int64]).IsMonotonic)
+		assert.True(t, bindErrors.Data.(metricdata.Sum[int64]).IsMonotonic)
 	})
 }

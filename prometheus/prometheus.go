@@ -18,6 +18,8 @@
 //	pool_connections_ceiling{source}             gauge: MaxSize, or less while the server refuses for capacity
 //	pool_dials_refused_total{source}             counter: dials refused for capacity (pool.ErrCapacity)
 //	pool_acquires_shed_total{source}             counter: acquires failed at once under ShedHopeless
+//	pool_connections_moved_total{source,direction} counter: moved between pools of one Share group, in (a dial avoided) or out
+//	pool_bind_errors_total{source}               counter: moved connections that failed Share.Bind (closed, dialled instead)
 //	pool_connection_acquire_seconds{source}      histogram: each Acquire's wait
 //	pool_connection_usage_seconds{source}        histogram: each loan's length
 //	pool_connection_creation_seconds{source}     histogram: each successful dial
@@ -63,6 +65,7 @@ type Collector struct {
 	connections, active, idle, pending, max, min *prometheus.Desc
 	timeouts, created, closed, dialErrors, acqs  *prometheus.Desc
 	ceiling, refused, shed                       *prometheus.Desc
+	moved, bindErrors                            *prometheus.Desc
 }
 
 // New returns a Collector whose metric names start with namespace ("pool"
@@ -97,6 +100,8 @@ func New(namespace string) *Collector {
 		ceiling:     desc("connections_ceiling", "The most connections the pool may open now: MaxSize, or less while the server refuses dials for capacity."),
 		refused:     desc("dials_refused_total", "Dials the server refused for capacity (pool.ErrCapacity), of the failed dials."),
 		shed:        desc("acquires_shed_total", "Acquires failed at once because their deadline would pass before their turn (ShedHopeless)."),
+		moved:       desc("connections_moved_total", "Connections moved between pools of one Share group: in (bound here, a dial avoided) or out (given to another pool).", "direction"),
+		bindErrors:  desc("bind_errors_total", "Moved connections that failed Share.Bind, closed and replaced by a dial."),
 	}
 }
 
@@ -140,7 +145,7 @@ func (c *Collector) add(f func() map[string]pool.Stats) {
 
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.connections, c.active, c.idle, c.pending, c.max, c.min, c.timeouts, c.created, c.closed, c.dialErrors, c.acqs, c.ceiling, c.refused, c.shed} {
+	for _, d := range []*prometheus.Desc{c.connections, c.active, c.idle, c.pending, c.max, c.min, c.timeouts, c.created, c.closed, c.dialErrors, c.acqs, c.ceiling, c.refused, c.shed, c.moved, c.bindErrors} {
 		ch <- d
 	}
 	c.acquire.Describe(ch)
@@ -179,6 +184,9 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 			gauge(c.ceiling, s.Ceiling)
 			counter(c.refused, s.Refused)
 			counter(c.shed, s.Shed)
+			counter(c.moved, s.MovedIn, "in")
+			counter(c.moved, s.MovedOut, "out")
+			counter(c.bindErrors, s.BindErrors)
 			counter(c.closed, s.ClosedIdle, pool.CloseIdle.String())
 			counter(c.closed, s.ClosedLifetime, pool.CloseLifetime.String())
 			counter(c.closed, s.ClosedBroken, pool.CloseBroken.String())

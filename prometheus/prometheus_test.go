@@ -3,6 +3,7 @@ package poolprom_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -320,5 +321,77 @@ pool_acquires_shed_total{source="pg-sales"} 1
 `
 		require.NoError(t, testutil.CollectAndCompare(c, strings.NewReader(want),
 			"pool_connections_ceiling", "pool_dials_refused_total", "pool_acquires_shed_total"))
+	})
+}
+
+// sconn is a connection with an identity, so that a move shows.
+type sconn struct{ id int }
+
+func (*sconn) Ping(context.Context) error { return nil }
+func (*sconn) Close() error               { return nil }
+
+// moveAndFailABind drives two pools of one Share group on a budget of
+// one: a's connection moves to b's waiter, then back to a's waiter, whose
+// Bind fails (a dials instead). It returns the pools, to be reported as
+// "a" and "b".
+func moveAndFailABind(t *testing.T) (a, b *pool.Pool[*sconn]) {
+	bg := context.Background()
+	budget, err := pool.NewBudget(1)
+	require.NoError(t, err)
+	dials := 0
+	mk := func(name string, bind func() error) *pool.Pool[*sconn] {
+		cfg := pool.DefaultConfig()
+		cfg.Name, cfg.Budget = name, budget
+		cfg.MinSize, cfg.MaxSize = 0, 1
+		cfg.ReapInterval, cfg.PingAfterIdle = 0, 0
+		cfg.Share = pool.Share{Group: "g", Bind: func(context.Context, pool.Connector) error { return bind() }}
+		p, err := pool.New(func(context.Context) (*sconn, error) { dials++; return &sconn{id: dials}, nil }, cfg)
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = p.Close() })
+		return p
+	}
+	a = mk("a", func() error { return errors.New("bind refused") })
+	b = mk("b", func() error { return nil })
+	for _, step := range []struct{ from, to *pool.Pool[*sconn] }{{a, b}, {b, a}} {
+		held, err := step.from.Acquire(bg)
+		require.NoError(t, err)
+		got := make(chan *pool.PooledConn[*sconn])
+		go func() {
+			pc, err := step.to.Acquire(bg)
+			assert.NoError(t, err)
+			got <- pc
+		}()
+		synctest.Wait() // it waits: the budget's one slot is held
+		held.Release()  // the connection moves to it (and, into a, fails to bind)
+		(<-got).Release()
+	}
+	require.EqualValues(t, 1, b.Stats().MovedIn)
+	require.EqualValues(t, 1, a.Stats().BindErrors)
+	require.Equal(t, 2, dials, "the first dial and a's after its Bind failed")
+	return a, b
+}
+
+// Connections moved between the pools of a Share group, and a failed
+// Bind, are counted per source and direction.
+func TestCollectorReportsMovedConnections(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c := poolprom.New("")
+		a, b := moveAndFailABind(t)
+		c.AddPool("", a)
+		c.AddPool("", b)
+		const want = `
+# HELP pool_connections_moved_total Connections moved between pools of one Share group: in (bound here, a dial avoided) or out (given to another pool).
+# TYPE pool_connections_moved_total counter
+pool_connections_moved_total{direction="in",source="a"} 0
+pool_connections_moved_total{direction="out",source="a"} 1
+pool_connections_moved_total{direction="in",source="b"} 1
+pool_connections_moved_total{direction="out",source="b"} 1
+# HELP pool_bind_errors_total Moved connections that failed Share.Bind, closed and replaced by a dial.
+# TYPE pool_bind_errors_total counter
+pool_bind_errors_total{source="a"} 1
+pool_bind_errors_total{source="b"} 0
+`
+		require.NoError(t, testutil.CollectAndCompare(c, strings.NewReader(want),
+			"pool_connections_moved_total", "pool_bind_errors_total"))
 	})
 }
