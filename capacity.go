@@ -18,7 +18,13 @@ import (
 //     decrease), zero included: no dial starts above it;
 //   - while callers wait, the ceiling rises by one (a probe) at most once
 //     per pause, the pause doubling after each refusal in a row up to its
-//     cap (additive increase); a probe that succeeds resets the pause.
+//     cap (additive increase); a probe that succeeds halves the refusals
+//     counted, so that replicas that contend for one server's last slots
+//     keep probing slowly, while a server that has made room is probed
+//     faster after each success. A dial below the ceiling that succeeds
+//     (a connection replaced) leaves the pause alone;
+//   - idle connections closed for want of use take the ceiling down with
+//     them: what a pool gives back, it takes again only by probing.
 //
 // Without a Budget the ceiling is the pool's, and the pause is
 // DialBackoff capped at DialBackoffMax (capacityPause and capacityPauseMax
@@ -88,13 +94,46 @@ func (c *ceilingState) probe(limit int, now int64, pause func(n int) time.Durati
 	return true, 0
 }
 
-// succeeded records a dial that succeeded: the pause is reset, and the
-// ceiling ends once it has grown back to max.
+// succeeded records a dial that succeeded. A probe's success halves the
+// refusals counted in a row, and so shortens the pause before the next
+// probe (a run of successes brings it back to the shortest); the success
+// of any other dial, one below the ceiling, says nothing of room above
+// it and leaves the pause as it is. (While a probe is in flight, the
+// first success is taken for the probe's.) The ceiling ends once it has
+// grown back to max.
 func (c *ceilingState) succeeded(max int) {
-	c.refusals, c.probing = 0, false
-	if c.at >= max {
-		c.set = false
+	if c.probing {
+		c.probing = false
+		c.refusals /= 2
 	}
+	if c.at >= max {
+		*c = ceilingState{}
+	}
+}
+
+// gaveBackLocked records that the pool closed idle connections it had no
+// use for. While the server refuses dials for capacity, the ceiling (the
+// pool's, or its budget's) follows them down: their slots go back to the
+// server, for whichever of its clients wants one, and taking one again
+// costs a probe, like any growth above the room known. Otherwise a replica
+// that holds its share would take back at once every slot it gives up,
+// and one that lost its share would wait for its probes to meet a gap
+// between a close and a redial. p.mu must be held, the connections
+// already closing.
+func (p *Pool[C]) gaveBackLocked() {
+	if p.bm == nil {
+		if c := &p.dialing.ceiling; c.set {
+			c.at = min(c.at, p.liveLocked())
+		}
+		return
+	}
+	b := p.cfg.Budget
+	b.mu.Lock()
+	if b.ceiling.set {
+		closing, _ := b.closingLocked()
+		b.ceiling.at = min(b.ceiling.at, b.open-closing)
+	}
+	b.mu.Unlock()
 }
 
 // isCapacity reports whether a dial error says the server is full.

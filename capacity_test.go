@@ -385,3 +385,97 @@ func TestCapacityRefusalsMixedWithPanics(t *testing.T) {
 		assert.Zero(t, srv.used.Load())
 	})
 }
+
+// Two replicas, each with a budget that believes it owns the server's
+// four connections and three callers that want three, replace their
+// connections as they expire. A dial
+// below the ceiling that succeeds (a replacement) says nothing of room
+// above it, so it does not bring the next probe forward: each replica's
+// probes stay at about one per pause at its cap, and both are served.
+func TestReplicasContendingForAServerProbeSlowly(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		srv := newFakeServer(4)
+		var stops []chan struct{}
+		var allErrs []func() []error
+		var budgets []*pool.Budget
+		var served []*atomic.Int64
+		for i := range 2 {
+			b := newTestBudget(t, 4)
+			budgets = append(budgets, b)
+			src := newFakeSource(t)
+			srv.serve(src)
+			cfg := budgetConfig(b, fmt.Sprint("replica", i), 4)
+			cfg.MaxLifetime = 200 * time.Millisecond
+			cfg.AcquireTimeout = 5 * time.Second
+			p := newTestPool(t, src, cfg)
+			stop := make(chan struct{})
+			stops = append(stops, stop)
+			n, errs := load(p, 3, 10*time.Millisecond, stop)
+			served = append(served, n)
+			allErrs = append(allErrs, errs)
+		}
+		const run = 10 * time.Second
+		time.Sleep(run)
+		for _, stop := range stops {
+			close(stop)
+		}
+		for i, errs := range allErrs {
+			assert.Empty(t, errs(), "replica%d", i)
+			assert.Positive(t, served[i].Load(), "replica%d starved", i)
+		}
+		assert.LessOrEqual(t, srv.maxUsed.Load(), int64(4))
+		for i, b := range budgets {
+			// At most one probe per 250 ms (the cap's shortest, with
+			// jitter) is 40 in 10 s; refusals of replacements come on top.
+			r := b.Stats().Refused
+			t.Logf("replica%d: %d refused dials in %v", i, r, run)
+			assert.LessOrEqual(t, r, int64(60), "replica%d: %d refused dials in %v", i, r, run)
+		}
+	})
+}
+
+// A replica that gives back idle connections while the server is full
+// takes them again only by probing: its ceiling follows what it closes
+// down, so that at its next burst it does not dial at once every slot it
+// gave up (which another replica, short of its share, may have taken or
+// be probing for).
+func TestAReplicaThatGivesBackIdleSlotsRetakesThemOnlyByProbing(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		srv := newFakeServer(4)
+		src := newFakeSource(t)
+		srv.serve(src)
+		var dials atomic.Int64
+		srv.dialAt = func() { dials.Add(1) }
+		budget := newTestBudget(t, 8) // it believes it owns 8
+		cfg := budgetConfig(budget, "a", 8)
+		cfg.MaxIdleTime, cfg.ReapInterval = 50*time.Millisecond, 10*time.Millisecond
+		p := newTestPool(t, src, cfg)
+
+		// Busy, it takes what the server has and is refused above it.
+		stop := make(chan struct{})
+		_, errs := load(p, 6, 10*time.Millisecond, stop)
+		time.Sleep(time.Second)
+		require.Equal(t, 4, p.Stats().Total)
+		require.Equal(t, 4, budget.Stats().Ceiling)
+		close(stop)
+		require.Empty(t, errs())
+
+		// Idle, it closes them, and the ceiling goes down with them.
+		time.Sleep(200 * time.Millisecond)
+		require.Equal(t, 0, p.Stats().Total)
+		assert.Equal(t, 0, budget.Stats().Ceiling, "the ceiling stayed above what the pool gave back")
+
+		// Its next burst dials one probe at a time, not four at once.
+		before := dials.Load()
+		stop = make(chan struct{})
+		_, errs = load(p, 6, 10*time.Millisecond, stop)
+		synctest.Wait()
+		assert.LessOrEqual(t, dials.Load()-before, int64(1), "dials at the burst's first instant")
+		time.Sleep(2 * time.Second)
+		assert.Equal(t, 4, p.Stats().Total, "the probes took back what the server has")
+		close(stop)
+		require.Empty(t, errs())
+		assert.LessOrEqual(t, srv.maxUsed.Load(), int64(4))
+		require.NoError(t, p.CheckAccounting())
+	})
+}

@@ -263,6 +263,9 @@ func (p *Pool[C]) closeIdleLocked(idle []*entry[C], reason CloseReason, closing 
 		p.closeLocked(e)
 		closing = append(closing, handoff[C]{e: e, reason: reason})
 	}
+	if reason == CloseIdle && len(idle) > 0 {
+		p.gaveBackLocked()
+	}
 	return closing
 }
 

@@ -177,6 +177,7 @@ type replicaReport struct {
 	Refused, RefusedFirstSecond        int64
 	Example                            string
 	Seconds                            float64
+	Rate                               float64 // served per second, by when the work ended
 }
 
 const replicas = 4
@@ -187,7 +188,7 @@ func replicasScenario(ctx context.Context, s *server, o options) (*report, error
 	r := &report{
 		title: fmt.Sprintf("Replicas: %d processes, each with %d Adaptive tenant pools (MaxSize 20) on a Budget(40) of its own, Zipf(1.1) demand totalling 80 %% of what 40 connections serve, 1 s deadline, behind a role whose CONNECTION LIMIT is 40, %v",
 			replicas, tenantsN, o.seconds),
-		header: []string{"process", "requests", "served", "failed", "timed out", "refused dials/s after the first second"},
+		header: []string{"process", "requests", "served", "served req/s", "served ÷ capacity", "failed", "timed out", "refused dials/s after the first second"},
 		series: map[string][]sample{},
 	}
 	if err := s.limit(ctx, budget); err != nil {
@@ -219,17 +220,18 @@ func replicasScenario(ctx context.Context, s *server, o options) (*report, error
 		if err := json.Unmarshal(outs[i].Bytes(), &rep); err != nil {
 			return nil, fmt.Errorf("replica %d: %w: %q", i, err, outs[i].String())
 		}
-		r.rows = append(r.rows, []string{fmt.Sprint(i + 1), fmt.Sprint(rep.Arrivals), fmt.Sprint(rep.Served), pct(rep.Failed, rep.Arrivals), pct(rep.TimedOut, rep.Arrivals),
+		r.rows = append(r.rows, []string{fmt.Sprint(i + 1), fmt.Sprint(rep.Arrivals), fmt.Sprint(rep.Served), fmt.Sprintf("%.0f", rep.Rate), "", pct(rep.Failed, rep.Arrivals), pct(rep.TimedOut, rep.Arrivals),
 			fmt.Sprintf("%.1f", float64(rep.Refused-rep.RefusedFirstSecond)/max(rep.Seconds-1, 1))})
 		total.Arrivals += rep.Arrivals
 		total.Served += rep.Served
+		total.Rate += rep.Rate
 		total.Failed += rep.Failed
 		total.TimedOut += rep.TimedOut
 		if rep.Example != "" {
 			r.notes = append(r.notes, fmt.Sprintf("replica %d: a failure: %s", i+1, rep.Example))
 		}
 	}
-	r.rows = append(r.rows, []string{"all", fmt.Sprint(total.Arrivals), fmt.Sprint(total.Served), pct(total.Failed, total.Arrivals), pct(total.TimedOut, total.Arrivals), ""})
+	r.rows = append(r.rows, []string{"all", fmt.Sprint(total.Arrivals), fmt.Sprint(total.Served), fmt.Sprintf("%.0f", total.Rate), fmt.Sprintf("%.2f", total.Rate/capacity(budget)), pct(total.Failed, total.Arrivals), pct(total.TimedOut, total.Arrivals), ""})
 	r.notes = append(r.notes, fmt.Sprintf("server connections of the role, max over the run: %d (limit %d)", maxOf(samples), budget))
 	r.series["4 replicas, role limit 40"] = samples
 	return r, ctx.Err()
@@ -263,6 +265,7 @@ func runReplica(ctx context.Context, o options) (replicaReport, error) {
 	rep.RefusedFirstSecond = firstSecond.Load()
 	rep.Seconds = time.Since(start).Seconds()
 	rep.Arrivals, rep.Served = t.totals()
+	rep.Rate = t.throughput()
 	rep.Failed, rep.TimedOut = t.failed, t.timedOut
 	rep.Refused = st.budget.Stats().Refused
 	if t.example != nil {

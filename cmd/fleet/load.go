@@ -19,6 +19,7 @@ type do func(ctx context.Context, tenant int, fn func(*postgres.Conn) error) err
 type tally struct {
 	mu       sync.Mutex
 	start    time.Time
+	end      time.Time // of the open loop's arrivals; zero for a closed loop
 	window   time.Duration
 	arrivals [][]int // [window][tenant]
 	served   [][]int
@@ -27,6 +28,11 @@ type tally struct {
 	waits    []time.Duration // of served requests: from arrival to the work's start
 	example  error           // the first failure
 	crossed  int             // requests that saw another tenant's row or setting
+	// completed counts the requests served whose work ended between
+	// start and end: the throughput of the run, which counting by arrival
+	// would overstate (a request that arrived in the run may be served in
+	// the drain after it) and the warm-up's backlog would too.
+	completed int
 	// work is a request's work on its connection; nil for hold.
 	work     func(ctx context.Context, c *postgres.Conn, tenant int, d time.Duration) error
 	inFlight sync.WaitGroup
@@ -70,8 +76,12 @@ func (t *tally) request(ctx context.Context, d do, tenant int, timeout, holdFor 
 		}
 		return hold(context.WithoutCancel(ctx), c, holdFor)
 	})
+	finished := time.Now()
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if err == nil && !finished.Before(t.start) && finished.Before(t.end) {
+		t.completed++
+	}
 	w := t.slot(arrived)
 	if w < 0 {
 		return
@@ -107,6 +117,14 @@ func (t *tally) totals() (arrivals, served int) {
 		}
 	}
 	return arrivals, served
+}
+
+// throughput is the requests served per second of the run, counted by
+// when their work ended.
+func (t *tally) throughput() float64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return float64(t.completed) / t.end.Sub(t.start).Seconds()
 }
 
 // waitQuantile returns the q-quantile of the served requests' waits.
@@ -187,8 +205,9 @@ func openLoop(ctx context.Context, t *tally, d do, rates []float64, warm, dur, t
 	last := time.Now()
 	t.mu.Lock()
 	t.start = last.Add(warm)
+	t.end = t.start.Add(dur)
+	end := t.end
 	t.mu.Unlock()
-	end := t.start.Add(dur)
 	for now := last; now.Before(end) && ctx.Err() == nil; now = <-tick.C {
 		dt := now.Sub(last).Seconds()
 		last = now

@@ -172,9 +172,9 @@ func skew(ctx context.Context, s *server, o options, l layout) (*report, error) 
 		}
 		st.close()
 		secs := (o.seconds + warmUp).Seconds()
-		arr, served := t.totals()
+		arr, _ := t.totals()
 		jain, lowest := t.fairness(int(o.seconds / window))
-		rate := float64(served) / o.seconds.Seconds()
+		rate := t.throughput()
 		r.rows = append(r.rows, []string{st.name, fmt.Sprint(maxOf(samples)),
 			fmt.Sprintf("%.0f", rate), fmt.Sprintf("%.2f", rate/capacity(budget)),
 			pct(t.timedOut, arr), pct(t.failed, arr), fmt.Sprint(t.crossed),
