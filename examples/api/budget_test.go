@@ -12,10 +12,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/deepanalyze/pool"
+	"github.com/deepanalyze/pool/postgres"
 )
 
 // pgService starts the service from a config written by the test, with
@@ -174,4 +176,64 @@ func TestBudgetOverbookedByMinSizesFailsAtStart(t *testing.T) {
 	require.ErrorIs(t, err, pool.ErrInvalidConfig)
 	assert.Contains(t, err.Error(), `"main-pg"`)
 	assert.Contains(t, err.Error(), "sum to 3")
+}
+
+// Tenants of one server that differ only in their settings share the
+// budget's connections: on a limit of one, both are served by one
+// backend, and every request sees its own tenant's settings.
+func TestTenantsOnOneBudgetShareConnectionsAndKeepTheirSettings(t *testing.T) {
+	svc, ts := pgService(t, `{"budgets": {"pg": {"limit": 1}}, "sources": [
+		{"id": "acme", "dsn": "${PG_DSN}", "min_size": 0, "budget": "pg",
+		 "settings": {"application_name": "tenant-acme", "search_path": "acme, public"}},
+		{"id": "globex", "dsn": "${PG_DSN}", "min_size": 0, "budget": "pg",
+		 "settings": {"application_name": "tenant-globex", "search_path": "globex, public"}}]}`)
+	ctx := context.Background()
+	backends := map[uint32]bool{}
+	for range 3 {
+		for _, id := range []string{"acme", "globex"} {
+			var got doubleResponse
+			require.Equal(t, http.StatusOK, getJSON(t, ts.URL+"/sources/"+id+"/double?n=2", &got))
+			backends[got.Backend] = true
+			var app, path string
+			require.NoError(t, postgres.With(ctx, svc.reg, id, func(c *pgx.Conn) error {
+				return c.QueryRow(ctx, "select current_setting('application_name'), current_setting('search_path')").Scan(&app, &path)
+			}))
+			assert.Equal(t, "tenant-"+id, app)
+			assert.Equal(t, id+", public", path)
+		}
+	}
+	assert.Len(t, backends, 1, "the tenants did not share the budget's one connection")
+	s := svc.reg.Stats()
+	assert.Positive(t, s["acme"].MovedIn)
+	assert.Positive(t, s["globex"].MovedIn)
+}
+
+func TestSettingsJoinTheDSN(t *testing.T) {
+	got, err := withSettings("postgres://u:secret@h:5432/db?sslmode=disable", map[string]string{"search_path": "a, public", "app.tenant": "a"})
+	require.NoError(t, err)
+	cfg, err := postgres.ParseDSN(got)
+	require.NoError(t, err)
+	assert.Equal(t, "a, public", cfg.RuntimeParams["search_path"])
+	assert.Equal(t, "a", cfg.RuntimeParams["app.tenant"])
+	assert.Equal(t, "secret", cfg.Password)
+
+	got, err = withSettings("host=h user=u dbname=db", map[string]string{"application_name": `it's \ odd`})
+	require.NoError(t, err)
+	cfg, err = postgres.ParseDSN(got)
+	require.NoError(t, err)
+	assert.Equal(t, `it's \ odd`, cfg.RuntimeParams["application_name"])
+
+	_, err = withSettings("postgres://u:secret@h:bad/db", map[string]string{"a": "b"})
+	require.Error(t, err)
+	assert.NotContains(t, err.Error(), "secret")
+
+	file := filepath.Join(t.TempDir(), "config.json")
+	for cfg, want := range map[string]string{
+		`{"sources": [{"id": "a", "dsn": "postgres://h/x", "settings": {"search_path; drop": "x"}}]}`:        "not the name of a run-time parameter",
+		`{"sources": [{"id": "f", "kind": "azblob", "dsn": "x", "container": "c", "settings": {"a": "b"}}]}`: "settings are for kind postgres",
+	} {
+		require.NoError(t, os.WriteFile(file, []byte(cfg), 0o600))
+		_, err := LoadConfig(file)
+		assert.ErrorContains(t, err, want)
+	}
 }

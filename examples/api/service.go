@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"math"
 	"net"
 	"net/http"
@@ -15,6 +16,7 @@ import (
 	"os"
 	"path"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -87,6 +89,12 @@ type SourceConfig struct {
 	// whose deadline would pass before its turn (see pool.Config).
 	Adaptive     bool `json:"adaptive"`
 	ShedHopeless bool `json:"shed_hopeless"`
+	// Settings are run-time parameters of the source's sessions, added to
+	// its DSN (postgres only): search_path for a schema per tenant,
+	// application_name, a setting read by row-level security. Sources on
+	// one budget whose DSNs differ only in such parameters share
+	// connections: one released by a tenant is reset and bound to the next.
+	Settings map[string]string `json:"settings"`
 }
 
 // LoadConfig reads and checks a configuration file.
@@ -164,7 +172,15 @@ func (s SourceConfig) checkKind() error {
 		if s.Container != "" || s.CreateContainer || s.CACert != "" {
 			return errors.New("container, create_container and ca_cert are for kind azblob")
 		}
+		for k := range s.Settings {
+			if !settingName.MatchString(k) {
+				return fmt.Errorf("settings: %s is not the name of a run-time parameter", quoted(k))
+			}
+		}
 	case kindBlob:
+		if len(s.Settings) > 0 {
+			return errors.New("settings are for kind postgres")
+		}
 		if s.Container == "" {
 			return errors.New("kind azblob needs a container")
 		}
@@ -185,7 +201,43 @@ func (s SourceConfig) checkKind() error {
 
 // dsn expands the ${VAR} references of the source's DSN. A reference to a
 // variable that is unset or empty, or an empty DSN, is an error naming it.
-func (s SourceConfig) dsn() (string, error) { return expand("dsn", s.DSN) }
+func (s SourceConfig) dsn() (string, error) {
+	dsn, err := expand("dsn", s.DSN)
+	if err != nil || len(s.Settings) == 0 {
+		return dsn, err
+	}
+	return withSettings(dsn, s.Settings)
+}
+
+// settingName is what a run-time parameter's name may be: letters, digits,
+// _ and . (for a custom setting such as app.tenant).
+var settingName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$`)
+
+// withSettings adds settings to a PostgreSQL DSN, in a URL's query or as
+// keyword/value pairs, replacing any the DSN gives.
+func withSettings(dsn string, settings map[string]string) (string, error) {
+	keys := slices.Sorted(maps.Keys(settings))
+	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
+		u, err := url.Parse(dsn)
+		if err != nil { // url's error quotes the DSN, password and all
+			return "", errors.New("dsn: not a valid URL")
+		}
+		q := u.Query()
+		for _, k := range keys {
+			q.Set(k, settings[k])
+		}
+		// pgx reads a + in the query as itself, not as a space.
+		u.RawQuery = strings.ReplaceAll(q.Encode(), "+", "%20")
+		return u.String(), nil
+	}
+	var b strings.Builder
+	b.WriteString(dsn)
+	quote := strings.NewReplacer(`\`, `\\`, `'`, `\'`)
+	for _, k := range keys {
+		fmt.Fprintf(&b, " %s='%s'", k, quote.Replace(settings[k]))
+	}
+	return b.String(), nil
+}
 
 func expand(field, v string) (string, error) {
 	for _, m := range envRef.FindAllStringSubmatch(v, -1) {

@@ -21,36 +21,42 @@ import (
 )
 
 // startService starts the service from the shipped config.json. Its
-// PostgreSQL sources need PG_DSN; without Azurite's variables its Blob
-// source is left out, so that the PostgreSQL tests run without Azurite.
+// PostgreSQL sources need PG_DSN; without Azurite's variables it starts
+// from config.pg.json, the same without the Blob source, so that the
+// PostgreSQL tests run without Azurite.
 func startService(t *testing.T) (*Service, *httptest.Server) {
 	t.Helper()
 	if os.Getenv("PG_DSN") == "" {
 		t.Skip("PG_DSN is not set; set it to a PostgreSQL URL, such as postgres://postgres@127.0.0.1:5432/test?sslmode=disable, to run this test")
 	}
+	file := "config.json" // the shipped example, with ${PG_DSN} and Azurite
 	if os.Getenv("AZURITE_CONNECTION_STRING") == "" || os.Getenv("AZURITE_CA_CERT") == "" {
-		file := filepath.Join(t.TempDir(), "config.json")
-		b, err := os.ReadFile("config.json")
+		file = "config.pg.json" // the same without its Blob source
+	}
+	cfg, err := LoadConfig(file)
+	require.NoError(t, err)
+	return startFrom(t, cfg)
+}
+
+// config.pg.json is config.json without its Blob source.
+func TestThePostgreSQLOnlyConfigIsTheShippedOneLessBlob(t *testing.T) {
+	read := func(file string) map[string]any {
+		b, err := os.ReadFile(file)
 		require.NoError(t, err)
 		var c map[string]any
 		require.NoError(t, json.Unmarshal(b, &c))
-		var pg []any
-		for _, s := range c["sources"].([]any) {
-			if s.(map[string]any)["kind"] != kindBlob {
-				pg = append(pg, s)
-			}
-		}
-		c["sources"] = pg
-		b, err = json.Marshal(c)
-		require.NoError(t, err)
-		require.NoError(t, os.WriteFile(file, b, 0o600))
-		cfg, err := LoadConfig(file)
-		require.NoError(t, err)
-		return startFrom(t, cfg)
+		return c
 	}
-	cfg, err := LoadConfig("config.json") // the shipped example, with ${PG_DSN} and Azurite
-	require.NoError(t, err)
-	return startFrom(t, cfg)
+	full, pg := read("config.json"), read("config.pg.json")
+	var kept []any
+	for _, s := range full["sources"].([]any) {
+		if s.(map[string]any)["kind"] != kindBlob {
+			kept = append(kept, s)
+		}
+	}
+	require.Less(t, len(kept), len(full["sources"].([]any)), "config.json has no Blob source")
+	full["sources"] = kept
+	assert.Equal(t, full, pg)
 }
 
 // needAzurite skips a test that needs the shipped config's Blob source.
