@@ -69,6 +69,10 @@ type Options struct {
 	// unreachable service within about a second rather than the SDK's
 	// default of over a minute.
 	Retry policy.RetryOptions
+	// NoShare keeps Register from sharing this source's connections with
+	// the other containers of its account on its Budget (see
+	// SharedFactory).
+	NoShare bool
 }
 
 // Conn is one pooled connection: an SDK container client whose transport
@@ -267,11 +271,21 @@ func (opts Options) prepare() (Options, policy.RetryOptions, *strings.Replacer, 
 }
 
 func newConn(opts Options, retry policy.RetryOptions, scrub *strings.Replacer) (*Conn, error) {
+	c := &Conn{transport: newTransport(opts)}
+	if err := c.bindTo(opts, retry, scrub); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// newTransport makes the transport of one pooled connection: at most one
+// keep-alive HTTPS connection, one request at a time.
+func newTransport(opts Options) *http.Transport {
 	dial := opts.DialContext
 	if dial == nil {
 		dial = (&net.Dialer{Timeout: opts.DialTimeout, KeepAlive: 30 * time.Second}).DialContext
 	}
-	tr := &http.Transport{
+	return &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,
 		DialContext:           dial,
 		TLSClientConfig:       opts.TLSConfig.Clone(),
@@ -283,8 +297,13 @@ func newConn(opts Options, retry policy.RetryOptions, scrub *strings.Replacer) (
 		// HTTP/1.1 only: one request at a time on the one connection.
 		TLSNextProto: map[string]func(string, *tls.Conn) http.RoundTripper{},
 	}
+}
+
+// bindTo makes c's client one for opts' container and credential, over
+// c's transport (and its open connection, if any).
+func (c *Conn) bindTo(opts Options, retry policy.RetryOptions, scrub *strings.Replacer) error {
 	copts := &container.ClientOptions{ClientOptions: azcore.ClientOptions{
-		Transport: &http.Client{Transport: tr},
+		Transport: &http.Client{Transport: c.transport},
 		Retry:     retry,
 	}}
 	var (
@@ -315,14 +334,15 @@ func newConn(opts Options, retry policy.RetryOptions, scrub *strings.Replacer) (
 		client, err = container.NewClientWithNoCredential(u, copts)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("azblob: %s", scrub.Replace(err.Error()))
+		return fmt.Errorf("azblob: %s", scrub.Replace(err.Error()))
 	}
-	c := &Conn{client: client, transport: tr, scrub: scrub, tokens: tokens,
-		sas: opts.AccountKey == "" && !hasKey(opts.ConnectionString) && opts.Credential == nil}
+	c.client, c.scrub, c.tokens = client, scrub, tokens
+	c.sas = opts.AccountKey == "" && !hasKey(opts.ConnectionString) && opts.Credential == nil
+	c.name = ""
 	if u, perr := url.Parse(client.URL()); perr == nil {
 		c.name = path.Base(u.Path)
 	}
-	return c, nil
+	return nil
 }
 
 // TrustCA returns a TLS configuration (TLS 1.2 or later) that trusts the
@@ -350,8 +370,16 @@ func TrustCA(file string) (*tls.Config, error) {
 // mixed kinds (PooledRegistry[pool.Connector]). ropts are passed on, so
 // pool.WithTestConnect() checks the source now. Errors name the ID and
 // never contain the key or the SAS token.
+//
+// A source on a pool.Budget shares its keep-alive connections with the
+// sources of the other containers of its account, with the same
+// credential, on that Budget (see SharedFactory), unless opts.NoShare is
+// set or cfg.Share is set already.
 func Register[C pool.Connector](ctx context.Context, reg *pool.PooledRegistry[C], id string, opts Options, cfg pool.Config, ropts ...pool.RegisterOption) error {
 	dial, err := Factory(opts)
+	if err == nil && cfg.Budget != nil && !opts.NoShare && cfg.Share.Group == "" {
+		dial, cfg.Share, err = SharedFactory(opts)
+	}
 	if err != nil {
 		return fmt.Errorf("azblob: source %q: %w", id, err)
 	}
