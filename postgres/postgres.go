@@ -108,7 +108,7 @@ type Options struct {
 
 // errEmptyDSN is FactoryFromDSN's error for an empty DSN without
 // Options.EnvDefaults.
-var errEmptyDSN = errors.New("postgres: the DSN is empty; give one, or set Options.EnvDefaults to use libpq's PG* environment variables and defaults")
+var errEmptyDSN = errors.New("the DSN is empty; give one, or set Options.EnvDefaults to use libpq's PG* environment variables and defaults")
 
 // Conn is one PostgreSQL connection managed by a pool.
 type Conn struct {
@@ -307,7 +307,7 @@ func ParseDSN(dsn string) (*pgx.ConnConfig, error) {
 // blank) dsn is an error unless opts.EnvDefaults is set.
 func FactoryFromDSN(dsn string, opts Options) (pool.Factory[*Conn], error) {
 	if strings.TrimSpace(dsn) == "" && !opts.EnvDefaults {
-		return nil, errEmptyDSN
+		return nil, fmt.Errorf("postgres: %w", errEmptyDSN)
 	}
 	cfg, err := ParseDSN(dsn)
 	if err != nil {

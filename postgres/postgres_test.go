@@ -538,8 +538,9 @@ func TestEmptyDSNIsRefusedUnlessEnvDefaultsIsSet(t *testing.T) {
 		assert.Contains(t, err.Error(), "DSN is empty")
 		assert.Contains(t, err.Error(), "EnvDefaults")
 		assert.Contains(t, err.Error(), `"sales"`)
+		assert.Equal(t, 1, strings.Count(err.Error(), "postgres:"), "the prefix stutters: %v", err)
 		_, err = postgres.Dial(bg, dsn)
-		assert.ErrorContains(t, err, "DSN is empty")
+		assert.ErrorContains(t, err, "postgres: the DSN is empty")
 	}
 	assert.Empty(t, reg.IDs(), "a source with an empty DSN was registered")
 
