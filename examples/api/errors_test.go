@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -13,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -177,3 +179,37 @@ func TestLostConnectionIsA503(t *testing.T) {
 		assert.NotContains(t, rec.Body.String(), "57P01")
 	}
 }
+
+// The log ends with a line that says the service stopped, after the one
+// that says it is draining.
+func TestServeLogsThatItStopped(t *testing.T) {
+	svc, _ := pgService(t, `{"sources": [{"id": "a", "dsn": "${PG_DSN}", "max_size": 1}]}`)
+	var (
+		mu  sync.Mutex
+		buf bytes.Buffer
+	)
+	old := slog.Default()
+	slog.SetDefault(slog.New(slog.NewTextHandler(writerFunc(func(b []byte) (int, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return buf.Write(b)
+	}), nil)))
+	t.Cleanup(func() { slog.SetDefault(old) })
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	ctx, shutdown := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- serve(ctx, ln, svc.Handler(), svc, time.Second) }()
+	shutdown()
+	require.NoError(t, <-served)
+	mu.Lock()
+	log := buf.String()
+	mu.Unlock()
+	draining, stopped := strings.Index(log, "shutting down: draining"), strings.Index(log, "msg=\"stopped: ")
+	require.GreaterOrEqual(t, draining, 0, "log: %s", log)
+	assert.Greater(t, stopped, draining, "no stopped line after draining: %s", log)
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(b []byte) (int, error) { return f(b) }

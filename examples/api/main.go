@@ -162,5 +162,10 @@ wait:
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil
 	}
-	return errors.Join(err, svc.Shutdown(sctx))
+	if err = errors.Join(err, svc.Shutdown(sctx)); err != nil {
+		slog.Error("stopped, with errors", "error", err)
+		return err
+	}
+	slog.Info("stopped: every accepted request answered, every pool closed")
+	return nil
 }
