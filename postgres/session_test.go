@@ -3,6 +3,7 @@ package postgres_test
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"strings"
 	"testing"
 
@@ -100,8 +101,10 @@ func TestCleanReleaseCostsNoRoundTrip(t *testing.T) {
 	pcfg.MinSize, pcfg.MaxSize = 0, 1
 	p := newPool(t, cfg, pcfg, postgres.Options{})
 	a := admin(t)
-	_, err := a.Exec(bg, "CREATE TABLE IF NOT EXISTS pooltest_rows (id int primary key, v text)")
+	table := fmt.Sprintf("pooltest_rows_%d", rand.Uint32()) // its own, dropped after
+	_, err := a.Exec(bg, "CREATE TABLE "+table+" (id int primary key, v text)")
 	require.NoError(t, err)
+	t.Cleanup(func() { _, _ = a.Exec(bg, "DROP TABLE IF EXISTS "+table) }) // before a closes (LIFO)
 
 	var conn *postgres.Conn
 	plain := func(c *postgres.Conn) error {
@@ -115,7 +118,7 @@ func TestCleanReleaseCostsNoRoundTrip(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if _, err := tx.Exec(bg, "insert into pooltest_rows values ($1, 'x') on conflict (id) do update set v = excluded.v", 1); err != nil {
+		if _, err := tx.Exec(bg, "insert into "+table+" values ($1, 'x') on conflict (id) do update set v = excluded.v", 1); err != nil {
 			return err
 		}
 		return tx.Commit(bg)
