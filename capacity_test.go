@@ -440,30 +440,51 @@ func TestReplicasContendingForAServerProbeSlowly(t *testing.T) {
 // gave up (which another replica, short of its share, may have taken or
 // be probing for).
 func TestAReplicaThatGivesBackIdleSlotsRetakesThemOnlyByProbing(t *testing.T) {
+	for _, onBudget := range []bool{true, false} {
+		name := "budget"
+		if !onBudget {
+			name = "pool"
+		}
+		t.Run(name, func(t *testing.T) { givesBackIdleSlots(t, onBudget) })
+	}
+}
+
+// givesBackIdleSlots runs the test above on a pool on a budget of 8 (the
+// budget's ceiling), or on a pool of 8 alone (its own).
+func givesBackIdleSlots(t *testing.T, onBudget bool) {
 	synctest.Test(t, func(t *testing.T) {
 		srv := newFakeServer(4)
 		src := newFakeSource(t)
 		srv.serve(src)
 		var dials atomic.Int64
 		srv.dialAt = func() { dials.Add(1) }
-		budget := newTestBudget(t, 8) // it believes it owns 8
-		cfg := budgetConfig(budget, "a", 8)
+		cfg := testConfig(8) // it believes it may open 8
+		ceiling := func() int { return 0 }
+		if onBudget {
+			budget := newTestBudget(t, 8)
+			cfg = budgetConfig(budget, "a", 8)
+			ceiling = func() int { return budget.Stats().Ceiling }
+		}
 		cfg.MaxIdleTime, cfg.ReapInterval = 50*time.Millisecond, 10*time.Millisecond
+		cfg.DialBackoff, cfg.DialBackoffMax = 0, 0 // the capacity pauses, as on a budget
 		p := newTestPool(t, src, cfg)
+		if !onBudget {
+			ceiling = func() int { return p.Stats().Ceiling }
+		}
 
 		// Busy, it takes what the server has and is refused above it.
 		stop := make(chan struct{})
 		_, errs := load(p, 6, 10*time.Millisecond, stop)
 		time.Sleep(time.Second)
 		require.Equal(t, 4, p.Stats().Total)
-		require.Equal(t, 4, budget.Stats().Ceiling)
+		require.Equal(t, 4, ceiling())
 		close(stop)
 		require.Empty(t, errs())
 
 		// Idle, it closes them, and the ceiling goes down with them.
 		time.Sleep(200 * time.Millisecond)
 		require.Equal(t, 0, p.Stats().Total)
-		assert.Equal(t, 0, budget.Stats().Ceiling, "the ceiling stayed above what the pool gave back")
+		assert.Equal(t, 0, ceiling(), "the ceiling stayed above what the pool gave back")
 
 		// Its next burst dials one probe at a time, not four at once.
 		before := dials.Load()

@@ -168,12 +168,15 @@ func (l *waitList[C]) next() int {
 // takes the connection counts; one skipped because its caller gave up
 // uses no turn.
 func (l *waitList[C]) served(c int) {
+	l.passed[c] = 0
+	if l.q[c].len == l.len { // no other class waits
+		return
+	}
 	for i := range numClasses {
 		if i != c && l.q[i].len > 0 {
 			l.passed[i]++
 		}
 	}
-	l.passed[c] = 0
 }
 
 // popBack dequeues the newest waiter of the lowest class that waits: the
