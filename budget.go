@@ -19,12 +19,22 @@ import (
 //   - each pool's MinSize connections are reserved for it;
 //   - a pool alone in wanting more may use every slot the others do not
 //     hold or reserve;
-//   - when the budget is full and pools wait, slots move to the pool
-//     furthest below its weighted share (Config.Weight): a freed slot
-//     goes to the waiting pool with the fewest connections per unit of
-//     weight, a pool holding more than that closes the connection it
-//     releases instead of reusing it, and idle connections of other
-//     pools are closed at once, least recently used first.
+//   - a freed slot goes to a waiting pool below its MinSize first, then
+//     to the pool whose callers wait in the highest priority class
+//     (WithPriority; a lower class that waits still gets one slot in
+//     ten), then to the pool with the fewest connections per unit of
+//     Config.Weight;
+//   - when the budget is full, a pool gives up a connection it releases,
+//     instead of reusing it, to a waiting pool that is below its MinSize,
+//     waits in a higher class, or after the move would still hold no
+//     more per unit of weight than the giver (on a budget of 4, pools of
+//     weight 2 and 1 stay at 2 each: a third slot would put the taker at
+//     1.5 per unit and the giver at 1), or holds none while the giver has
+//     had the slot a second; idle connections of other pools are reclaimed
+//     under the same rule, least recently used first, an idle one
+//     counting as held after 100 ms;
+//   - pools of one Config.Share group pass the connection itself,
+//     re-bound, where others close one so that the taker dials.
 //
 // A Budget is safe for concurrent use. Pools join it in New and leave it
 // when they are closed. The zero Budget is not usable: make one with
@@ -57,7 +67,9 @@ type Budget struct {
 	open    int    // slots held by members: their connections open, closing ones included
 	dialing int    // of which dials in flight (at most budgetDials)
 	slots   uint64 // slots handed out, ever: the clock of member.lastSlot
-	mins    int    // the members' MinSizes, summed
+	// mins is the MinSizes reserved: the members', and the reservations
+	// of registered sources that have no member now.
+	mins    int
 	members []*member
 	// passed counts, per priority class, the slots handed out to members
 	// of other classes while a member of the class wanted one, since the
@@ -96,6 +108,56 @@ type member struct {
 	// top is the highest priority class its callers wait in (a class of
 	// priority.go), numClasses if none, as its pool last told the budget.
 	top uint8
+	// res is the registered source's reservation that this member stands
+	// in for, nil if none.
+	res *reservation
+}
+
+// reservation is the MinSize a source registered with a PooledRegistry
+// holds on its budget, from Register to its removal, whether or not its
+// pool exists: a source that fits when it registers still fits at its
+// first request, and one that does not is refused at Register. While its
+// pool is a member, the member's MinSize counts instead. Its fields are
+// protected by the budget's mu.
+type reservation struct {
+	b        *Budget
+	n        int
+	m        *member // the member standing in for it, nil if none
+	released bool
+}
+
+// reserve holds n for a registered source (ErrInvalidConfig, naming the
+// budget and the sum, if the reservations would exceed the limit).
+func (b *Budget) reserve(n int) (*reservation, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.mins+n > b.limit {
+		return nil, newError(fmt.Sprintf("invalid config: MinSize %d: the MinSizes reserved on %s would sum to %d",
+			n, b.labelLocked(), b.mins+n), ErrInvalidConfig)
+	}
+	b.mins += n
+	return &reservation{b: b, n: n}, nil
+}
+
+// release ends the reservation when its source is removed; a member
+// still standing in for it keeps its own MinSize counted. A nil r is
+// none.
+func (r *reservation) release() {
+	if r == nil {
+		return
+	}
+	b := r.b
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if r.released {
+		return
+	}
+	r.released = true
+	if r.m != nil {
+		r.m.res, r.m = nil, nil
+		return
+	}
+	b.mins -= r.n
 }
 
 // shares reports whether m and o exchange connections (see Share).
@@ -166,7 +228,7 @@ func (b *Budget) SetLimit(n int) error {
 		b.mu.Unlock()
 		return newError(fmt.Sprintf("invalid config: budget limit is %d; it must be at least 1", n), ErrInvalidConfig)
 	case n < b.mins:
-		err := newError(fmt.Sprintf("invalid config: %s: limit %d is below the MinSizes of its pools, which sum to %d",
+		err := newError(fmt.Sprintf("invalid config: %s: limit %d is below the MinSizes reserved on it, which sum to %d",
 			b.labelLocked(), n, b.mins), ErrInvalidConfig)
 		b.mu.Unlock()
 		return err
@@ -188,6 +250,9 @@ type BudgetStats struct {
 	Ceiling int
 	Open    int // connections open in its pools, closing ones included
 	Dialing int // of which being dialled (at most 4, but for pools below their MinSize)
+	// Reserved is the MinSizes reserved on it: its pools', and those of
+	// sources registered with a PooledRegistry whose pool is not made.
+	Reserved int
 	// Pools has one line per pool on the budget, in the order they joined.
 	Pools []BudgetPoolStats
 	// Moved counts slots the budget gave to a waiting pool: freed by a
@@ -223,7 +288,7 @@ type BudgetPoolStats struct {
 // each pool's Waiting is read just after, from the pool.
 func (b *Budget) Stats() BudgetStats {
 	b.mu.Lock()
-	s := BudgetStats{Name: b.name, Limit: b.limit, Ceiling: b.capLocked(), Open: b.open, Dialing: b.dialing}
+	s := BudgetStats{Name: b.name, Limit: b.limit, Ceiling: b.capLocked(), Open: b.open, Dialing: b.dialing, Reserved: b.mins}
 	pools := make([]budgetPool, len(b.members))
 	for i, m := range b.members {
 		s.Pools = append(s.Pools, BudgetPoolStats{Name: m.name, Weight: m.weight, MinSize: m.min, Open: m.open, Closed: m.closed})
@@ -240,24 +305,35 @@ func (b *Budget) Stats() BudgetStats {
 }
 
 // join adds a pool with the given MinSize, weight and share group (group
-// and kind, see member).
-func (b *Budget) join(p budgetPool, name string, minSize, weight int, group string, kind reflect.Type) (*member, error) {
+// and kind, see member). res, if not nil, is its registered source's
+// reservation, for which the member's MinSize then counts instead.
+func (b *Budget) join(p budgetPool, name string, minSize, weight int, group string, kind reflect.Type, res *reservation) (*member, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.mins+minSize > b.limit {
-		return nil, newError(fmt.Sprintf("invalid config: %s: the MinSizes of its pools would sum to %d",
-			b.labelLocked(), b.mins+minSize), ErrInvalidConfig)
+	mins := b.mins
+	if res != nil && (res.released || res.m != nil) {
+		res = nil // its source is gone, or another pool of it stands in
 	}
-	m := &member{pool: p, name: name, weight: weight, min: minSize, group: group, kind: kind, top: numClasses}
+	if res != nil {
+		mins -= res.n
+	}
+	if mins+minSize > b.limit {
+		return nil, newError(fmt.Sprintf("invalid config: MinSize %d: the MinSizes reserved on %s would sum to %d",
+			minSize, b.labelLocked(), mins+minSize), ErrInvalidConfig)
+	}
+	m := &member{pool: p, name: name, weight: weight, min: minSize, group: group, kind: kind, top: numClasses, res: res}
+	if res != nil {
+		res.m = m
+	}
 	b.members = append(b.members, m)
-	b.mins += minSize
+	b.mins = mins + minSize
 	return m, nil
 }
 
 // setMinLocked changes m's reserved minimum. b.mu must be held.
 func (b *Budget) setMinLocked(m *member, n int) error {
 	if b.mins-m.min+n > b.limit {
-		return newError(fmt.Sprintf("invalid config: MinSize %d: the MinSizes of the pools on %s would sum to %d",
+		return newError(fmt.Sprintf("invalid config: MinSize %d: the MinSizes reserved on %s would sum to %d",
 			n, b.labelLocked(), b.mins-m.min+n), ErrInvalidConfig)
 	}
 	b.mins += n - m.min
@@ -274,6 +350,10 @@ func (b *Budget) leaveLocked(m *member) {
 	m.closed = true
 	b.mins -= m.min
 	m.min = 0
+	if r := m.res; r != nil { // the source is still registered: its reservation counts again
+		b.mins += r.n
+		r.m, m.res = nil, nil
+	}
 	b.setWantLocked(m, false)
 	b.forgetIfDoneLocked(m)
 }

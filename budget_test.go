@@ -307,6 +307,40 @@ func TestBacklogedPoolsShareTheBudgetByWeight(t *testing.T) {
 	})
 }
 
+// A slot moves only when the giver would still hold at least as many
+// connections per unit of weight as the taker: on a budget of 4, a pool
+// of weight 2 takes slots from one of weight 1 until they hold 2 each,
+// and there the split stays, since a third slot would leave the giver
+// (1 per unit) below the taker (1.5). A rule of "fewest per unit of weight
+// gets the slot" would move it to 3/1 and back.
+func TestASlotMovesOnlyWhileTheGiverStaysAheadPerUnitOfWeight(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newTestBudget(t, 4)
+		src := newFakeSource(t)
+		one := newTestPool(t, src, budgetConfig(b, "one", 10))
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		backlog(one, 8, 10*time.Millisecond, stop, &wg)
+		time.Sleep(time.Second)
+		require.Equal(t, map[string]int{"one": 4}, poolOpen(b))
+
+		cfg := budgetConfig(b, "two", 10)
+		cfg.Weight = 2
+		two := newTestPool(t, src, cfg)
+		backlog(two, 8, 10*time.Millisecond, stop, &wg)
+		time.Sleep(time.Second)
+		assert.Equal(t, map[string]int{"one": 2, "two": 2}, poolOpen(b))
+		yielded := b.Stats().Yielded
+		for range 30 {
+			time.Sleep(100 * time.Millisecond)
+			require.Equal(t, map[string]int{"one": 2, "two": 2}, poolOpen(b))
+		}
+		assert.Equal(t, yielded, b.Stats().Yielded, "slots moved while the split was as even as weights of 2:1 allow on 4")
+		close(stop)
+		wg.Wait()
+	})
+}
+
 // No pool with waiters sits at zero while another holds the whole budget,
 // however small the budget: they take turns, the slot moving after a
 // second of use (the rotation period), so over ten seconds they are

@@ -168,6 +168,10 @@ type Config struct {
 	// Hooks receive the pool's events (acquire waits, loan times, dials,
 	// closes) for metrics. Unset (the default), they cost nothing.
 	Hooks Hooks
+
+	// reserved is the MinSize that PooledRegistry.Register reserved on
+	// Budget for the source this Config was registered with.
+	reserved *reservation
 }
 
 // DefaultConfig returns the defaults documented on each Config field.

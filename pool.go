@@ -146,7 +146,7 @@ func New[C Connector](factory Factory[C], cfg Config) (*Pool[C], error) {
 	}
 	if b := cfg.Budget; b != nil {
 		var err error
-		if p.bm, err = b.join(p, cfg.Name, cfg.MinSize, max(cfg.Weight, 1), cfg.Share.Group, shareKind[C]()); err != nil {
+		if p.bm, err = b.join(p, cfg.Name, cfg.MinSize, max(cfg.Weight, 1), cfg.Share.Group, shareKind[C](), cfg.reserved); err != nil {
 			return nil, err
 		}
 	}

@@ -9,7 +9,7 @@ import (
 
 type source[C Connector] struct {
 	dial Factory[C]
-	cfg  Config
+	cfg  Config // cfg.reserved: its MinSize reserved on cfg.Budget, if any
 }
 
 // PooledRegistry holds data sources registered by ID, each served by a
@@ -89,6 +89,16 @@ func (r *PooledRegistry[C]) Register(ctx context.Context, id string, dial Factor
 		return sourceError(id, ErrDuplicateSource)
 	}
 	s := &source[C]{dial: dial, cfg: cfg}
+	if cfg.Budget != nil && cfg.MinSize > 0 {
+		// Reserved now, so that a source that does not fit is refused
+		// here, not at its first request.
+		res, err := cfg.Budget.reserve(cfg.MinSize)
+		if err != nil {
+			r.mu.Unlock()
+			return sourceError(id, err)
+		}
+		s.cfg.reserved = res
+	}
 	r.sources[id] = s
 	r.mu.Unlock()
 
@@ -145,6 +155,7 @@ func (r *PooledRegistry[C]) unregister(id string, s *source[C]) error {
 	if errors.Is(err, ErrUnknownSource) { // registered but never used
 		err = nil
 	}
+	cur.cfg.reserved.release() // after its pool has left the budget
 	return err
 }
 
@@ -242,10 +253,22 @@ func (r *PooledRegistry[C]) markClosed() {
 	r.mu.Unlock()
 }
 
+// releaseReservations ends the sources' reservations on their budgets,
+// once their pools are closed.
+func (r *PooledRegistry[C]) releaseReservations() {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	for _, s := range r.sources {
+		s.cfg.reserved.release()
+	}
+}
+
 // Close closes every pool (see Manager.Close); later calls return
-// ErrPoolClosed.
+// ErrPoolClosed. The MinSizes its sources reserved on budgets are free
+// again.
 func (r *PooledRegistry[C]) Close() error {
 	r.markClosed()
+	defer r.releaseReservations()
 	return r.manager.Close()
 }
 
@@ -253,5 +276,6 @@ func (r *PooledRegistry[C]) Close() error {
 // use to be released (see Manager.Shutdown).
 func (r *PooledRegistry[C]) Shutdown(ctx context.Context) error {
 	r.markClosed()
+	defer r.releaseReservations()
 	return r.manager.Shutdown(ctx)
 }

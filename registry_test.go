@@ -332,3 +332,62 @@ func TestRegistryReleaseAfterThePoolWasReplaced(t *testing.T) {
 	assert.ErrorIs(t, reg.Release("db", opc), pool.ErrForeignConn)
 	assert.ErrorIs(t, other.Release("db", opc), pool.ErrNotHeld, "released to its own pool by the first call")
 }
+
+// A source's MinSize is reserved on its budget when it registers: the
+// source that would take the reservations past the limit is refused at
+// Register, with an error naming it, the budget and the sum, not at its
+// first request. The reservation holds while the source is registered,
+// whether its pool exists or not, counts once when it does, and ends
+// with Unregister, a failed test connection, or the registry's Close.
+func TestRegisterReservesMinSizeOnTheBudget(t *testing.T) {
+	b := newTestBudget(t, 2)
+	b.SetName("pg-main")
+	src := newFakeSource(t)
+	cfg := budgetConfig(b, "", 4)
+	cfg.MinSize = 1
+	reg := pool.NewRegistry[*fakeConn]()
+	t.Cleanup(func() { _ = reg.Close() })
+	require.NoError(t, reg.Register(bg, "acme", src.factory(), cfg))
+	require.NoError(t, reg.Register(bg, "globex", src.factory(), cfg))
+	assert.Equal(t, 2, b.Stats().Reserved, "two sources registered, no pool made")
+	assert.Empty(t, b.Stats().Pools)
+
+	err := reg.Register(bg, "initech", src.factory(), cfg)
+	require.ErrorIs(t, err, pool.ErrInvalidConfig)
+	for _, want := range []string{`"initech"`, `budget "pg-main" (limit 2)`, "sum to 3"} {
+		assert.Contains(t, err.Error(), want)
+	}
+	assert.NotContains(t, reg.IDs(), "initech")
+
+	// Making the pools counts each reservation once, and closing a pool
+	// without unregistering it keeps its source's reservation.
+	require.NoError(t, reg.With(bg, "acme", func(*fakeConn) error { return nil }))
+	require.NoError(t, reg.With(bg, "globex", func(*fakeConn) error { return nil }))
+	assert.Equal(t, 2, b.Stats().Reserved)
+	assert.Error(t, b.SetLimit(1), "the limit went below the reservations")
+	acme, err := reg.Pool(bg, "acme")
+	require.NoError(t, err)
+	require.NoError(t, acme.Close())
+	assert.Equal(t, 2, b.Stats().Reserved, "a closed pool's source is still registered")
+	assert.ErrorIs(t, reg.Register(bg, "initech", src.factory(), cfg), pool.ErrInvalidConfig)
+	require.NoError(t, reg.With(bg, "acme", func(*fakeConn) error { return nil }), "the pool made again")
+	assert.Equal(t, 2, b.Stats().Reserved)
+
+	// Unregistering frees the reservation; so does a failed test connect.
+	require.NoError(t, reg.Unregister("globex"))
+	assert.Equal(t, 1, b.Stats().Reserved)
+	src.failDials(errors.New("refused"))
+	assert.Error(t, reg.Register(bg, "initech", src.factory(), cfg, pool.WithTestConnect()))
+	assert.Equal(t, 1, b.Stats().Reserved, "a source refused by its test connection keeps a reservation")
+	src.failDials(nil)
+	require.NoError(t, reg.Register(bg, "initech", src.factory(), cfg))
+
+	// A second registry on the budget gets what the first gives back.
+	other := pool.NewRegistry[*fakeConn]()
+	t.Cleanup(func() { _ = other.Close() })
+	assert.ErrorIs(t, other.Register(bg, "umbrella", src.factory(), cfg), pool.ErrInvalidConfig)
+	require.NoError(t, reg.Close())
+	assert.Zero(t, b.Stats().Reserved)
+	require.NoError(t, other.Register(bg, "umbrella", src.factory(), cfg))
+	require.NoError(t, other.Register(bg, "hooli", src.factory(), cfg))
+}

@@ -31,10 +31,12 @@
 //
 //	cred, err := azidentity.NewDefaultAzureCredential(nil) // managed identity, workload identity, az login...
 //	if err != nil { ... }
+//	cfg := pool.DefaultConfig() // timeouts, pings, lifetimes; a zero Config is invalid
+//	cfg.MaxSize = 8
 //	err = azblob.Register(ctx, reg, "raw", azblob.Options{
 //		ContainerURL: "https://account.blob.core.windows.net/raw",
 //		Credential:   cred,
-//	}, pool.Config{MaxSize: 8})
+//	}, cfg)
 //
 // The identity needs a data role on the container, such as Storage Blob
 // Data Reader (Ping reads the container's properties). A key, a SAS token

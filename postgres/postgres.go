@@ -21,9 +21,11 @@
 //		})
 //		return tok.Token, err
 //	}}
+//	cfg := pool.DefaultConfig() // timeouts, pings, lifetimes; a zero Config is invalid
+//	cfg.MaxSize = 10
 //	err = postgres.Register(ctx, reg, "sales",
 //		"postgres://app-identity@myserver.postgres.database.azure.com:5432/sales?sslmode=require",
-//		opts, pool.Config{MaxSize: 10})
+//		opts, cfg)
 //
 // The DSN's user is the Entra principal's name as the server knows it (the
 // managed identity's or the group's). A token is checked only when a
