@@ -381,7 +381,7 @@ func Register[C pool.Connector](ctx context.Context, reg *pool.PooledRegistry[C]
 		dial, cfg.Share, err = SharedFactory(opts)
 	}
 	if err != nil {
-		return fmt.Errorf("azblob: source %q: %w", id, err)
+		return &sourceError{id: id, err: err}
 	}
 	f, err := pool.Adapt[C](dial)
 	if err != nil {
@@ -389,6 +389,19 @@ func Register[C pool.Connector](ctx context.Context, reg *pool.PooledRegistry[C]
 	}
 	return reg.Register(ctx, id, f, cfg, ropts...)
 }
+
+// sourceError names the source of an error of Factory or SharedFactory,
+// whose own "azblob: " it drops, so that the package is named once.
+type sourceError struct {
+	id  string
+	err error
+}
+
+func (e *sourceError) Error() string {
+	return fmt.Sprintf("azblob: source %q: %s", e.id, strings.TrimPrefix(e.err.Error(), "azblob: "))
+}
+
+func (e *sourceError) Unwrap() error { return e.err }
 
 // With runs fn with a connection of Blob source id, borrowed from reg for
 // the length of the call, as PooledRegistry.With does. A source that is
