@@ -7,13 +7,11 @@ GO ?= go
 
 .PHONY: test vet fmt-check demo pictures bench fleet
 
-## test: race-enabled tests in every module (the README's test command);
+## test: race-enabled tests in every module (the README's test command),
+## several modules at once (.ci/testall.sh says in which order and why);
 ## it ends with what ran and what was skipped in each, and why
 test:
-	@set -e; sum=$$(mktemp); trap 'rm -f $$sum' EXIT; for m in $(MODULES); do \
-		echo "== go test -race $$m"; \
-		bash .ci/testsum.sh $$m $$sum; \
-	done; echo "== tests that ran and were skipped, by module"; cat $$sum
+	@bash .ci/testall.sh
 	@echo "== go test (without -race, which allocates) the zero-allocation tests"
 	@$(GO) test -count=1 -run '^TestHotPathsDoNotAllocate$$' .
 	@(cd otel && $(GO) test -count=1 -run '^TestHooksDoNotAllocate$$' .)

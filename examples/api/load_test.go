@@ -25,16 +25,16 @@ import (
 
 // TestServiceUnderLoad drives the service over real HTTP against the real
 // PostgreSQL: 64 concurrent clients, valid and invalid requests mixed, for
-// LOAD_SECONDS (default 30; 3 with -short). It checks every answer, samples
-// pg_stat_activity for each source's backends, and then shuts the server
-// down while the clients are still sending: every request the server
-// accepted must be answered.
+// LOAD_SECONDS (default 10, and 30 in CI; 3 with -short). It checks every
+// answer, samples pg_stat_activity for each source's backends, and then
+// shuts the server down while the clients are still sending: every
+// request the server accepted must be answered.
 func TestServiceUnderLoad(t *testing.T) {
 	base := os.Getenv("PG_DSN")
 	if base == "" {
 		t.Skip("PG_DSN is not set; set it to a PostgreSQL URL, such as postgres://postgres@127.0.0.1:5432/test?sslmode=disable, to run this test")
 	}
-	seconds := 30
+	seconds := 10
 	if testing.Short() {
 		seconds = 3
 	}
