@@ -34,7 +34,8 @@ import (
 //     under the same rule, least recently used first, an idle one
 //     counting as held after 100 ms;
 //   - pools of one Config.Share group pass the connection itself,
-//     re-bound, where others close one so that the taker dials.
+//     re-bound, where others close one so that the taker dials, and take
+//     each other's idle connections before they dial.
 //
 // A Budget is safe for concurrent use. Pools join it in New and leave it
 // when they are closed. The zero Budget is not usable: make one with
@@ -186,6 +187,10 @@ type budgetPool interface {
 	// adopt takes c, a connection another pool of its Share group gave
 	// up, with a slot the budget has counted for it as a dial in flight.
 	adopt(c any, createdAt time.Time)
+	// handOver gives up its least recently used idle connection, if it
+	// has one it may give up, to a pool of its Share group that dials
+	// with a slot of its own; the connection's slot is freed.
+	handOver() (conn any, createdAt time.Time, ok bool)
 }
 
 // NewBudget returns a budget of limit connections; limit must be at least
@@ -268,9 +273,9 @@ type BudgetStats struct {
 	// Refused counts dials of its pools that the server refused for
 	// capacity (see ErrCapacity).
 	Refused int64
-	// Shared counts connections that moved with their slot from one pool
-	// to another of a Share group, each a dial avoided and a connection
-	// not closed (see Share).
+	// Shared counts connections that moved from one pool to another of a
+	// Share group, each a dial avoided and a connection not closed (see
+	// Share).
 	Shared int64
 }
 
@@ -535,6 +540,55 @@ func (b *Budget) moveSlotLocked(from, to *member) {
 	b.handOutLocked(to)
 	b.shared.Add(1)
 	b.forgetIfDoneLocked(from)
+}
+
+// handedOverLocked frees the slot of an idle connection of m that went,
+// without its slot, to a pool of m's Share group that had one (handOver).
+// b.mu must be held.
+func (b *Budget) handedOverLocked(m *member) {
+	m.open--
+	b.open--
+	b.shared.Add(1)
+	b.checkOverLocked()
+	if b.wanting.Load() > 0 {
+		b.dirty.Store(true)
+	}
+	b.forgetIfDoneLocked(m)
+}
+
+// idleOfGroup takes, for m's pool, which is about to dial with a slot it
+// holds, the least recently used idle connection that another pool of
+// m's Share group may give up (one above its MinSize), with its slot
+// freed (handOver); ok is false if there is none. No lock may be held.
+func (b *Budget) idleOfGroup(m *member) (conn any, createdAt time.Time, ok bool) {
+	b.mu.Lock()
+	var pools []budgetPool
+	for _, o := range b.members {
+		if o != m && !o.closed && o.shares(m) && o.open-o.closing > o.min {
+			pools = append(pools, o.pool)
+		}
+	}
+	b.mu.Unlock()
+	if len(pools) == 0 {
+		return nil, time.Time{}, false
+	}
+	type idle struct {
+		pool  budgetPool
+		since time.Time
+	}
+	var idles []idle
+	for _, p := range pools {
+		if since, ok := p.oldestIdle(); ok {
+			idles = append(idles, idle{p, since})
+		}
+	}
+	slices.SortFunc(idles, func(x, y idle) int { return x.since.Compare(y.since) })
+	for _, c := range idles {
+		if conn, createdAt, ok := c.pool.handOver(); ok {
+			return conn, createdAt, true
+		}
+	}
+	return nil, time.Time{}, false
 }
 
 // freeLocked gives back the slot of a connection of m that is gone

@@ -198,8 +198,7 @@ func (p *Pool[C]) dial() {
 	defer p.bg.Done()
 	ctx, cancel := p.dialContext()
 	defer cancel()
-	conn, err := p.callFactory(ctx)
-	p.dialled(conn, err, time.Time{}, p.clock.now())
+	p.dialOrTakeFromGroup(ctx) // share.go
 }
 
 // dialContext is the context of one dial: the pool's, bounded by

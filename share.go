@@ -23,6 +23,30 @@ import (
 // give up (it is above its MinSize), to member to of its Share group, and
 // reports whether it did. The connection is the least recently used.
 func (p *Pool[C]) give(to *member) bool {
+	moved := p.moveOutIdle(to)
+	if moved == nil {
+		return false
+	}
+	to.pool.adopt(moved.conn, moved.createdAt)
+	return true
+}
+
+// handOver is budgetPool.handOver: it gives up its least recently used
+// idle connection, if it has one it may give up, to a pool of its Share
+// group that is about to dial with a slot of its own; the connection's
+// slot goes back to the budget.
+func (p *Pool[C]) handOver() (conn any, createdAt time.Time, ok bool) {
+	moved := p.moveOutIdle(nil)
+	if moved == nil {
+		return nil, time.Time{}, false
+	}
+	return moved.conn, moved.createdAt, true
+}
+
+// moveOutIdle takes the least recently used idle connection out of the
+// pool's books for a move (movedOutLocked; to nil: it goes without its
+// slot), if the pool is above its MinSize, and returns it; nil if none.
+func (p *Pool[C]) moveOutIdle(to *member) *entry[C] {
 	p.mu.Lock()
 	closing := p.unparkLocked(p.clock.coarse())
 	var moved *entry[C]
@@ -36,11 +60,10 @@ func (p *Pool[C]) give(to *member) bool {
 	}
 	p.unlock()
 	p.doAll(closing)
-	if moved == nil {
-		return false
+	if moved != nil && to == nil {
+		p.settleBudget() // its slot is free
 	}
-	to.pool.adopt(moved.conn, moved.createdAt)
-	return true
+	return moved
 }
 
 // adopt is budgetPool.adopt: c, a connection that another pool of the
@@ -75,12 +98,18 @@ func (p *Pool[C]) adopt(c any, createdAt time.Time) {
 }
 
 // dialMoved binds a connection another pool of the group gave up, as a
-// dial in flight: if Bind fails, the connection is closed and the pool
-// dials a new one in its place.
+// dial in flight.
 func (p *Pool[C]) dialMoved(conn C, createdAt time.Time) {
 	defer p.bg.Done()
 	ctx, cancel := p.dialContext()
 	defer cancel()
+	p.bindMoved(ctx, conn, createdAt)
+}
+
+// bindMoved binds conn, moved from another pool of the group, and takes
+// it as the result of the dial in flight it stands for: if Bind fails,
+// the connection is closed and the pool dials a new one in its place.
+func (p *Pool[C]) bindMoved(ctx context.Context, conn C, createdAt time.Time) {
 	err := p.callBind(ctx, conn)
 	if err == nil {
 		p.dialled(conn, nil, createdAt, p.clock.now())
@@ -90,6 +119,25 @@ func (p *Pool[C]) dialMoved(conn C, createdAt time.Time) {
 	p.logf(levelWarn, "moved connection failed to bind; dialling instead", "error", err.Error())
 	p.closeMoved(conn)
 	conn, err = p.callFactory(ctx)
+	p.dialled(conn, err, time.Time{}, p.clock.now())
+}
+
+// dialOrTakeFromGroup is a dial's work: a pool of a Share group first
+// takes an idle connection another pool of the group may give up, and
+// binds it, so that a budget with room never holds an idle connection of
+// the group while a new one is dialled; else, and for any other pool,
+// the Factory dials.
+func (p *Pool[C]) dialOrTakeFromGroup(ctx context.Context) {
+	if p.bm != nil && p.cfg.Share.Group != "" {
+		if c, createdAt, ok := p.cfg.Budget.idleOfGroup(p.bm); ok {
+			if conn, ok := c.(C); ok { // always: a group holds one connection type
+				p.bindMoved(ctx, conn, createdAt)
+				return
+			}
+			p.closeMoved(c.(Connector))
+		}
+	}
+	conn, err := p.callFactory(ctx)
 	p.dialled(conn, err, time.Time{}, p.clock.now())
 }
 

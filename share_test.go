@@ -132,6 +132,56 @@ func TestSharedPoolsMoveAnIdleConnectionToAWaitingPool(t *testing.T) {
 	})
 }
 
+// With room on the budget, a pool of the group that has no idle
+// connection of its own takes another pool's idle one, re-bound, before it
+// dials: the budget never holds a group's connection idle while one more
+// is opened. A pool at its MinSize keeps what it has.
+func TestAPoolTakesAnIdleConnectionOfItsGroupBeforeDialling(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newTestBudget(t, 4)
+		src := newFakeSource(t)
+		a := sharedPool(t, src, b, "a", 2)
+		c := sharedPool(t, src, b, "c", 2)
+		fillIdle(t, a, 2)
+		a.Stats() // the idle connections may sit parked: Stats sees them all
+		require.Equal(t, 2, a.Stats().Idle)
+
+		pc, err := c.Acquire(bg)
+		require.NoError(t, err)
+		assert.EqualValues(t, 2, src.dials.Load(), "c dialled while a held an idle connection of the group")
+		assert.Equal(t, "c", *pc.Conn().bound.Load(), "the connection was not bound to c")
+		assert.Equal(t, map[string]int{"a": 1, "c": 1}, poolOpen(b))
+		sa, sc := a.Stats(), c.Stats()
+		assert.EqualValues(t, 1, sa.MovedOut)
+		assert.EqualValues(t, 1, sc.MovedIn)
+		assert.Zero(t, sc.Created)
+		assert.EqualValues(t, 1, b.Stats().Shared)
+		assert.Zero(t, src.closes.Load())
+		pc.Release()
+		require.NoError(t, a.CheckAccounting())
+		require.NoError(t, c.CheckAccounting())
+
+		// A pool at its MinSize gives nothing: the other dials.
+		b2 := newTestBudget(t, 4)
+		cfg := budgetConfig(b2, "m", 2)
+		cfg.Share, cfg.MinSize = bindTo("m"), 1
+		m, err := pool.New(sharedFactory(src, "m"), cfg)
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = m.Close() })
+		require.NoError(t, m.WaitReady(bg))
+		require.Equal(t, 1, m.Stats().Idle)
+		n := sharedPool(t, src, b2, "n", 2)
+		dials := src.dials.Load()
+		pn, err := n.Acquire(bg)
+		require.NoError(t, err)
+		assert.Equal(t, dials+1, src.dials.Load(), "n took m's reserved connection instead of dialling")
+		assert.Equal(t, 1, m.Stats().Idle)
+		assert.Zero(t, m.Stats().MovedOut)
+		pn.Release()
+		require.NoError(t, m.CheckAccounting())
+	})
+}
+
 // A Bind that fails or panics closes the moved connection, and the pool
 // dials a new one with the slot: its waiter is served all the same.
 func TestFailedBindClosesTheConnectionAndDials(t *testing.T) {

@@ -292,7 +292,9 @@ func (p *Pool[C]) goneLocked(e *entry[C]) {
 
 // movedOutLocked: idle, checking, lent or resetting → gone, without
 // Close: the connection and its budget slot go to member to, another pool
-// of its Share group, which binds it (adopt). It reports false, and
+// of its Share group, which binds it (adopt); with to nil, the connection
+// goes to a pool of the group that dials with a slot of its own
+// (handOver), and its slot goes back to the budget. It reports false, and
 // changes nothing, if to's pool is closed or the connection is being
 // closed already (a Reset watchdog). An idle connection must already be
 // out of the idle set. p.mu must be held.
@@ -302,9 +304,12 @@ func (p *Pool[C]) movedOutLocked(e *entry[C], to *member) bool {
 	}
 	b := p.cfg.Budget
 	b.mu.Lock()
-	ok := !to.closed && e.closed.CompareAndSwap(false, true) // no Close of this entry's may run now
-	if ok {
+	ok := (to == nil || !to.closed) && e.closed.CompareAndSwap(false, true) // no Close of this entry's may run now
+	switch {
+	case ok && to != nil:
 		b.moveSlotLocked(p.bm, to)
+	case ok:
+		b.handedOverLocked(p.bm)
 	}
 	b.mu.Unlock()
 	if !ok {
