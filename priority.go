@@ -67,6 +67,12 @@ type priorityKey struct{}
 // So a waiting class gets at least one hand-off in ten, or one in eleven
 // when all three classes wait. Values above PriorityInteractive count as
 // interactive, below PriorityBatch as batch.
+//
+// On a Budget the classes also order its pools: a freed slot goes to the
+// pool whose callers wait in the highest class, under the same floor
+// counted across the pools, and a pool releasing a connection gives it
+// up to another pool's interactive caller when none of its own waits
+// (see Budget).
 func WithPriority(ctx context.Context, p Priority) context.Context {
 	return context.WithValue(ctx, priorityKey{}, p)
 }
