@@ -70,9 +70,10 @@ type priorityKey struct{}
 //
 // On a Budget the classes also order its pools: a freed slot goes to the
 // pool whose callers wait in the highest class, under the same floor
-// counted across the pools, and a pool releasing a connection gives it
-// up to another pool's interactive caller when none of its own waits
-// (see Budget).
+// counted across the pools; when the budget is full, a pool releasing a
+// connection gives it up to a pool whose callers wait in a higher class
+// than any of its own, or, when none of its own waits, to a pool whose
+// interactive callers wait (see Budget).
 func WithPriority(ctx context.Context, p Priority) context.Context {
 	return context.WithValue(ctx, priorityKey{}, p)
 }
