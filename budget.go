@@ -558,8 +558,12 @@ func (b *Budget) handedOverLocked(m *member) {
 
 // idleOfGroup takes, for m's pool, which is about to dial with a slot it
 // holds, the least recently used idle connection that another pool of
-// m's Share group may give up (one above its MinSize), with its slot
-// freed (handOver); ok is false if there is none. No lock may be held.
+// m's Share group may give up (one above its MinSize) and that has been
+// idle reclaimAfter or longer, with its slot freed (handOver); ok is
+// false if there is none. A connection idle for less is in use between
+// its pool's requests: taking it would only make that pool take another,
+// each move costing a Bind, where a dial is paid once. No lock may be
+// held.
 func (b *Budget) idleOfGroup(m *member) (conn any, createdAt time.Time, ok bool) {
 	b.mu.Lock()
 	var pools []budgetPool
@@ -577,8 +581,9 @@ func (b *Budget) idleOfGroup(m *member) (conn any, createdAt time.Time, ok bool)
 		since time.Time
 	}
 	var idles []idle
+	now := time.Now()
 	for _, p := range pools {
-		if since, ok := p.oldestIdle(); ok {
+		if since, ok := p.oldestIdle(); ok && now.Sub(since) >= reclaimAfter {
 			idles = append(idles, idle{p, since})
 		}
 	}

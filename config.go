@@ -265,8 +265,8 @@ const MaxWeight = 1 << 20
 // slot from one such pool to another, it moves the connection with it
 // (released, or idle) and Bind re-binds it, instead of closing it and
 // dialling a new one; and a pool with no idle connection of its own takes
-// an idle one of another pool of the group (one above its MinSize),
-// re-bound, before it dials.
+// an idle one of another pool of the group (one above its MinSize, idle
+// for 100 ms or more), re-bound, before it dials.
 type Share struct {
 	// Group names the connections that are interchangeable. Pools on one
 	// Budget with the same Group, and the same connection type, exchange
