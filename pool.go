@@ -170,9 +170,12 @@ func New[C Connector](factory Factory[C], cfg Config) (*Pool[C], error) {
 }
 
 // Config returns the configuration the pool was created with, with
-// MinSize and MaxSize as SetMinSize and SetMaxSize last set them.
+// MinSize and MaxSize as SetMinSize and SetMaxSize last set them. A pool
+// made with it reserves its own MinSize on the Budget: the registered
+// source's reservation stays with the source.
 func (p *Pool[C]) Config() Config {
 	cfg := p.cfg
+	cfg.reserved = nil
 	p.mu.Lock()
 	cfg.MinSize, cfg.MaxSize = p.minSize, p.maxSize
 	p.unlock()

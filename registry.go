@@ -62,7 +62,10 @@ func WithTestConnect() RegisterOption {
 
 // Register adds a source. The ID must be non-empty and not yet registered
 // (ErrDuplicateSource), dial must not be nil and cfg must be valid
-// (ErrInvalidConfig). Its pool is created on first use, unless
+// (ErrInvalidConfig). A source on a Budget has its MinSize reserved there
+// now, until Unregister or the registry's Close, and is refused
+// (ErrInvalidConfig) if the MinSizes reserved on the budget would sum
+// past its limit. Its pool is created on first use, unless
 // WithTestConnect is given; ctx bounds only that test connection. On a
 // closed registry Register returns ErrPoolClosed.
 func (r *PooledRegistry[C]) Register(ctx context.Context, id string, dial Factory[C], cfg Config, opts ...RegisterOption) error {

@@ -372,6 +372,15 @@ func TestRegisterReservesMinSizeOnTheBudget(t *testing.T) {
 	assert.ErrorIs(t, reg.Register(bg, "initech", src.factory(), cfg), pool.ErrInvalidConfig)
 	require.NoError(t, reg.With(bg, "acme", func(*fakeConn) error { return nil }), "the pool made again")
 	assert.Equal(t, 2, b.Stats().Reserved)
+	// A pool made from the Config of the source's pool, once that is
+	// closed, reserves its own MinSize: the source keeps its reservation.
+	acme, err = reg.Pool(bg, "acme")
+	require.NoError(t, err)
+	acmeCfg := acme.Config()
+	require.NoError(t, acme.Close())
+	_, err = pool.New(src.factory(), acmeCfg)
+	assert.ErrorIs(t, err, pool.ErrInvalidConfig, "a pool made from a registered pool's Config took the source's reservation")
+	assert.Equal(t, 2, b.Stats().Reserved)
 
 	// Unregistering frees the reservation; so does a failed test connect.
 	require.NoError(t, reg.Unregister("globex"))
