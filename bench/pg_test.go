@@ -196,6 +196,7 @@ func runPG(b *testing.B, qr pgQuerier, sql string, clients int) {
 	)
 	n := int64(b.N)
 	b.ResetTimer()
+	cpu0 := processCPU()
 	start := time.Now()
 	for range clients {
 		wg.Go(func() {
@@ -217,6 +218,7 @@ func runPG(b *testing.B, qr pgQuerier, sql string, clients int) {
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
+	cpu := processCPU() - cpu0
 	b.StopTimer()
 	slices.Sort(lat)
 	if len(lat) == 0 {
@@ -225,4 +227,7 @@ func runPG(b *testing.B, qr pgQuerier, sql string, clients int) {
 	b.ReportMetric(float64(len(lat))/elapsed.Seconds(), "qps")
 	b.ReportMetric(float64(lat[len(lat)/2]), "p50-ns")
 	b.ReportMetric(float64(lat[min(len(lat)-1, len(lat)*99/100)]), "p99-ns")
+	if cpu > 0 {
+		b.ReportMetric(float64(cpu.Microseconds())/float64(len(lat)), "cpu-us/q")
+	}
 }

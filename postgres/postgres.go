@@ -38,6 +38,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -101,6 +102,15 @@ type Options struct {
 	// ConnectTimeout. An error fails that dial; neither the password nor
 	// the token ever appears in an error this package returns.
 	Password func(ctx context.Context) (string, error)
+	// PeekAfterIdle is how long a connection must have gone unchecked (by
+	// IsValid, which the pool calls before each loan and after each
+	// release, so: how long it sat idle) before IsValid peeks at its
+	// socket for a close by the server: a connection checked a moment ago
+	// cannot have been closed since in a way that the retry of With does
+	// not cover, and the peek costs a system call. While the source has
+	// lost a connection to the server in the last second, every check
+	// peeks. Default (zero) 1 second; negative: every check peeks.
+	PeekAfterIdle time.Duration
 	// NoShare keeps Register from sharing this source's connections with
 	// the other sources of its server on a pool.Budget (see
 	// SharedFactory): its connections are dialled with every parameter of
@@ -120,6 +130,12 @@ type Conn struct {
 	// resets counts the round trips Reset has made, for tests.
 	resets int
 	peek   *peeker // IsValid's look at the socket
+	// checkedAt is when IsValid last ran (on monotonicNow's clock): the
+	// peek is due once the connection has gone PeekAfterIdle unchecked.
+	checkedAt int64
+	// health is what the connections of its source know of the server:
+	// when one was last found closed.
+	health *health
 	// bind is the source's run-time parameters when the connection belongs
 	// to a share group (SharedFactory): applied at dial, again after each
 	// reset, and replaced by a move. Nil otherwise.
@@ -141,11 +157,64 @@ func (c *Conn) Ping(ctx context.Context) error { return c.conn.Ping(ctx) }
 // at the socket (one system call, nothing consumed) finds them, so the
 // connection is closed instead of lent. An idle connection with anything
 // unprompted to read (a NOTIFY for a LISTEN the borrower left behind
-// included) is closed too.
+// included) is closed too. The peek runs on a connection unchecked for
+// Options.PeekAfterIdle, and on every connection of a source that has
+// just lost one.
 func (c *Conn) IsValid() bool {
 	pc := c.conn.PgConn()
-	return !pc.IsClosed() && !pc.IsBusy() && pc.TxStatus() == 'I' && (!peekOn || c.peek.ok())
+	now := monotonicNow()
+	if pc.IsClosed() {
+		c.health.lost(now)
+		return false
+	}
+	if pc.IsBusy() || pc.TxStatus() != 'I' {
+		return false
+	}
+	due := now-c.checkedAt >= c.health.peekAfter || c.health.suspect(now)
+	c.checkedAt = now
+	if !peekOn || !due || c.peek.ok() {
+		return true
+	}
+	c.health.lost(now)
+	return false
 }
+
+// health is shared by the connections of one source: when one of them
+// was last found closed by the server, so that the others peek at their
+// sockets for a while (a restart or a failover closes them all).
+type health struct {
+	peekAfter int64        // Options.PeekAfterIdle, in nanoseconds
+	lostAt    atomic.Int64 // monotonicNow when a connection was last found closed; 0: never
+}
+
+// suspectFor is how long after a connection of the source was found
+// closed every check of its connections peeks.
+const suspectFor = int64(time.Second)
+
+func newHealth(opts Options) *health {
+	d := opts.PeekAfterIdle
+	switch {
+	case d == 0:
+		d = time.Second
+	case d < 0:
+		d = 0
+	}
+	return &health{peekAfter: int64(d)}
+}
+
+func (h *health) lost(now int64) { h.lostAt.Store(now) }
+
+func (h *health) suspect(now int64) bool {
+	at := h.lostAt.Load()
+	return at != 0 && now-at < suspectFor
+}
+
+// epoch is the origin of monotonicNow.
+var epoch = time.Now()
+
+// monotonicNow is the monotonic clock in nanoseconds since epoch, never 0
+// for a reading taken after it.
+func monotonicNow() int64 { return int64(time.Since(epoch)) + 1 }
 
 // peekOn is false only in the benchmark that measures the peek.
 var peekOn = true
@@ -155,6 +224,9 @@ var peekOn = true
 func (c *Conn) Reset(ctx context.Context) error {
 	pc := c.conn.PgConn()
 	if pc.IsClosed() || pc.IsBusy() {
+		if pc.IsClosed() { // the other connections of its source peek for a while
+			c.health.lost(monotonicNow())
+		}
 		return errors.New("postgres: connection closed or busy")
 	}
 	inTx := pc.TxStatus() != 'I'
@@ -251,6 +323,7 @@ func Factory(cfg *pgx.ConnConfig, opts Options) pool.Factory[*Conn] {
 // source's parameters after the handshake.
 func factory(cfg *pgx.ConnConfig, opts Options, b *binding) pool.Factory[*Conn] {
 	password := cfg.Password
+	h := newHealth(opts)
 	return func(ctx context.Context) (*Conn, error) {
 		d := opts.ConnectTimeout
 		if d <= 0 {
@@ -282,7 +355,8 @@ func factory(cfg *pgx.ConnConfig, opts Options, b *binding) pool.Factory[*Conn] 
 			return nil, redact(redact(atCapacity(fmt.Errorf("postgres: connect to %s@%s:%d/%s: %w",
 				cfg.User, cfg.Host, cfg.Port, cfg.Database, err)), pw), password)
 		}
-		c := &Conn{conn: conn, opts: opts, session: s, peek: newPeeker(conn.PgConn().Conn()), bind: b}
+		c := &Conn{conn: conn, opts: opts, session: s, peek: newPeeker(conn.PgConn().Conn()), bind: b,
+			health: h, checkedAt: monotonicNow()}
 		if b != nil && b.sql != "" {
 			if err := c.exec(ctx, b.sql); err != nil {
 				_ = conn.Close(ctx)
