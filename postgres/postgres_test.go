@@ -279,7 +279,9 @@ func BenchmarkIsValid(b *testing.B) {
 	if d == "" {
 		b.Skip("PG_DSN is not set; set it to a PostgreSQL URL, such as postgres://postgres@127.0.0.1:5432/test?sslmode=disable, to run this benchmark")
 	}
-	c, err := postgres.Dial(bg, d)
+	f, err := postgres.FactoryFromDSN(d, postgres.Options{PeekAfterIdle: -1}) // a peek at every check
+	require.NoError(b, err)
+	c, err := f(bg)
 	require.NoError(b, err)
 	defer c.Close()
 	for b.Loop() {
@@ -682,13 +684,15 @@ func TestWithRetriesOnADeadConnectionOnlyWhatIsSafe(t *testing.T) {
 // What the peek costs a loan, interleaved: an Acquire and Release of an
 // idle live connection (IsValid runs on both), and a With running one
 // round trip, each with the peek on and off, on one pool of one
-// connection. Run with -count to interleave passes.
+// connection, peeking at every check (PeekAfterIdle negative; by default
+// a connection this busy is never peeked). Run with -count to interleave
+// passes.
 func BenchmarkLoanPeek(b *testing.B) {
 	d := os.Getenv("PG_DSN")
 	if d == "" {
 		b.Skip("PG_DSN is not set; set it to a PostgreSQL URL, such as postgres://postgres@127.0.0.1:5432/test?sslmode=disable, to run this benchmark")
 	}
-	f, err := postgres.FactoryFromDSN(d, postgres.Options{})
+	f, err := postgres.FactoryFromDSN(d, postgres.Options{PeekAfterIdle: -1})
 	require.NoError(b, err)
 	pcfg := pool.DefaultConfig()
 	pcfg.MinSize, pcfg.MaxSize = 1, 1
