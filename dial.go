@@ -198,7 +198,7 @@ func (p *Pool[C]) dial() {
 	defer p.bg.Done()
 	ctx, cancel := p.dialContext()
 	defer cancel()
-	p.dialOrTakeFromGroup(ctx) // share.go
+	p.dialOrTakeFromGroup(ctx, p.genFast.Load()) // share.go
 }
 
 // dialContext is the context of one dial: the pool's, bounded by
@@ -212,8 +212,9 @@ func (p *Pool[C]) dialContext() (context.Context, context.CancelFunc) {
 
 // dialled takes the result of a dial in flight at now: a new connection,
 // or one moved from another pool of the Share group and bound (createdAt
-// is then its dial's time), or err.
-func (p *Pool[C]) dialled(conn C, err error, createdAt time.Time, now int64) {
+// is then its dial's time), or err. gen is the pool's generation when the
+// dial began: a connection of an earlier one is closed (see Reset).
+func (p *Pool[C]) dialled(conn C, err error, createdAt time.Time, now int64, gen uint64) {
 	if err != nil {
 		p.dialFailed(dialError(err), now)
 		return
@@ -223,7 +224,7 @@ func (p *Pool[C]) dialled(conn C, err error, createdAt time.Time, now int64) {
 	} else {
 		p.stats.movedIn.Add(1)
 	}
-	e := p.newEntry(conn, createdAt, now)
+	e := p.newEntry(conn, createdAt, now, gen)
 	p.mu.Lock()
 	var ev event
 	if !p.closed.Load() {

@@ -44,17 +44,17 @@ func (p *Pool[C]) fastOff() bool {
 // when every slot is full. The caller owns e and, if park succeeds, owns
 // it no longer.
 func (p *Pool[C]) park(e *entry[C]) bool {
-	if p.fastOff() {
-		return false
+	if p.fastOff() || e.gen != p.genFast.Load() {
+		return false // a connection of before a Reset: the locked way closes it
 	}
 	e.idleSince = p.clock.coarse()
 	slot := p.idle.park(e)
 	if slot == nil {
 		return false
 	}
-	// Parked: now see whether a waiter, Close, SetMaxSize or the budget
-	// came in meanwhile (they raise their flag, then unpark).
-	if p.fastOff() && p.idle.takeBack(slot, e) {
+	// Parked: now see whether a waiter, Close, SetMaxSize, the budget or
+	// a Reset came in meanwhile (they raise their flag, then unpark).
+	if (p.fastOff() || e.gen != p.genFast.Load()) && p.idle.takeBack(slot, e) {
 		return false // ours again: the locked way hands it on
 	}
 	return true
@@ -79,6 +79,10 @@ func (p *Pool[C]) lendParked(ctx context.Context, a *acquisition[C]) (*entry[C],
 	e, slot := p.takeParked()
 	if e == nil {
 		return nil, nil, outcomeNone, nil
+	}
+	if e.gen != p.genFast.Load() { // parked as a Reset began
+		reraise(p.retire(e, CloseReset))
+		return nil, nil, outcomeRetry, nil
 	}
 	now := p.clock.coarse()
 	switch {
@@ -109,7 +113,7 @@ func (p *Pool[C]) unparkForWaitersLocked(now int64) {
 		return
 	}
 	for _, h := range p.unparkLocked(now) {
-		if h.reason != CloseBudget {
+		if h.reason != CloseBudget && h.reason != CloseReset { // a Reset: one parked as it began
 			panic("pool: internal: a parked connection to close while callers wait")
 		}
 		p.wakes.close(h)

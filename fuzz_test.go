@@ -302,6 +302,8 @@ func runFuzzOps(t *testing.T, ops []byte, budgeted, parking bool) {
 			time.Sleep(25 * time.Millisecond) // the reaper runs; backoff ends
 		case 12:
 			faults.pingFail.Store(!faults.pingFail.Load())
+		case 13: // the connections are dropped while loans are out
+			p.Reset()
 		case 14:
 			faults.pingPanic.Store(!faults.pingPanic.Load())
 		case 15:
@@ -353,7 +355,7 @@ func runFuzzOps(t *testing.T, ops []byte, budgeted, parking bool) {
 			ctx, cancel := context.WithTimeout(pool.WithPriority(bg, prio), 5*time.Millisecond)
 			try(func() { acquired(p.Acquire(ctx)) })
 			cancel()
-		case 13, 21, 22, 23:
+		case 21, 22, 23:
 			if op%26 == 13 || op%26 == 21 {
 				_ = p.Close()
 			} else {

@@ -40,6 +40,7 @@ const (
 	CloseAbandoned                     // its handle was dropped without Release (Stats.AbandonedLoans)
 	CloseResized                       // above a MaxSize lowered by SetMaxSize (Stats.ClosedResized)
 	CloseBudget                        // its slot went to another pool on the Budget (Stats.ClosedBudget)
+	CloseReset                         // dialled before Pool.Reset (Stats.ClosedReset)
 )
 
 // String returns the reason as a short lower-case word, such as "idle",
@@ -60,6 +61,8 @@ func (r CloseReason) String() string {
 		return "resized"
 	case CloseBudget:
 		return "budget"
+	case CloseReset:
+		return "reset"
 	}
 	return "unknown"
 }

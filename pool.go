@@ -118,7 +118,11 @@ type Pool[C Connector] struct {
 	// timeLoans is set when loans are timed: for the Release hook, or to
 	// measure demand. Set in New, then only read.
 	timeLoans bool
-	cfg       Config
+	// genFast is the pool's generation, raised by Reset (with mu held,
+	// rarely); read without the lock by dials as they begin and by park,
+	// beside the other fields the hot path only reads.
+	genFast atomic.Uint64
+	cfg     Config
 }
 
 // New validates cfg and returns a pool that dials with factory. It does not

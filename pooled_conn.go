@@ -76,10 +76,13 @@ type entry[C Connector] struct {
 	// expiresAt is when MaxLifetime ends, on the pool's clock;
 	// math.MaxInt64 when there is no MaxLifetime.
 	expiresAt int64
+	// gen is the pool's generation when its dial began: a connection of
+	// a generation before the pool's is closed, never lent again (Reset).
+	gen uint64
 
 	// An entry fills whole cache lines (192 bytes with a pointer-sized C),
 	// so that two connections in use on two cores share none.
-	_ [32]byte
+	_ [24]byte
 }
 
 // endLoan ends loan n if it is in progress, and reports whether it did.

@@ -162,6 +162,22 @@ func (r *PooledRegistry[C]) unregister(id string, s *source[C]) error {
 	return err
 }
 
+// Reset drops the connections of source id's pool (see Pool.Reset), as
+// after a failover of its server; a source whose pool is not made yet has
+// none. An unknown ID returns an error matching ErrUnknownSource.
+func (r *PooledRegistry[C]) Reset(id string) error {
+	r.mu.RLock()
+	_, ok := r.sources[id]
+	r.mu.RUnlock()
+	if !ok {
+		return sourceError(id, ErrUnknownSource)
+	}
+	if p, ok := r.manager.Lookup(id); ok {
+		p.Reset()
+	}
+	return nil
+}
+
 // Pool returns the pool of a registered source, creating it if needed. An
 // unknown ID returns an error matching ErrUnknownSource.
 func (r *PooledRegistry[C]) Pool(ctx context.Context, id string) (*Pool[C], error) {

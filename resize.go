@@ -38,6 +38,33 @@ func (p *Pool[C]) SetMaxSize(n int) error {
 	return nil
 }
 
+// Reset drops the pool's connections, as after a failover, a rotated
+// credential or a server turned read-only: every idle connection is
+// closed at once, every connection in use is closed when it is released
+// instead of being reused, and a dial already in flight is closed when it
+// arrives, so that every loan from now on gets a connection dialled after
+// Reset. No loan is cut short and no waiter is failed: waiters are served
+// by new dials, MinSize is refilled. The connections closed are counted
+// in Stats.ClosedReset (reason CloseReset), the calls in Stats.Resets. On
+// a closed pool Reset does nothing.
+func (p *Pool[C]) Reset() {
+	p.mu.Lock()
+	if p.closed.Load() {
+		p.unlock()
+		return
+	}
+	p.genFast.Add(1)
+	p.stats.resets.Add(1)
+	// Parked connections come back first, and are closed (putLocked);
+	// none parks again (park checks the generation).
+	closing := p.unparkLocked(p.clock.coarse())
+	closing = p.closeIdleLocked(p.idle.takeOldest(p.n[stateIdle], nil), CloseReset, closing)
+	p.refillLocked() // dials for waiters and MinSize
+	p.unlock()
+	p.doAll(closing)
+	p.settleBudget()
+}
+
 // SetMinSize changes MinSize while the pool is in use. Raising it dials
 // the missing connections in the background (WaitReady waits for them);
 // lowering it lets the reaper close idle connections down to it.

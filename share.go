@@ -94,32 +94,32 @@ func (p *Pool[C]) adopt(c any, createdAt time.Time) {
 	}
 	p.dialStartLocked()
 	p.unlock()
-	go p.dialMoved(conn, createdAt)
+	go p.dialMoved(conn, createdAt, p.genFast.Load())
 }
 
 // dialMoved binds a connection another pool of the group gave up, as a
 // dial in flight.
-func (p *Pool[C]) dialMoved(conn C, createdAt time.Time) {
+func (p *Pool[C]) dialMoved(conn C, createdAt time.Time, gen uint64) {
 	defer p.bg.Done()
 	ctx, cancel := p.dialContext()
 	defer cancel()
-	p.bindMoved(ctx, conn, createdAt)
+	p.bindMoved(ctx, conn, createdAt, gen)
 }
 
 // bindMoved binds conn, moved from another pool of the group, and takes
 // it as the result of the dial in flight it stands for: if Bind fails,
 // the connection is closed and the pool dials a new one in its place.
-func (p *Pool[C]) bindMoved(ctx context.Context, conn C, createdAt time.Time) {
+func (p *Pool[C]) bindMoved(ctx context.Context, conn C, createdAt time.Time, gen uint64) {
 	err := p.callBind(ctx, conn)
 	if err == nil {
-		p.dialled(conn, nil, createdAt, p.clock.now())
+		p.dialled(conn, nil, createdAt, p.clock.now(), gen)
 		return
 	}
 	p.stats.bindErrors.Add(1)
 	p.logf(levelWarn, "moved connection failed to bind; dialling instead", "error", err.Error())
 	p.closeMoved(conn)
 	conn, err = p.callFactory(ctx)
-	p.dialled(conn, err, time.Time{}, p.clock.now())
+	p.dialled(conn, err, time.Time{}, p.clock.now(), gen)
 }
 
 // dialOrTakeFromGroup is a dial's work: a pool of a Share group first
@@ -127,18 +127,19 @@ func (p *Pool[C]) bindMoved(ctx context.Context, conn C, createdAt time.Time) {
 // binds it, so that a budget with room never holds an idle connection of
 // the group while a new one is dialled; else, and for any other pool,
 // the Factory dials.
-func (p *Pool[C]) dialOrTakeFromGroup(ctx context.Context) {
+// gen is the pool's generation when the dial began (see Reset).
+func (p *Pool[C]) dialOrTakeFromGroup(ctx context.Context, gen uint64) {
 	if p.bm != nil && p.cfg.Share.Group != "" {
 		if c, createdAt, ok := p.cfg.Budget.idleOfGroup(p.bm); ok {
 			if conn, ok := c.(C); ok { // always: a group holds one connection type
-				p.bindMoved(ctx, conn, createdAt)
+				p.bindMoved(ctx, conn, createdAt, gen)
 				return
 			}
 			p.closeMoved(c.(Connector))
 		}
 	}
 	conn, err := p.callFactory(ctx)
-	p.dialled(conn, err, time.Time{}, p.clock.now())
+	p.dialled(conn, err, time.Time{}, p.clock.now(), gen)
 }
 
 // callBind runs Share.Bind; a panic becomes a *PanicError.
@@ -167,12 +168,12 @@ func (p *Pool[C]) closeMoved(c Connector) {
 // newEntry makes the entry of a connection that the pool has just dialled
 // (createdAt zero) or bound after a move (createdAt when it was dialled,
 // by whichever pool): MaxLifetime counts from the dial.
-func (p *Pool[C]) newEntry(conn C, createdAt time.Time, now int64) *entry[C] {
+func (p *Pool[C]) newEntry(conn C, createdAt time.Time, now int64, gen uint64) *entry[C] {
 	moved := !createdAt.IsZero()
 	if !moved {
 		createdAt = p.clock.time(now)
 	}
-	e := &entry[C]{pool: p, conn: conn, createdAt: createdAt, expiresAt: maxReading, fresh: true, moved: moved}
+	e := &entry[C]{pool: p, conn: conn, createdAt: createdAt, expiresAt: maxReading, fresh: true, moved: moved, gen: gen}
 	if lt := p.cfg.MaxLifetime; lt > 0 {
 		age := p.clock.time(now).Sub(createdAt)
 		e.expiresAt = addSat(now, lt-age-rand.N(lt/10+1))

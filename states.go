@@ -187,7 +187,8 @@ func (p *Pool[C]) resetLocked(e *entry[C]) {
 
 // putLocked: dialling, checking, lent or resetting → the longest waiter
 // (see handLocked), else → idle, stamped idle since idleSince; on a
-// closed pool, or one above a MaxSize lowered by SetMaxSize, → closing;
+// closed pool, or one above a MaxSize lowered by SetMaxSize, or dialled
+// before a Reset, → closing;
 // on a budget that another pool needs the slot of, → closing. now is a
 // coarse reading or better. p.mu must be held.
 func (p *Pool[C]) putLocked(e *entry[C], idleSince, now int64) handoff[C] {
@@ -199,6 +200,9 @@ func (p *Pool[C]) putLocked(e *entry[C], idleSince, now int64) handoff[C] {
 	case p.aboveMax && p.n.kept() > p.maxSize:
 		p.closeLocked(e)
 		return handoff[C]{e: e, reason: CloseResized}
+	case e.gen != p.genFast.Load(): // dialled before a Reset
+		p.closeLocked(e)
+		return handoff[C]{e: e, reason: CloseReset}
 	case p.bm != nil && !e.fresh: // a new connection serves once first
 		if yield, to := p.yieldLocked(e, now); yield {
 			if to != nil && p.movedOutLocked(e, to) {

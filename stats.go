@@ -25,6 +25,8 @@ type counters struct {
 	closedPool      atomic.Int64
 	closedResized   atomic.Int64
 	closedBudget    atomic.Int64
+	closedReset     atomic.Int64
+	resets          atomic.Int64
 	leakedLoans     atomic.Int64
 	abandonedLoans  atomic.Int64
 	panicsRecovered atomic.Int64
@@ -46,6 +48,8 @@ func (c *counters) countClose(reason CloseReason) {
 		c.closedResized.Add(1)
 	case CloseBudget:
 		c.closedBudget.Add(1)
+	case CloseReset:
+		c.closedReset.Add(1)
 	}
 }
 
@@ -98,6 +102,8 @@ type Stats struct {
 	ClosedPool     int64 // closed because the pool was closed
 	ClosedResized  int64 // closed because SetMaxSize lowered MaxSize below the connections open
 	ClosedBudget   int64 // closed so that their slot went to another pool on the Budget (see Budget)
+	ClosedReset    int64 // closed because they were dialled before a Reset
+	Resets         int64 // calls of Reset
 
 	LeakedLoans     int64 // loans held past Config.LeakThreshold (each counted once)
 	AbandonedLoans  int64 // handles dropped without Release; their connections were closed
@@ -147,6 +153,7 @@ func (p *Pool[C]) Stats() Stats {
 	s.ClosedPool = c.closedPool.Load()
 	s.ClosedResized = c.closedResized.Load()
 	s.ClosedBudget = c.closedBudget.Load()
+	s.ClosedReset, s.Resets = c.closedReset.Load(), c.resets.Load()
 	s.LeakedLoans = c.leakedLoans.Load()
 	s.AbandonedLoans = c.abandonedLoans.Load()
 	s.PanicsRecovered = c.panicsRecovered.Load()

@@ -12,7 +12,7 @@
 //	pool_connections_min{source}                 gauge: MinSize
 //	pool_connection_timeouts_total{source}       counter: acquires that ended at AcquireTimeout
 //	pool_connections_created_total{source}       counter
-//	pool_connections_closed_total{source,reason} counter: idle, lifetime, broken, pool_closed, abandoned, resized, budget
+//	pool_connections_closed_total{source,reason} counter: idle, lifetime, broken, pool_closed, abandoned, resized, budget, reset
 //	pool_dial_errors_total{source}               counter
 //	pool_acquires_total{source}                  counter: acquires that lent a connection
 //	pool_connections_ceiling{source}             gauge: MaxSize, or less while the server refuses for capacity
@@ -194,6 +194,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 			counter(c.closed, s.AbandonedLoans, pool.CloseAbandoned.String())
 			counter(c.closed, s.ClosedResized, pool.CloseResized.String())
 			counter(c.closed, s.ClosedBudget, pool.CloseBudget.String())
+			counter(c.closed, s.ClosedReset, pool.CloseReset.String())
 		}
 	}
 	c.acquire.Collect(ch)

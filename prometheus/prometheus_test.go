@@ -106,6 +106,7 @@ pool_connections_closed_total{reason="budget",source="pg-sales"} 0
 pool_connections_closed_total{reason="idle",source="pg-sales"} 0
 pool_connections_closed_total{reason="lifetime",source="pg-sales"} 0
 pool_connections_closed_total{reason="pool_closed",source="pg-sales"} 0
+pool_connections_closed_total{reason="reset",source="pg-sales"} 0
 pool_connections_closed_total{reason="resized",source="pg-sales"} 0
 # HELP pool_acquires_total Acquires that lent a connection.
 # TYPE pool_acquires_total counter
