@@ -65,6 +65,11 @@ func (p *Pool[C]) check(ctx context.Context, e *entry[C], a *acquisition[C], w *
 		return outcomeRetry, nil
 	}
 	p.mu.Lock()
+	if e.gen != p.genFast.Load() { // a Reset ran during the check
+		p.unlock()
+		reraise(p.checkFailed(e, CloseReset, nil, w))
+		return outcomeRetry, nil
+	}
 	p.checkPassedLocked(e)
 	p.unlock()
 	return outcomeLent, nil

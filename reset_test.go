@@ -6,6 +6,7 @@ import (
 	"sync"
 	"testing"
 	"testing/synctest"
+	"time"
 
 	"github.com/deepanalyze/pool"
 	"github.com/stretchr/testify/assert"
@@ -182,4 +183,45 @@ func TestResetUnderLoad(t *testing.T) {
 	require.NoError(t, p.CheckAccounting())
 	assert.EqualValues(t, 200, p.Stats().Resets)
 	assert.Positive(t, p.Stats().ClosedReset)
+}
+
+// A connection whose acquire-time Ping is running when Reset runs is not
+// lent when the Ping succeeds: it is closed, and the caller gets a
+// connection dialled after the Reset.
+func TestResetDuringACheckLendsANewConnection(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		src := newFakeSource(t)
+		gate := make(chan struct{})
+		var once sync.Once
+		src.onPing = func(ctx context.Context, c *fakeConn) error {
+			block := false
+			once.Do(func() { block = true })
+			if block {
+				<-gate
+			}
+			return nil
+		}
+		cfg := testConfig(1)
+		cfg.PingAfterIdle = time.Nanosecond // every acquire of an idle connection pings
+		p := newTestPool(t, src, cfg)
+		fillIdle(t, p, 1)
+		time.Sleep(time.Millisecond) // idle long enough to be pinged
+		old := src.all()[0]
+		got := make(chan *pool.PooledConn[*fakeConn], 1)
+		go func() {
+			pc, err := p.Acquire(bg)
+			assert.NoError(t, err)
+			got <- pc
+		}()
+		synctest.Wait() // the Ping is running
+		require.Len(t, got, 0, "the acquire did not wait for its Ping")
+		p.Reset()
+		close(gate)
+		pc := <-got
+		assert.NotSame(t, old, pc.Conn(), "the connection checked across the Reset was lent")
+		assert.EqualValues(t, 1, old.closed.Load())
+		assert.EqualValues(t, 1, p.Stats().ClosedReset)
+		pc.Release()
+		require.NoError(t, p.CheckAccounting())
+	})
 }
