@@ -726,3 +726,43 @@ func BenchmarkLoanPeek(b *testing.B) {
 		})
 	}
 }
+
+// A round of pg_terminate_backend leaves more dead connections idle than
+// With has runs of fn, and the peek does not see them (the server's
+// goodbye not read yet: the peek is off here): the retry pings past every
+// one of them to a live connection, and fn runs twice, not once per dead
+// connection.
+func TestWithPingsPastEveryDeadIdleConnection(t *testing.T) {
+	base := dsn(t)
+	a := admin(t)
+	tag := fmt.Sprintf("pooltest-dead-idle-%d", time.Now().UnixNano())
+	sep := "?"
+	if strings.Contains(base, "?") {
+		sep = "&"
+	}
+	defer postgres.SetPeek(postgres.SetPeek(false))
+	reg := pool.NewRegistry[*postgres.Conn]()
+	t.Cleanup(func() { _ = reg.Close() })
+	const size = 6
+	pcfg := pool.DefaultConfig()
+	pcfg.MinSize, pcfg.MaxSize = size, size
+	require.NoError(t, postgres.Register(bg, reg, "db", base+sep+"application_name="+tag, postgres.Options{}, pcfg))
+	p, err := reg.Pool(bg, "db")
+	require.NoError(t, err)
+	require.NoError(t, p.WaitReady(bg))
+	waitBackends(t, a, tag, size)
+
+	_, err = a.Exec(bg, "select pg_terminate_backend(pid) from pg_stat_activity where application_name = $1", tag)
+	require.NoError(t, err)
+	waitBackends(t, a, tag, 0)
+
+	calls := 0
+	err = postgres.With(postgres.Idempotent(bg), reg, "db", func(c *pgx.Conn) error {
+		calls++
+		var v int
+		return c.QueryRow(bg, "select 1").Scan(&v)
+	})
+	require.NoError(t, err, "With answered an error with a live connection to be had")
+	assert.Equal(t, 2, calls, "fn ran once per dead connection")
+	assert.EqualValues(t, size, p.Stats().ClosedBroken, "each dead connection closed")
+}
