@@ -62,7 +62,7 @@ func Register[C pool.Connector](ctx context.Context, reg *pool.PooledRegistry[C]
 // The connection belongs to the pool: fn must not close it, keep it, or
 // hand it to another goroutine that outlives the call.
 func With[C pool.Connector](ctx context.Context, reg *pool.PooledRegistry[C], id string, fn func(*pgx.Conn) error) error {
-	var died bool // the last attempt's connection was closed when fn returned
+	var died bool  // the last attempt's connection was closed when fn returned
 	var stale bool // the last retry's connection failed its ping, closed by the server
 	attempt := func(c C, ping bool) error {
 		pc, ok := any(c).(*Conn)
