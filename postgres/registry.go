@@ -59,6 +59,14 @@ func Register[C pool.Connector](ctx context.Context, reg *pool.PooledRegistry[C]
 // the connection closed, since fn may then run more than once; NoRetry
 // turns retrying off. Nothing else is ever retried.
 //
+// A failure with SQLSTATE 25006 (a write on a read-only server) on a
+// source whose DSN asks for a writable server (target_session_attrs=
+// read-write, or a single host) means the server is a standby now: With
+// resets the source (pool.PooledRegistry.Reset), once per generation of
+// its connections, so that the next dials find the new primary (pgx
+// tries a multi-host DSN's hosts in order). The error is returned, and fn
+// is not run again: its write may be retried by the caller.
+//
 // The connection belongs to the pool: fn must not close it, keep it, or
 // hand it to another goroutine that outlives the call.
 func With[C pool.Connector](ctx context.Context, reg *pool.PooledRegistry[C], id string, fn func(*pgx.Conn) error) error {
@@ -77,6 +85,9 @@ func With[C pool.Connector](ctx context.Context, reg *pool.PooledRegistry[C], id
 		}
 		err := fn(pc.conn)
 		died = err != nil && pc.conn.PgConn().IsClosed()
+		if err != nil && pc.health.writable && readOnly(err) && pc.health.gen.CompareAndSwap(pc.gen, pc.gen+1) {
+			_ = reg.Reset(id) // the server turned read-only: a failover; this connection closes on release
+		}
 		return err
 	}
 	err := reg.With(ctx, id, func(c C) error { return attempt(c, false) })
