@@ -266,9 +266,19 @@ func TestFailedDialWaitsForALentConnection(t *testing.T) {
 			assert.NoError(t, err, "caller %d", i)
 		}
 
-		// With nothing in use, a caller fails fast again.
+		// With nothing in use, a caller waits for the probe that is due
+		// and gets its error; two seconds into the outage, callers fail
+		// fast again.
 		p2 := newTestPool(t, src, cfg)
 		_, err = p2.Acquire(bg)
+		require.ErrorIs(t, err, down)
+		before := src.dials.Load()
+		_, err = p2.Acquire(bg)
+		require.ErrorIs(t, err, down)
+		assert.Equal(t, before+1, src.dials.Load(), "the caller did not wait for the probe")
+		assert.Zero(t, p2.Stats().FailedFast)
+		time.Sleep(2 * time.Second)
+		_, err = p2.Acquire(bg) // its wait starts the next probe
 		require.ErrorIs(t, err, down)
 		_, err = p2.Acquire(bg)
 		require.ErrorIs(t, err, down)
@@ -277,7 +287,8 @@ func TestFailedDialWaitsForALentConnection(t *testing.T) {
 }
 
 // The last lent connection of a down source is found broken: the waiters
-// left with nothing coming fail then, not at their timeout.
+// left with nothing coming fail with the next probe's error (due within
+// 20 ms of the first failure), not at their timeout.
 func TestWaitersFailWhenTheLastLentConnectionBreaks(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		src := newFakeSource(t)
@@ -301,7 +312,7 @@ func TestWaitersFailWhenTheLastLentConnectionBreaks(t *testing.T) {
 		held.Discard()
 		err = <-done
 		require.ErrorIs(t, err, down)
-		assert.Zero(t, time.Since(start))
+		assert.LessOrEqual(t, time.Since(start), 20*time.Millisecond)
 	})
 }
 

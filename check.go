@@ -32,7 +32,7 @@ func (p *Pool[C]) check(ctx context.Context, e *entry[C], a *acquisition[C], w *
 		return outcomeRetry, nil
 	case e.validator != nil && !p.isValid(e):
 		a.lastErr = errInvalid
-		reraise(p.checkFailed(e, CloseBroken, p.failedNew(e, errInvalid), w))
+		reraise(p.checkFailed(e, CloseBroken, a.failedNew(p, e, errInvalid), w))
 		return outcomeRetry, nil
 	case p.cfg.PingAfterIdle > 0 && time.Duration(now-e.idleSince) >= p.cfg.PingAfterIdle:
 		if err := ctx.Err(); err != nil { // never check with a done ctx
@@ -61,7 +61,7 @@ func (p *Pool[C]) check(ctx context.Context, e *entry[C], a *acquisition[C], w *
 			return outcomeFail, final
 		}
 		// Only a Ping that failed on its own counts against the source.
-		reraise(p.checkFailed(e, CloseBroken, p.failedNew(e, a.lastErr), w))
+		reraise(p.checkFailed(e, CloseBroken, a.failedNew(p, e, a.lastErr), w))
 		return outcomeRetry, nil
 	}
 	p.mu.Lock()
@@ -92,6 +92,16 @@ func (p *Pool[C]) failedNew(e *entry[C], cause error) error {
 	return dialError(newError("new connection failed its check: "+detail(cause), cause))
 }
 
+// failedNew is p.failedNew, and marks the call's probe as failed when e
+// was new.
+func (a *acquisition[C]) failedNew(p *Pool[C], e *entry[C], cause error) error {
+	err := p.failedNew(e, cause)
+	if err != nil {
+		a.probeFailed = true
+	}
+	return err
+}
+
 // checkFailed closes a connection that failed its check (checking →
 // closing). If failedNew is not nil, the connection was new and its
 // failure counts against the source as a failed dial. If w is not nil, it
@@ -107,6 +117,9 @@ func (p *Pool[C]) checkFailed(e *entry[C], reason CloseReason, failedNew error, 
 	}
 	if w != nil {
 		p.requeueLocked(w)
+	}
+	if failedNew != nil {
+		p.failUncoveredLocked(true) // w included: it waited for this probe
 	}
 	p.unlock()
 	p.emit(ev)

@@ -138,7 +138,7 @@ func (p *Pool[C]) finishClose(e *entry[C], reason CloseReason) error {
 	p.goneLocked(e)
 	if !p.closed.Load() {
 		p.refillLocked()
-		p.failUncoveredLocked()
+		p.failUncoveredLocked(false)
 	}
 	p.notifyReadyLocked()
 	p.signalDrainedLocked()

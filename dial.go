@@ -15,6 +15,9 @@ type dialState struct {
 	failures int
 	// retryAt is when the pool may dial again after failures (pool clock).
 	retryAt int64
+	// downAt is when the first of those failures came (pool clock): for
+	// probeWaitWindow after it, callers wait for the next probe.
+	downAt int64
 	// lastErr is the last failed dial's error, matching ErrDial; nil once
 	// a dial has succeeded.
 	lastErr error
@@ -103,12 +106,38 @@ func (p *Pool[C]) retryDials() {
 	p.refillLocked()
 }
 
-// failFastLocked returns the error that fails an Acquire at once, without
-// queueing it: when the source is down, nothing is open that will come
-// back (no connection in use), no dial in flight is left for the caller,
-// and no dial may start for it yet. Otherwise it returns nil. p.mu must
-// be held.
-func (p *Pool[C]) failFastLocked(now int64) error {
+// probeWaitWindow is how long after a source goes down a caller waits for
+// the next probe, if it comes before the caller's deadline, instead of
+// failing at once with the error of a dial made before it asked. A
+// failover (a standby promoted, a server restarted) mostly ends within
+// it; a source down for longer fails callers in microseconds.
+const probeWaitWindow = 2 * time.Second
+
+// probeDueLocked reports whether a caller with the given deadline (pool
+// clock, 0 for none) at now waits for the source's next probe: the source
+// went down less than probeWaitWindow ago, and a probe is in flight or
+// due before the deadline. p.mu must be held.
+func (p *Pool[C]) probeDueLocked(now, deadline int64) bool {
+	d := &p.dialing
+	if now-d.downAt >= int64(probeWaitWindow) {
+		return false
+	}
+	if p.n[stateDialling] > 0 {
+		return true
+	}
+	if p.n.open() >= p.maxSize {
+		return false // no probe can start
+	}
+	return deadline == 0 || max(now, d.retryAt) < deadline
+}
+
+// failFastLocked returns the error that fails w's Acquire (call a) at
+// once, without queueing it: when the source is down, nothing is open
+// that will come back (no connection in use), no dial in flight is left
+// for the caller, no dial may start for it yet, and the next probe is not
+// one it waits for (probeDueLocked; a call waits for one probe only).
+// Otherwise it returns nil. p.mu must be held.
+func (p *Pool[C]) failFastLocked(now int64, w *waiter[C], a *acquisition[C]) error {
 	switch {
 	case !p.downLocked():
 		return nil
@@ -118,16 +147,23 @@ func (p *Pool[C]) failFastLocked(now int64) error {
 		return nil // a connection is coming for this caller
 	case now >= p.dialing.retryAt && p.n[stateDialling] == 0 && p.n.open() < p.maxSize:
 		return nil // this caller's wait starts the next probe
+	case !a.probeFailed && p.probeDueLocked(now, p.deadlineOf(w.ctx, w.timeoutAt)):
+		return nil // the probe comes before its deadline: it gets its answer
 	}
 	return p.dialing.lastErr
 }
 
 // failUncoveredLocked fails fast, newest first, the waiters for whom no
 // connection is coming while the source is down: none is in use, to come
-// back, and there are more waiters than dials in flight. p.mu must be
-// held.
-func (p *Pool[C]) failUncoveredLocked() {
+// back, and there are more waiters than dials in flight. Unless a probe
+// has just failed (probeFailed), it spares them while they wait for the
+// next probe (probeDueLocked, their deadlines left to AcquireTimeout and
+// their contexts). p.mu must be held.
+func (p *Pool[C]) failUncoveredLocked(probeFailed bool) {
 	if !p.downLocked() || p.n.inUse() > 0 {
+		return
+	}
+	if !probeFailed && p.probeDueLocked(p.clock.now(), 0) {
 		return
 	}
 	for p.waiters.len > p.n[stateDialling] {
@@ -143,6 +179,9 @@ func (p *Pool[C]) failUncoveredLocked() {
 func (p *Pool[C]) sourceFailedLocked(err error, now int64) event {
 	d := &p.dialing
 	d.lastErr = err
+	if d.failures == 0 {
+		d.downAt = now
+	}
 	d.failures++
 	for _, r := range p.ready {
 		r.failed = err
@@ -150,7 +189,7 @@ func (p *Pool[C]) sourceFailedLocked(err error, now int64) event {
 	if p.cfg.DialBackoff == 0 {
 		return event{}
 	}
-	d.retryAt = addSat(now, p.backoff(d.failures))
+	d.retryAt = addSat(now, p.downPause(d.failures))
 	if p.log == nil {
 		return event{}
 	}
@@ -172,15 +211,42 @@ func (p *Pool[C]) sourceUpLocked() event {
 	return ev
 }
 
-// backoff is the pause after the n-th failure in a row: DialBackoff
-// doubled n-1 times, capped at DialBackoffMax (a minute if unset), with
-// jitter between half and all of it.
+// After a source's first failed dial, the pool probes it quickRetries
+// times at pauses of firstRetry (jittered, so between half and all of it)
+// before the backoff from DialBackoff starts, when DialBackoff is longer:
+// a server back within tens of milliseconds (a restart, a failover) is
+// found about as soon, at a cost of a few dials to one that stays down.
+const (
+	firstRetry   = 20 * time.Millisecond
+	quickRetries = 5
+)
+
+// backoff is DialBackoff doubled n-1 times, capped at DialBackoffMax (a
+// minute if unset), with jitter between half and all of it: the pause
+// before the n-th probe above a capacity ceiling.
 func (p *Pool[C]) backoff(n int) time.Duration {
-	ceiling := p.cfg.DialBackoffMax
-	if ceiling == 0 {
-		ceiling = time.Minute
+	return jitteredBackoff(p.cfg.DialBackoff, p.backoffMax(), n)
+}
+
+// backoffMax is DialBackoffMax, or a minute if unset.
+func (p *Pool[C]) backoffMax() time.Duration {
+	if d := p.cfg.DialBackoffMax; d > 0 {
+		return d
 	}
-	return jitteredBackoff(p.cfg.DialBackoff, ceiling, n)
+	return time.Minute
+}
+
+// downPause is the pause after a source's n-th failed dial in a row:
+// quickRetries pauses of firstRetry (if shorter than DialBackoff), then
+// backoff's, from DialBackoff.
+func (p *Pool[C]) downPause(n int) time.Duration {
+	if firstRetry >= p.cfg.DialBackoff {
+		return p.backoff(n)
+	}
+	if n <= quickRetries {
+		return jitteredBackoff(firstRetry, firstRetry, 1)
+	}
+	return p.backoff(n - quickRetries)
 }
 
 // jitteredBackoff is base doubled n-1 times, capped at ceiling, with
@@ -268,7 +334,7 @@ func (p *Pool[C]) dialFailed(err error, now int64) {
 	case !wait:
 		p.dialForWaitersLocked() // never refill MinSize in a loop
 	}
-	p.failUncoveredLocked()
+	p.failUncoveredLocked(true)
 	p.notifyReadyLocked()
 	p.signalDrainedLocked()
 	p.unlock()

@@ -193,7 +193,8 @@ func TestDialRunsOutsideTheLock(t *testing.T) {
 
 // While the source is down, callers fail fast with the last dial error,
 // dials back off exponentially (one probe at a time), and the first
-// successful dial ends it.
+// successful dial ends it. In the outage's first two seconds, a caller
+// waits for the next probe instead, and gets its answer.
 func TestSourceDownFailsFastAndBacksOff(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		src := newFakeSource(t)
@@ -220,8 +221,24 @@ func TestSourceDownFailsFastAndBacksOff(t *testing.T) {
 		assert.True(t, s.Down)
 		assert.Equal(t, 1, s.DialFailuresInARow)
 
-		// Inside the backoff, 32 callers fail at once, and nothing dials.
+		// Just after, a caller waits for the next probe (at most 20 ms
+		// away), one probe only, and fails with its error.
 		before := src.dials.Load()
+		t0 := time.Now()
+		_, err = p.Acquire(bg)
+		require.ErrorIs(t, err, refused)
+		assert.Positive(t, time.Since(t0), "the caller did not wait for the probe")
+		assert.LessOrEqual(t, time.Since(t0), 20*time.Millisecond)
+		assert.Equal(t, before+1, src.dials.Load(), "the caller waited for more than one probe")
+		assert.Zero(t, p.Stats().FailedFast)
+
+		// Two seconds into the outage, the probe that a caller's wait
+		// starts fails, and then 32 callers fail at once, and nothing
+		// dials.
+		time.Sleep(2 * time.Second)
+		_, err = p.Acquire(bg)
+		require.ErrorIs(t, err, refused)
+		before = src.dials.Load()
 		for range 32 {
 			t0 := time.Now()
 			_, err := p.Acquire(bg)
@@ -239,12 +256,15 @@ func TestSourceDownFailsFastAndBacksOff(t *testing.T) {
 		}
 		mu.Lock()
 		n := len(dialTimes)
-		for i := 2; i < n; i++ {
+		for i := 1; i < n; i++ {
 			gap := dialTimes[i] - dialTimes[i-1]
-			assert.GreaterOrEqual(t, gap, 50*time.Millisecond, "dial %d came %v after the one before", i, gap)
+			assert.GreaterOrEqual(t, gap, 10*time.Millisecond, "dial %d came %v after the one before", i, gap)
+			if i >= 10 { // past the quick retries and the first doublings
+				assert.GreaterOrEqual(t, gap, 200*time.Millisecond, "dial %d came %v after the one before", i, gap)
+			}
 		}
 		mu.Unlock()
-		assert.LessOrEqual(t, n, 27, "%d dials in 10 s: no backoff", n) // 10 s over pauses of at least 400 ms, and the first few
+		assert.LessOrEqual(t, n, 32, "%d dials in 12 s: no backoff", n) // 10 s over pauses of at least 400 ms, and the first few
 
 		// The source comes back: the next probe succeeds and ends it.
 		src.failDials(nil)
@@ -255,6 +275,62 @@ func TestSourceDownFailsFastAndBacksOff(t *testing.T) {
 		s = p.Stats()
 		assert.False(t, s.Down)
 		assert.Zero(t, s.DialFailuresInARow)
+	})
+}
+
+// A server back 50 ms after it went down (a failover, a restart) is used
+// within 20 ms, and no caller who asked after it came back fails:
+// each waits for the probe that is due instead of failing with the error
+// of a dial made before.
+func TestNoCallerFailsOnceTheSourceIsBack(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		src := newFakeSource(t)
+		down := errors.New("the database system is shutting down")
+		src.failDials(down)
+		cfg := testConfig(4)
+		cfg.AcquireTimeout = time.Second
+		p := newTestPool(t, src, cfg)
+		start := time.Now()
+		var back atomic.Int64 // when the source came back, since start; 0 before
+		time.AfterFunc(50*time.Millisecond, func() {
+			back.Store(int64(time.Since(start)))
+			src.failDials(nil)
+		})
+		var failedAfter, failedBefore, served atomic.Int64
+		var firstServed atomic.Int64
+		var wg sync.WaitGroup
+		for range 8 {
+			wg.Go(func() {
+				for time.Since(start) < 200*time.Millisecond {
+					asked := time.Since(start)
+					cameBack := back.Load() != 0
+					pc, err := p.Acquire(bg)
+					switch {
+					case err == nil:
+						served.Add(1)
+						firstServed.CompareAndSwap(0, int64(time.Since(start)))
+						time.Sleep(time.Millisecond)
+						pc.Release()
+					case cameBack:
+						if failedAfter.Add(1) == 1 {
+							t.Errorf("a caller who asked at %v, after the source came back, failed: %v", asked, err)
+						}
+						time.Sleep(time.Millisecond)
+					default:
+						require.ErrorIs(t, err, down)
+						failedBefore.Add(1)
+						time.Sleep(time.Millisecond)
+					}
+				}
+			})
+		}
+		wg.Wait()
+		assert.Zero(t, failedAfter.Load())
+		assert.Positive(t, failedBefore.Load(), "no caller failed while the source was down")
+		assert.Positive(t, served.Load())
+		used := time.Duration(firstServed.Load()) - time.Duration(back.Load())
+		assert.LessOrEqual(t, used, 20*time.Millisecond, "the source was back for %v before a caller was served", used)
+		t.Logf("first served %v after the source came back; %d failed while down, %d served", used, failedBefore.Load(), served.Load())
 	})
 }
 

@@ -395,7 +395,7 @@ func (p *Pool[C]) enqueueLocked(w *waiter[C], a *acquisition[C], now int64) erro
 	if a.timeoutAt != 0 && now >= a.timeoutAt {
 		return p.timedOutLocked(a)
 	}
-	if err := p.failFastLocked(now); err != nil {
+	if err := p.failFastLocked(now, w, a); err != nil {
 		p.stats.failedFast.Add(1)
 		return err
 	}

@@ -375,6 +375,10 @@ type acquisition[C Connector] struct {
 	waitStart int64
 	// lastErr is why the last connection it checked was closed.
 	lastErr error
+	// probeFailed is set once a new connection dialled while the source
+	// was down failed its check for this call: the call waited for its
+	// probe, and does not wait for another (failFastLocked).
+	probeFailed bool
 }
 
 // begin starts the clock of a call that has to wait or Ping, at now, a

@@ -15,3 +15,13 @@ func AtCapacity(err error) error { return atCapacity(err) }
 // SetPeek turns IsValid's socket peek on or off, for the benchmark that
 // measures what it costs; it returns the previous setting.
 func SetPeek(on bool) bool { old := peekOn; peekOn = on; return old }
+
+// WantsWritable exposes whether a DSN asks for a server that takes
+// writes.
+func WantsWritable(dsn string) bool {
+	cfg, err := ParseDSN(dsn)
+	if err != nil {
+		panic(err)
+	}
+	return wantsWritable(cfg)
+}

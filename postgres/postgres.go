@@ -37,6 +37,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -136,6 +137,8 @@ type Conn struct {
 	// health is what the connections of its source know of the server:
 	// when one was last found closed.
 	health *health
+	// gen is health.gen when the connection was dialled.
+	gen uint64
 	// bind is the source's run-time parameters when the connection belongs
 	// to a share group (SharedFactory): applied at dial, again after each
 	// reset, and replaced by a move. Nil otherwise.
@@ -170,6 +173,9 @@ func (c *Conn) IsValid() bool {
 	if pc.IsBusy() || pc.TxStatus() != 'I' {
 		return false
 	}
+	if c.health.writable && pc.ParameterStatus("in_hot_standby") == "on" {
+		return false // the server is a standby now (PostgreSQL 14 and later report it)
+	}
 	due := now-c.checkedAt >= c.health.peekAfter || c.health.suspect(now)
 	c.checkedAt = now
 	if !peekOn || !due || c.peek.ok() {
@@ -185,13 +191,20 @@ func (c *Conn) IsValid() bool {
 type health struct {
 	peekAfter int64        // Options.PeekAfterIdle, in nanoseconds
 	lostAt    atomic.Int64 // monotonicNow when a connection was last found closed; 0: never
+	// writable is set when the DSN asks for a server that takes writes:
+	// target_session_attrs=read-write, or a single host with none given.
+	writable bool
+	// gen counts the resets With made after a read-only failure; a
+	// connection dialled in generation g resets its source only while gen
+	// is still g, so that one failover resets the source once.
+	gen atomic.Uint64
 }
 
 // suspectFor is how long after a connection of the source was found
 // closed every check of its connections peeks.
 const suspectFor = int64(time.Second)
 
-func newHealth(opts Options) *health {
+func newHealth(cfg *pgx.ConnConfig, opts Options) *health {
 	d := opts.PeekAfterIdle
 	switch {
 	case d == 0:
@@ -199,7 +212,30 @@ func newHealth(opts Options) *health {
 	case d < 0:
 		d = 0
 	}
-	return &health{peekAfter: int64(d)}
+	return &health{peekAfter: int64(d), writable: wantsWritable(cfg)}
+}
+
+// wantsWritable reports whether cfg asks for a server that takes writes:
+// target_session_attrs=read-write, or one host and no target_session_attrs
+// (a single server is expected to be the primary).
+func wantsWritable(cfg *pgx.ConnConfig) bool {
+	if cfg.ValidateConnect == nil {
+		for _, f := range cfg.Fallbacks { // sslmode=prefer adds one for the same host
+			if f.Host != cfg.Host || f.Port != cfg.Port {
+				return false
+			}
+		}
+		return true
+	}
+	return reflect.ValueOf(cfg.ValidateConnect).Pointer() ==
+		reflect.ValueOf(pgconn.ValidateConnectFunc(pgconn.ValidateConnectTargetSessionAttrsReadWrite)).Pointer()
+}
+
+// readOnly reports whether err is PostgreSQL's "cannot execute ... in a
+// read-only transaction" (SQLSTATE 25006), as a standby answers a write.
+func readOnly(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && pe.Code == "25006"
 }
 
 func (h *health) lost(now int64) { h.lostAt.Store(now) }
@@ -323,7 +359,7 @@ func Factory(cfg *pgx.ConnConfig, opts Options) pool.Factory[*Conn] {
 // source's parameters after the handshake.
 func factory(cfg *pgx.ConnConfig, opts Options, b *binding) pool.Factory[*Conn] {
 	password := cfg.Password
-	h := newHealth(opts)
+	h := newHealth(cfg, opts)
 	return func(ctx context.Context) (*Conn, error) {
 		d := opts.ConnectTimeout
 		if d <= 0 {
@@ -356,7 +392,7 @@ func factory(cfg *pgx.ConnConfig, opts Options, b *binding) pool.Factory[*Conn] 
 				cfg.User, cfg.Host, cfg.Port, cfg.Database, err)), pw), password)
 		}
 		c := &Conn{conn: conn, opts: opts, session: s, peek: newPeeker(conn.PgConn().Conn()), bind: b,
-			health: h, checkedAt: monotonicNow()}
+			health: h, checkedAt: monotonicNow(), gen: h.gen.Load()}
 		if b != nil && b.sql != "" {
 			if err := c.exec(ctx, b.sql); err != nil {
 				_ = conn.Close(ctx)

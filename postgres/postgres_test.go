@@ -726,3 +726,125 @@ func BenchmarkLoanPeek(b *testing.B) {
 		})
 	}
 }
+
+// A round of pg_terminate_backend leaves more dead connections idle than
+// With has runs of fn, and the peek does not see them (the server's
+// goodbye not read yet: the peek is off here): the retry pings past every
+// one of them to a live connection, and fn runs twice, not once per dead
+// connection.
+func TestWithPingsPastEveryDeadIdleConnection(t *testing.T) {
+	base := dsn(t)
+	a := admin(t)
+	tag := fmt.Sprintf("pooltest-dead-idle-%d", time.Now().UnixNano())
+	sep := "?"
+	if strings.Contains(base, "?") {
+		sep = "&"
+	}
+	defer postgres.SetPeek(postgres.SetPeek(false))
+	reg := pool.NewRegistry[*postgres.Conn]()
+	t.Cleanup(func() { _ = reg.Close() })
+	const size = 6
+	pcfg := pool.DefaultConfig()
+	pcfg.MinSize, pcfg.MaxSize = size, size
+	require.NoError(t, postgres.Register(bg, reg, "db", base+sep+"application_name="+tag, postgres.Options{}, pcfg))
+	p, err := reg.Pool(bg, "db")
+	require.NoError(t, err)
+	require.NoError(t, p.WaitReady(bg))
+	waitBackends(t, a, tag, size)
+
+	_, err = a.Exec(bg, "select pg_terminate_backend(pid) from pg_stat_activity where application_name = $1", tag)
+	require.NoError(t, err)
+	waitBackends(t, a, tag, 0)
+
+	calls := 0
+	err = postgres.With(postgres.Idempotent(bg), reg, "db", func(c *pgx.Conn) error {
+		calls++
+		var v int
+		return c.QueryRow(bg, "select 1").Scan(&v)
+	})
+	require.NoError(t, err, "With answered an error with a live connection to be had")
+	assert.Equal(t, 2, calls, "fn ran once per dead connection")
+	assert.EqualValues(t, size, p.Stats().ClosedBroken, "each dead connection closed")
+}
+
+// Which DSNs ask for a writable server: the ones whose 25006 resets the
+// source.
+func TestWhichDSNsAskForAWritableServer(t *testing.T) {
+	for _, tc := range []struct {
+		dsn  string
+		want bool
+	}{
+		{"postgres://u@h:5432/db", true},
+		{"postgres://u@h1:5432,h2:5433/db?target_session_attrs=read-write", true},
+		{"postgres://u@h1:5432,h2:5433/db", false},
+		{"postgres://u@h1:5432,h2:5433/db?target_session_attrs=any", false},
+		{"postgres://u@h:5432/db?target_session_attrs=read-only", false},
+		{"postgres://u@h:5432/db?target_session_attrs=prefer-standby", false},
+	} {
+		assert.Equal(t, tc.want, postgres.WantsWritable(tc.dsn), tc.dsn)
+	}
+}
+
+// A server that answers a write with SQLSTATE 25006 (read-only, as a
+// standby does after a failover) resets the source once per generation
+// of its connections: two loans of the same generation failing together
+// reset it once; a connection dialled after that reset, failing again,
+// resets it again. The server here is made read-only for the source's
+// sessions (default_transaction_read_only in the DSN).
+func TestReadOnlyServerResetsTheSourceOncePerGeneration(t *testing.T) {
+	base := dsn(t)
+	sep := "?"
+	if strings.Contains(base, "?") {
+		sep = "&"
+	}
+	a := admin(t)
+	table := fmt.Sprintf("ro_%d", time.Now().UnixNano()%1e9)
+	_, err := a.Exec(bg, "create table "+table+" (n int)")
+	require.NoError(t, err)
+	t.Cleanup(func() { _, _ = a.Exec(bg, "drop table if exists "+table) })
+	reg := pool.NewRegistry[*postgres.Conn]()
+	t.Cleanup(func() { _ = reg.Close() })
+	pcfg := pool.DefaultConfig()
+	pcfg.MinSize, pcfg.MaxSize = 0, 2
+	ro := base + sep + "options=-c%20default_transaction_read_only%3Don"
+	require.NoError(t, postgres.Register(bg, reg, "db", ro, postgres.Options{}, pcfg))
+	p, err := reg.Pool(bg, "db")
+	require.NoError(t, err)
+
+	var inside sync.WaitGroup
+	inside.Add(2)
+	errs := make(chan error, 2)
+	for range 2 {
+		go func() {
+			errs <- postgres.With(bg, reg, "db", func(c *pgx.Conn) error {
+				inside.Done()
+				inside.Wait() // both loans are of the first generation
+				_, err := c.Exec(bg, "insert into "+table+" values (1)")
+				return err
+			})
+		}()
+	}
+	for range 2 {
+		var pe *pgconn.PgError
+		err := <-errs
+		require.ErrorAs(t, err, &pe)
+		assert.Equal(t, "25006", pe.Code)
+	}
+	s := p.Stats()
+	assert.EqualValues(t, 1, s.Resets, "two loans of one generation reset the source %d times", s.Resets)
+	assert.EqualValues(t, 2, s.ClosedReset, "the read-only connections were kept")
+
+	err = postgres.With(bg, reg, "db", func(c *pgx.Conn) error {
+		_, err := c.Exec(bg, "insert into "+table+" values (1)")
+		return err
+	})
+	require.Error(t, err)
+	assert.EqualValues(t, 2, p.Stats().Resets, "a connection of the next generation did not reset the source")
+
+	// A read is not a write: it does not reset anything.
+	require.NoError(t, postgres.With(bg, reg, "db", func(c *pgx.Conn) error {
+		var v int
+		return c.QueryRow(bg, "select 1").Scan(&v)
+	}))
+	assert.EqualValues(t, 2, p.Stats().Resets)
+}

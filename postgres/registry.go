@@ -51,38 +51,80 @@ func Register[C pool.Connector](ctx context.Context, reg *pool.PooledRegistry[C]
 // If fn fails on a connection the server had closed (a restart, a
 // failover, pg_terminate_backend) and nothing of it reached the server
 // (pgconn.SafeToRetry), With runs fn again on another connection, the
-// dead one closed, up to four attempts in all. With a ctx from
-// Idempotent, it does so after any failure that left the connection
-// closed, since fn may then run more than once; NoRetry turns retrying
-// off. Nothing else is ever retried.
+// dead one closed, up to four runs of fn in all. Each retry first pings
+// the connection it is lent: one the server had closed too is closed
+// and the next one is pinged, up to one more than the pool's MaxSize, so
+// that a round of dead connections left idle costs pings, never a run of
+// fn. With a ctx from Idempotent, it retries after any failure that left
+// the connection closed, since fn may then run more than once; NoRetry
+// turns retrying off. Nothing else is ever retried.
+//
+// A failure with SQLSTATE 25006 (a write on a read-only server) on a
+// source whose DSN asks for a writable server (target_session_attrs=
+// read-write, or a single host) means the server is a standby now: With
+// resets the source (pool.PooledRegistry.Reset), once per generation of
+// its connections, so that the next dials find the new primary (pgx
+// tries a multi-host DSN's hosts in order). The error is returned, and fn
+// is not run again: its write may be retried by the caller.
 //
 // The connection belongs to the pool: fn must not close it, keep it, or
 // hand it to another goroutine that outlives the call.
 func With[C pool.Connector](ctx context.Context, reg *pool.PooledRegistry[C], id string, fn func(*pgx.Conn) error) error {
-	var died bool // the last attempt's connection was closed when fn returned
-	attempt := func(c C) error {
+	var died bool  // the last attempt's connection was closed when fn returned
+	var stale bool // the last retry's connection failed its ping, closed by the server
+	attempt := func(c C, ping bool) error {
 		pc, ok := any(c).(*Conn)
 		if !ok {
 			return fmt.Errorf("postgres: source %q is not a PostgreSQL source (its connections are %T)", id, c)
 		}
+		if ping {
+			if err := pc.conn.Ping(ctx); err != nil {
+				stale = pc.conn.PgConn().IsClosed()
+				return fmt.Errorf("postgres: source %q: ping before a retry: %w (%w)", id, err, pool.ErrBadConn)
+			}
+		}
 		err := fn(pc.conn)
 		died = err != nil && pc.conn.PgConn().IsClosed()
+		if err != nil && pc.health.writable && readOnly(err) && pc.health.gen.CompareAndSwap(pc.gen, pc.gen+1) {
+			_ = reg.Reset(id) // the server turned read-only: a failover; this connection closes on release
+		}
 		return err
 	}
-	err := reg.With(ctx, id, attempt)
+	err := reg.With(ctx, id, func(c C) error { return attempt(c, false) })
+	pings := 0
 	for tries := 1; err != nil && died && tries < maxAttempts && retryable(ctx, err); tries++ {
 		died = false
-		err = reg.With(ctx, id, attempt)
+		if pings == 0 {
+			pings = maxPings(ctx, reg, id)
+		}
+		for {
+			stale = false
+			err = reg.With(ctx, id, func(c C) error { return attempt(c, true) })
+			if pings--; !stale || pings <= 0 || ctx.Err() != nil {
+				break
+			}
+		}
+		if stale {
+			return err
+		}
 	}
 	return err
 }
 
+// maxPings bounds the connections one retry of With pings: one more than
+// the pool holds, so that it goes past every dead idle connection to a
+// new one.
+func maxPings[C pool.Connector](ctx context.Context, reg *pool.PooledRegistry[C], id string) int {
+	p, err := reg.Pool(ctx, id)
+	if err != nil {
+		return 1
+	}
+	return p.Config().MaxSize + 1
+}
+
 // maxAttempts bounds how often With runs fn when each attempt meets a
-// connection the server had closed. A restart or a round of
-// pg_terminate_backend can leave several dead connections idle at once,
-// some of which pass the peek because the server's goodbye had not
-// arrived yet; each dead one is closed, so the next attempt gets another
-// idle connection or a new one.
+// connection the server had closed (killed while fn ran, after its
+// ping).
 const maxAttempts = 4
 
 type retryKey struct{}
