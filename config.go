@@ -86,19 +86,19 @@ type Config struct {
 	// DialBackoff is the pause between dials while the source is down,
 	// doubled after each further failure up to DialBackoffMax, with
 	// jitter (each pause is between half and all of its nominal length).
-	// The first five pauses after a source goes down are 20 ms (jittered)
-	// when DialBackoff is longer, so that a server back at once (a
-	// restart, a failover) is found within about 20 ms. A new connection
-	// that fails its first check counts as a failed dial. While the source
-	// is down (the last dial failed), one dial at a time probes it, and
-	// the first success ends this at once. For the first two seconds of
-	// an outage, an Acquire whose deadline (ctx's or AcquireTimeout) comes
-	// after the next probe waits for that probe and gets its connection or
-	// its error; after that, an Acquire for which no connection is coming
-	// fails fast with the last dial error, matching ErrDial, instead of
-	// waiting out AcquireTimeout. Default 50 ms. Zero switches backoff and
-	// fail-fast off: failed dials are retried at once, for as long as
-	// callers wait.
+	// For the first 100 ms after a source goes down, the pauses are 20 ms
+	// (jittered) when DialBackoff is longer, so that a server back at
+	// once (a restart, a failover) is found within about 20 ms, and an
+	// Acquire whose deadline (ctx's or AcquireTimeout) comes after the
+	// next probe waits for that probe and gets its connection or its
+	// error. A new connection that fails its first check counts as a
+	// failed dial. While the source is down (the last dial failed), one
+	// dial at a time probes it, the first success ends this at once, and
+	// after those first 100 ms an Acquire for which no connection is
+	// coming fails fast with the last dial error, matching ErrDial,
+	// instead of waiting out AcquireTimeout. Default 50 ms. Zero switches
+	// backoff and fail-fast off: failed dials are retried at once, for as
+	// long as callers wait.
 	DialBackoff time.Duration
 
 	// DialBackoffMax caps the pause between dials while the source is

@@ -16,8 +16,12 @@ type dialState struct {
 	// retryAt is when the pool may dial again after failures (pool clock).
 	retryAt int64
 	// downAt is when the first of those failures came (pool clock): for
-	// probeWaitWindow after it, callers wait for the next probe.
+	// quickPhase after it, probes come every firstRetry and callers wait
+	// for the next one.
 	downAt int64
+	// quick counts the failures in a row that came within quickPhase; the
+	// backoff doubles from the failures after them.
+	quick int
 	// lastErr is the last failed dial's error, matching ErrDial; nil once
 	// a dial has succeeded.
 	lastErr error
@@ -106,20 +110,15 @@ func (p *Pool[C]) retryDials() {
 	p.refillLocked()
 }
 
-// probeWaitWindow is how long after a source goes down a caller waits for
-// the next probe, if it comes before the caller's deadline, instead of
-// failing at once with the error of a dial made before it asked. A
-// failover (a standby promoted, a server restarted) mostly ends within
-// it; a source down for longer fails callers in microseconds.
-const probeWaitWindow = 2 * time.Second
-
 // probeDueLocked reports whether a caller with the given deadline (pool
-// clock, 0 for none) at now waits for the source's next probe: the source
-// went down less than probeWaitWindow ago, and a probe is in flight or
-// due before the deadline. p.mu must be held.
+// clock, 0 for none) at now waits for the source's next probe instead of
+// failing with the error of a dial made before it asked: the source went
+// down less than quickPhase ago, so the probe is at most firstRetry away,
+// and it is in flight or due before the deadline. A source down for
+// longer fails callers in microseconds. p.mu must be held.
 func (p *Pool[C]) probeDueLocked(now, deadline int64) bool {
 	d := &p.dialing
-	if now-d.downAt >= int64(probeWaitWindow) {
+	if !p.quickLocked(now) {
 		return false
 	}
 	if p.n[stateDialling] > 0 {
@@ -129,6 +128,13 @@ func (p *Pool[C]) probeDueLocked(now, deadline int64) bool {
 		return false // no probe can start
 	}
 	return deadline == 0 || max(now, d.retryAt) < deadline
+}
+
+// quickLocked reports whether the source, down, is in its quick phase at
+// now: it went down less than quickPhase ago and DialBackoff is longer
+// than firstRetry. p.mu must be held.
+func (p *Pool[C]) quickLocked(now int64) bool {
+	return firstRetry < p.cfg.DialBackoff && now-p.dialing.downAt < int64(quickPhase)
 }
 
 // failFastLocked returns the error that fails w's Acquire (call a) at
@@ -180,7 +186,7 @@ func (p *Pool[C]) sourceFailedLocked(err error, now int64) event {
 	d := &p.dialing
 	d.lastErr = err
 	if d.failures == 0 {
-		d.downAt = now
+		d.downAt, d.quick = now, 0
 	}
 	d.failures++
 	for _, r := range p.ready {
@@ -189,7 +195,7 @@ func (p *Pool[C]) sourceFailedLocked(err error, now int64) event {
 	if p.cfg.DialBackoff == 0 {
 		return event{}
 	}
-	d.retryAt = addSat(now, p.downPause(d.failures))
+	d.retryAt = addSat(now, p.downPause(now, d.failures))
 	if p.log == nil {
 		return event{}
 	}
@@ -211,14 +217,15 @@ func (p *Pool[C]) sourceUpLocked() event {
 	return ev
 }
 
-// After a source's first failed dial, the pool probes it quickRetries
-// times at pauses of firstRetry (jittered, so between half and all of it)
-// before the backoff from DialBackoff starts, when DialBackoff is longer:
-// a server back within tens of milliseconds (a restart, a failover) is
-// found about as soon, at a cost of a few dials to one that stays down.
+// For quickPhase after a source's first failed dial, the pool probes it
+// at pauses of firstRetry (jittered, so between half and all of it), when
+// DialBackoff is longer, and callers wait for the next probe; then the
+// backoff from DialBackoff starts. A server back within tens of
+// milliseconds (a restart, a failover) is found about as soon, at a cost
+// of about seven dials to one that stays down.
 const (
-	firstRetry   = 20 * time.Millisecond
-	quickRetries = 5
+	firstRetry = 20 * time.Millisecond
+	quickPhase = 100 * time.Millisecond
 )
 
 // backoff is DialBackoff doubled n-1 times, capped at DialBackoffMax (a
@@ -236,17 +243,16 @@ func (p *Pool[C]) backoffMax() time.Duration {
 	return time.Minute
 }
 
-// downPause is the pause after a source's n-th failed dial in a row:
-// quickRetries pauses of firstRetry (if shorter than DialBackoff), then
-// backoff's, from DialBackoff.
-func (p *Pool[C]) downPause(n int) time.Duration {
-	if firstRetry >= p.cfg.DialBackoff {
-		return p.backoff(n)
-	}
-	if n <= quickRetries {
+// downPause is the pause after a source's failed dial at now, the n-th
+// in a row: firstRetry's in the quick phase, then backoff's, counted
+// from the first failure after it.
+func (p *Pool[C]) downPause(now int64, n int) time.Duration {
+	d := &p.dialing
+	if p.quickLocked(now) {
+		d.quick = n
 		return jitteredBackoff(firstRetry, firstRetry, 1)
 	}
-	return p.backoff(n - quickRetries)
+	return p.backoff(n - d.quick)
 }
 
 // jitteredBackoff is base doubled n-1 times, capped at ceiling, with
