@@ -27,15 +27,14 @@ func (p *Pool[C]) trackLeak(e *entry[C], loan uint64) {
 		p.logf(levelWarn, "connection held longer than LeakThreshold",
 			"threshold", p.cfg.LeakThreshold.String(), "acquired_at", formatStack(t.stack))
 	})
-	e.leak = t
+	e.leak.Store(t)
 }
 
 // untrackLeak stops following a loan that has ended. Only the goroutine
 // that ended it calls it.
 func (p *Pool[C]) untrackLeak(e *entry[C]) {
-	if e.leak != nil {
-		e.leak.timer.Stop()
-		e.leak = nil
+	if t := e.leak.Swap(nil); t != nil {
+		t.timer.Stop()
 	}
 }
 
@@ -51,7 +50,7 @@ type abandoned[C Connector] struct {
 // that reclaims the loan if the handle is dropped while it is in progress.
 func (p *Pool[C]) trackedHandle(e *entry[C], loan uint64) *PooledConn[C] {
 	h := &PooledConn[C]{e: e, loan: loan}
-	runtime.AddCleanup(h, p.reclaim, abandoned[C]{e: e, loan: loan, stack: e.leak.stack})
+	runtime.AddCleanup(h, p.reclaim, abandoned[C]{e: e, loan: loan, stack: e.leak.Load().stack})
 	return h
 }
 

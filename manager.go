@@ -213,6 +213,17 @@ func (m *Manager[C]) Stats() map[string]Stats {
 	return out
 }
 
+// Holders returns who holds each created pool's connections, by ID (see
+// Pool.Holders).
+func (m *Manager[C]) Holders() map[string]Holders {
+	out := make(map[string]Holders)
+	m.pools.Range(func(k, v any) bool {
+		out[k.(string)] = v.(*Pool[C]).Holders()
+		return true
+	})
+	return out
+}
+
 // detachAll marks the Manager closed, cancels creations in flight and
 // removes every pool; it returns them, and false if the Manager was
 // already closed.

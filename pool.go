@@ -91,6 +91,7 @@ type Pool[C Connector] struct {
 	// conns holds every connection dialled and not yet closed, each at
 	// its entry.index: what CheckAccounting counts states from.
 	conns   []*entry[C]
+	sites   siteCache      // Holders' acquire sites
 	ready   []*readyWaiter // WaitReady callers
 	timeout alarm          // the AcquireTimeout timer (armTimeoutLocked)
 	dialing dialState
@@ -421,7 +422,8 @@ func (p *Pool[C]) enqueueLocked(w *waiter[C], a *acquisition[C], now int64) erro
 // wait, and returns its error. p.mu must be held.
 func (p *Pool[C]) tooManyWaitersLocked() error {
 	p.stats.tooManyWaiters.Add(1)
-	return newError(fmt.Sprintf("too many waiters: %d callers already wait (MaxWaiters)", p.cfg.MaxWaiters), ErrTooManyWaiters)
+	ex := p.exhaustedLocked()
+	return newError(fmt.Sprintf("too many waiters: %d callers already wait (MaxWaiters)%s", p.cfg.MaxWaiters, exhaustedText(ex)), ErrTooManyWaiters, ex)
 }
 
 // waitTurn waits on w, queued by the caller, and checks the connection it

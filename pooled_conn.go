@@ -34,6 +34,10 @@ type entry[C Connector] struct {
 	// from n-1 to n, which a stale handle, whose number is lower, can
 	// never do. Starting a loan writes nothing here.
 	ended atomic.Uint64
+	// lentAt is the pool's coarse clock plus one when the loan in
+	// progress began, 0 between loans: what Holders reads, without the
+	// lock, to age the loans. Written by the loan's owner.
+	lentAt atomic.Int64
 	// idleSince is when the connection last went back to the pool (or was
 	// dialled), on the pool's clock: a coarse reading, so up to a tick or
 	// two early. Owner.
@@ -48,8 +52,8 @@ type entry[C Connector] struct {
 	slab     *[handlesPerSlab]PooledConn[C]
 	slabBase uint64
 	// leak tracks the loan in progress when Config.LeakThreshold is set.
-	// Owner.
-	leak *leakTracker
+	// Written by the owner, read by Holders.
+	leak atomic.Pointer[leakTracker]
 	// fresh is true until the connection's first loan: a new connection
 	// that fails its check counts against the source like a failed dial.
 	// Owner.
@@ -82,7 +86,7 @@ type entry[C Connector] struct {
 
 	// An entry fills whole cache lines (192 bytes with a pointer-sized C),
 	// so that two connections in use on two cores share none.
-	_ [24]byte
+	_ [16]byte
 }
 
 // endLoan ends loan n if it is in progress, and reports whether it did.
@@ -190,6 +194,7 @@ func (p *Pool[C]) startLoan(e *entry[C]) uint64 {
 	if p.cfg.LeakThreshold > 0 {
 		p.trackLeak(e, loan)
 	}
+	e.lentAt.Store(p.clock.coarse() + 1)
 	return loan
 }
 
@@ -198,7 +203,7 @@ func (p *Pool[C]) startLoan(e *entry[C]) uint64 {
 // garbage collector can tell when it is dropped).
 func (p *Pool[C]) lend(e *entry[C]) *PooledConn[C] {
 	loan := p.startLoan(e)
-	if e.leak != nil {
+	if e.leak.Load() != nil {
 		return p.trackedHandle(e, loan)
 	}
 	return e.handleFor(loan)
@@ -217,6 +222,7 @@ func (p *Pool[C]) loanStarted(e *entry[C]) {
 // small enough to inline, so that when loans are not timed the hot path
 // pays only the check.
 func (p *Pool[C]) loanEnded(e *entry[C]) {
+	e.lentAt.Store(0)
 	if p.timeLoans {
 		p.reportLoan(e)
 	}
@@ -266,7 +272,7 @@ func (p *Pool[C]) runWith(e *entry[C], loan uint64, fn func(C) error) error {
 // is counted resetting while Reset and IsValid run, one that needs only
 // IsValid stays counted lent.
 func (p *Pool[C]) release(e *entry[C]) {
-	if e.leak != nil {
+	if p.cfg.LeakThreshold > 0 {
 		p.untrackLeak(e)
 	}
 	reset := e.resetter != nil && p.needsReset(e)

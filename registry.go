@@ -266,6 +266,10 @@ func (r *PooledRegistry[C]) IDs() []string {
 // Stats returns the Stats of every source whose pool has been created.
 func (r *PooledRegistry[C]) Stats() map[string]Stats { return r.manager.Stats() }
 
+// Holders returns who holds the connections of every source whose pool
+// has been created (see Pool.Holders), for a debug endpoint.
+func (r *PooledRegistry[C]) Holders() map[string]Holders { return r.manager.Holders() }
+
 func (r *PooledRegistry[C]) markClosed() {
 	r.mu.Lock()
 	r.closed = true

@@ -336,7 +336,10 @@ func (p *Pool[C]) served(ctx context.Context, r result[C], a *acquisition[C]) (r
 		return r, ctx.Err()
 	case errShed: // skipped at a hand-off: too little time left
 		p.stats.shed.Add(1)
-		return r, newError("shed: less time left before the deadline than a mean hold (ShedHopeless)", context.DeadlineExceeded)
+		p.mu.Lock()
+		ex := p.exhaustedLocked()
+		p.unlock()
+		return r, newError("shed: less time left before the deadline than a mean hold (ShedHopeless)"+exhaustedText(ex), context.DeadlineExceeded, ex)
 	}
 	return r, r.err
 }
@@ -357,10 +360,14 @@ func (p *Pool[C]) timedOutLocked(a *acquisition[C]) error {
 		cause = a.lastErr
 	}
 	msg := fmt.Sprintf("acquire timed out after %v (%d of %d in use", p.cfg.AcquireTimeout, inUse, p.maxSize)
+	ex := p.exhaustedLocked()
+	if ex != nil {
+		msg = fmt.Sprintf("acquire timed out after %v (%s", p.cfg.AcquireTimeout, ex.(*ExhaustedError).Holders)
+	}
 	if cause != nil {
 		msg += "; last error: " + detail(cause)
 	}
-	return newError(msg+")", ErrAcquireTimeout, cause)
+	return newError(msg+")", ErrAcquireTimeout, cause, ex)
 }
 
 // acquisition is the state of one Acquire call, kept on its stack.

@@ -63,6 +63,10 @@ type SourceConfig struct {
 	MinSize        *int   `json:"min_size"`
 	MaxSize        *int   `json:"max_size"`
 	AcquireTimeout string `json:"acquire_timeout"`
+	// LeakThreshold, a duration ("30s"), logs a loan held longer, and
+	// makes /holders and an exhausted pool's errors name where the
+	// connections in use were acquired (see pool.Config).
+	LeakThreshold string `json:"leak_threshold"`
 	// Budget names one of the config's budgets, shared with the other
 	// sources that name it; Weight is this source's share of it when
 	// sources compete (default 1).
@@ -277,6 +281,13 @@ func (s SourceConfig) poolConfig() (pool.Config, error) {
 			return cfg, fmt.Errorf("acquire_timeout: %w", err)
 		}
 		cfg.AcquireTimeout = d
+	}
+	if s.LeakThreshold != "" {
+		d, err := time.ParseDuration(s.LeakThreshold)
+		if err != nil {
+			return cfg, fmt.Errorf("leak_threshold: %w", err)
+		}
+		cfg.LeakThreshold = d
 	}
 	cfg.Weight = s.Weight
 	cfg.Adaptive = s.Adaptive

@@ -120,6 +120,7 @@ func (s *Service) Handler() http.Handler {
 	mux.HandleFunc("/sources/{id}/blobs/{name...}", method(http.MethodGet, s.readBlob))
 	mux.HandleFunc("/stats", method(http.MethodGet, s.stats))
 	mux.HandleFunc("/budgets", method(http.MethodGet, s.budgetStats))
+	mux.HandleFunc("/holders", method(http.MethodGet, s.holders))
 	mux.Handle("/metrics", method(http.MethodGet, promhttp.HandlerFor(s.metrics, promhttp.HandlerOpts{}).ServeHTTP))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no such endpoint: "+quoted(r.URL.Path))
@@ -335,6 +336,39 @@ func (s *Service) stats(w http.ResponseWriter, _ *http.Request) {
 	out := map[string]sourceStats{}
 	for id, st := range s.reg.Stats() {
 		out[id] = toSourceStats(st)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// holdersJSON is who holds one source's connections, in the JSON of
+// /holders.
+type holdersJSON struct {
+	InUse          int          `json:"in_use"`
+	MaxSize        int          `json:"max_size"`
+	Loans          int          `json:"loans"`
+	LongestSeconds []float64    `json:"longest_seconds"`
+	Sites          []holderSite `json:"sites,omitempty"`
+}
+
+type holderSite struct {
+	Site           string  `json:"site"`
+	Loans          int     `json:"loans"`
+	LongestSeconds float64 `json:"longest_seconds"`
+}
+
+// holders serves each pool's loans in progress: how many, the longest,
+// and (with leak_threshold) where they were acquired.
+func (s *Service) holders(w http.ResponseWriter, _ *http.Request) {
+	out := map[string]holdersJSON{}
+	for id, h := range s.reg.Holders() {
+		j := holdersJSON{InUse: h.InUse, MaxSize: h.MaxSize, Loans: h.Loans, LongestSeconds: []float64{}}
+		for _, d := range h.Longest {
+			j.LongestSeconds = append(j.LongestSeconds, d.Seconds())
+		}
+		for _, site := range h.Sites {
+			j.Sites = append(j.Sites, holderSite{Site: site.Site, Loans: site.Loans, LongestSeconds: site.Longest.Seconds()})
+		}
+		out[id] = j
 	}
 	writeJSON(w, http.StatusOK, out)
 }

@@ -250,3 +250,50 @@ func TestBindFailureIsReportedBeforeListening(t *testing.T) {
 	assert.Contains(t, err.Error(), "address already in use")
 	assert.NotContains(t, logged.String(), "listening")
 }
+
+// holdSales takes a connection of the sales source, as a handler would,
+// from a site of its own that /holders names.
+func holdSales(t *testing.T, svc *Service) *pool.PooledConn[pool.Connector] {
+	t.Helper()
+	pc, err := svc.reg.Get(context.Background(), "sales")
+	require.NoError(t, err)
+	return pc
+}
+
+// /holders says who holds each source's connections: the loans in
+// progress, the longest, and with leak_threshold where they came from.
+func TestHoldersEndpointNamesTheLoansInProgress(t *testing.T) {
+	if os.Getenv("PG_DSN") == "" {
+		t.Skip("PG_DSN is not set; set it to a PostgreSQL URL, such as postgres://postgres@127.0.0.1:5432/test?sslmode=disable, to run this test")
+	}
+	cfg, err := LoadConfig("config.pg.json")
+	require.NoError(t, err)
+	for i := range cfg.Sources {
+		if cfg.Sources[i].ID == "sales" {
+			cfg.Sources[i].LeakThreshold = "1h"
+		}
+	}
+	svc, ts := startFrom(t, cfg)
+	held := []*pool.PooledConn[pool.Connector]{holdSales(t, svc), holdSales(t, svc)}
+
+	var got map[string]holdersJSON
+	require.Equal(t, http.StatusOK, getJSON(t, ts.URL+"/holders", &got))
+	sales := got["sales"]
+	assert.Equal(t, 2, sales.Loans)
+	assert.GreaterOrEqual(t, sales.InUse, 2)
+	assert.Len(t, sales.LongestSeconds, 2)
+	require.Len(t, sales.Sites, 1, "%+v", sales)
+	assert.Contains(t, sales.Sites[0].Site, "holdSales")
+	assert.Equal(t, 2, sales.Sites[0].Loans)
+
+	for _, pc := range held {
+		require.NoError(t, svc.reg.Release("sales", pc))
+	}
+	require.Equal(t, http.StatusOK, getJSON(t, ts.URL+"/holders", &got))
+	assert.Zero(t, got["sales"].Loans)
+	assert.Empty(t, got["sales"].Sites)
+
+	cfg.Sources[0].LeakThreshold = "soon"
+	_, err = NewService(context.Background(), cfg)
+	assert.ErrorContains(t, err, "leak_threshold")
+}
