@@ -91,8 +91,9 @@ type Config struct {
 	// once (a restart, a failover) is found within about 20 ms, and an
 	// Acquire whose deadline (ctx's or AcquireTimeout) comes after the
 	// next probe waits for that probe and gets its connection or its
-	// error. A new connection that fails its first check counts as a
-	// failed dial. While the source is down (the last dial failed), one
+	// error. While the dials fail with ErrNotReady (a failover, a
+	// restart), those first 100 ms last up to 10 s. A new connection that
+	// fails its first check counts as a failed dial. While the source is down (the last dial failed), one
 	// dial at a time probes it, the first success ends this at once, and
 	// after those first 100 ms an Acquire for which no connection is
 	// coming fails fast with the last dial error, matching ErrDial,

@@ -2,6 +2,7 @@ package pool
 
 import (
 	"context"
+	"errors"
 	"math/rand/v2"
 	"reflect"
 	"time"
@@ -19,9 +20,15 @@ type dialState struct {
 	// quickPhase after it, probes come every firstRetry and callers wait
 	// for the next one.
 	downAt int64
-	// quick counts the failures in a row that came within quickPhase; the
-	// backoff doubles from the failures after them.
+	// quick counts the failures in a row that came in the quick phase;
+	// the backoff doubles from the failures after them.
 	quick int
+	// notReady is set while the last failure matched ErrNotReady: the
+	// server answered, and is changing (a failover, a restart).
+	notReady bool
+	// probeAt is when the last dial began while the source was down (pool
+	// clock): the probe in flight, or the one that has just failed.
+	probeAt int64
 	// lastErr is the last failed dial's error, matching ErrDial; nil once
 	// a dial has succeeded.
 	lastErr error
@@ -131,10 +138,30 @@ func (p *Pool[C]) probeDueLocked(now, deadline int64) bool {
 }
 
 // quickLocked reports whether the source, down, is in its quick phase at
-// now: it went down less than quickPhase ago and DialBackoff is longer
-// than firstRetry. p.mu must be held.
+// now: DialBackoff is longer than firstRetry, and it went down less than
+// quickPhase ago, or less than notReadyPhase ago with its last failure
+// matching ErrNotReady. p.mu must be held.
 func (p *Pool[C]) quickLocked(now int64) bool {
-	return firstRetry < p.cfg.DialBackoff && now-p.dialing.downAt < int64(quickPhase)
+	d := &p.dialing
+	if firstRetry >= p.cfg.DialBackoff {
+		return false
+	}
+	down := now - d.downAt
+	return down < int64(quickPhase) || (d.notReady && down < int64(notReadyPhase))
+}
+
+// sparedLocked reports whether w, queued while the source is down, waits
+// for the next probe after the one that has just failed: it queued after
+// that probe began, so that probe's error is older than its question,
+// the source is in its quick phase, and the next probe is due before its
+// deadline. p.mu must be held.
+func (p *Pool[C]) sparedLocked(w *waiter[C], now int64) bool {
+	d := &p.dialing
+	if d.failures < 2 || w.queuedAt <= d.probeAt || !p.quickLocked(now) {
+		return false // the first failure answers everyone, as a dial error does
+	}
+	deadline := p.deadlineOf(w.ctx, w.timeoutAt)
+	return deadline == 0 || d.retryAt < deadline
 }
 
 // failFastLocked returns the error that fails w's Acquire (call a) at
@@ -169,7 +196,20 @@ func (p *Pool[C]) failUncoveredLocked(probeFailed bool) {
 	if !p.downLocked() || p.n.inUse() > 0 {
 		return
 	}
-	if !probeFailed && p.probeDueLocked(p.clock.now(), 0) {
+	now := p.clock.now()
+	if !probeFailed && p.probeDueLocked(now, 0) {
+		return
+	}
+	if probeFailed && p.dialing.failures >= 2 && p.quickLocked(now) {
+		// Only those who asked before the failed probe began have their
+		// answer (they waited for it: not failed fast); the others wait
+		// for the next one.
+		p.waiters.each(func(w *waiter[C]) {
+			if !p.sparedLocked(w, now) {
+				p.waiters.remove(w)
+				p.wakes.serve(w, result[C]{err: p.dialing.lastErr})
+			}
+		})
 		return
 	}
 	for p.waiters.len > p.n[stateDialling] {
@@ -186,8 +226,9 @@ func (p *Pool[C]) sourceFailedLocked(err error, now int64) event {
 	d := &p.dialing
 	d.lastErr = err
 	if d.failures == 0 {
-		d.downAt, d.quick = now, 0
+		d.downAt, d.quick, d.probeAt = now, 0, now
 	}
+	d.notReady = errors.Is(err, ErrNotReady)
 	d.failures++
 	for _, r := range p.ready {
 		r.failed = err
@@ -226,6 +267,12 @@ func (p *Pool[C]) sourceUpLocked() event {
 const (
 	firstRetry = 20 * time.Millisecond
 	quickPhase = 100 * time.Millisecond
+	// notReadyPhase is how long the quick phase lasts while the dials
+	// fail with ErrNotReady: a server that answers and says it is
+	// changing (a standby where a primary is asked for, a server starting
+	// up or shutting down) is in a failover, which mostly ends within
+	// seconds.
+	notReadyPhase = 10 * time.Second
 )
 
 // backoff is DialBackoff doubled n-1 times, capped at DialBackoffMax (a
@@ -329,7 +376,7 @@ func (p *Pool[C]) dialFailed(err error, now int64) {
 		ev = p.sourceFailedLocked(err, now)
 	}
 	wait := refused || p.n.inUse() > 0
-	if !wait {
+	if !wait && !(p.downLocked() && p.dialing.failures >= 2 && p.quickLocked(now)) { // a probe in the quick phase: failUncoveredLocked answers
 		if w := p.nextWaiterLocked(now); w != nil {
 			p.wakes.serve(w, result[C]{err: err})
 		}

@@ -46,6 +46,16 @@ var (
 	// probing for more one dial at a time (see Stats.Ceiling).
 	ErrCapacity = errors.New("pool: server at connection capacity")
 
+	// ErrNotReady is what a Factory's error matches (errors.Is) when the
+	// server answered but cannot serve the source yet, as in a failover
+	// or a restart: it is starting up or shutting down (PostgreSQL's
+	// SQLSTATE 57P03), or it is a standby where a primary is asked for
+	// (target_session_attrs=read-write). It is a failure, and the source
+	// is down, but for up to 10 s after it went down the pool probes it
+	// every 20 ms instead of backing off, and a caller whose deadline
+	// leaves room waits for the next probe instead of failing at once.
+	ErrNotReady = errors.New("pool: server not ready")
+
 	// ErrInvalidConfig is returned by Config.Validate, New, the Manager and
 	// Register when an argument is out of range; the message names it.
 	ErrInvalidConfig = errors.New("pool: invalid config")

@@ -408,6 +408,7 @@ func (p *Pool[C]) enqueueLocked(w *waiter[C], a *acquisition[C], now int64) erro
 	if max := p.cfg.MaxWaiters; max > 0 && p.waiters.len >= max {
 		return p.tooManyWaitersLocked()
 	}
+	w.queuedAt = now
 	p.waiters.pushBack(w)
 	p.unparkForWaitersLocked(now)
 	a.waitStart = now

@@ -136,6 +136,9 @@ func (p *Pool[C]) moveLocked(e *entry[C], to connState) {
 // goroutine. p.mu must be held, the pool open and below MaxSize, and on a
 // budget, the budget's slot taken (takeSlotLocked, or a grant).
 func (p *Pool[C]) dialStartLocked() {
+	if p.dialing.failures > 0 {
+		p.dialing.probeAt = p.clock.now()
+	}
 	p.n[stateDialling]++
 	p.bg.Add(1)
 }

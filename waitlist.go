@@ -29,6 +29,9 @@ type waiter[C Connector] struct {
 	// deadline is the earlier of timeoutAt and ctx's deadline (pool
 	// clock), 0 if none; read once at enqueue, under ShedHopeless only.
 	deadline int64
+	// queuedAt is when the caller queued (pool clock): a failed probe
+	// that began before it does not answer it (sparedLocked).
+	queuedAt int64
 	class    uint8
 	queued   bool
 }

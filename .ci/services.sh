@@ -76,6 +76,9 @@ dev_key='Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTO
 echo "export PG_DSN='postgres://postgres@127.0.0.1:5432/test?sslmode=disable'"
 echo "export PGBOUNCER_DSN='postgres://postgres@127.0.0.1:6432/test?sslmode=disable'"
 echo "export PG_CTLCLUSTER='pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main'"
+# The server's programs (initdb, pg_ctl, pg_basebackup), for the failover
+# test's primary and standby of its own (POOL_TEST_FAILOVER=yes).
+echo "export PG_BINDIR='/usr/lib/postgresql/$(ls /etc/postgresql)/bin'"
 echo "export AZURITE_CONNECTION_STRING='DefaultEndpointsProtocol=https;AccountName=devstoreaccount1;AccountKey=$dev_key;BlobEndpoint=https://127.0.0.1:10000/devstoreaccount1;'"
 echo "export AZURITE_CA_CERT='$az/cert.pem'"
 echo "export AZURITE_CA_KEY='$az/key.pem'"

@@ -25,3 +25,6 @@ func WantsWritable(dsn string) bool {
 	}
 	return wantsWritable(cfg)
 }
+
+// NotReady exposes the mapping of connect errors to pool.ErrNotReady.
+func NotReady(err error) error { return notReady(err) }

@@ -388,8 +388,8 @@ func factory(cfg *pgx.ConnConfig, opts Options, b *binding) pool.Factory[*Conn] 
 		}
 		conn, err := pgx.ConnectConfig(ctx, dialCfg)
 		if err != nil {
-			return nil, redact(redact(atCapacity(fmt.Errorf("postgres: connect to %s@%s:%d/%s: %w",
-				cfg.User, cfg.Host, cfg.Port, cfg.Database, err)), pw), password)
+			return nil, redact(redact(notReady(atCapacity(fmt.Errorf("postgres: connect to %s@%s:%d/%s: %w",
+				cfg.User, cfg.Host, cfg.Port, cfg.Database, err))), pw), password)
 		}
 		c := &Conn{conn: conn, opts: opts, session: s, peek: newPeeker(conn.PgConn().Conn()), bind: b,
 			health: h, checkedAt: monotonicNow(), gen: h.gen.Load()}
@@ -461,6 +461,53 @@ func atCapacity(err error) error {
 		return &capacityError{err}
 	}
 	return err
+}
+
+// notReadyError is a connect error from a server that answered but is
+// changing: it matches pool.ErrNotReady as well as the error it wraps.
+type notReadyError struct{ err error }
+
+func (e *notReadyError) Error() string   { return e.err.Error() }
+func (e *notReadyError) Unwrap() []error { return []error{e.err, pool.ErrNotReady} }
+
+// notReady marks err as pool.ErrNotReady when a server answered the dial
+// and said it cannot serve it yet, as in a failover or a restart: on any
+// of the DSN's hosts, SQLSTATE 57P03 (cannot_connect_now: starting up,
+// shutting down, in recovery) or a standby refused for
+// target_session_attrs=read-write (pgconn.ErrReadOnlyConnection). A host
+// that refused the TCP connection says nothing of the kind.
+func notReady(err error) error {
+	if errors.Is(err, pool.ErrCapacity) {
+		return err
+	}
+	if errors.Is(err, pgconn.ErrReadOnlyConnection) || anyPgError(err, "57P03") {
+		return &notReadyError{err}
+	}
+	return err
+}
+
+// anyPgError reports whether err, or any error it wraps (a multi-host
+// dial joins one per host), is a *pgconn.PgError with the given code.
+func anyPgError(err error, code string) bool {
+	switch e := err.(type) {
+	case nil:
+		return false
+	case *pgconn.PgError:
+		if e.Code == code {
+			return true
+		}
+	}
+	switch u := err.(type) {
+	case interface{ Unwrap() error }:
+		return anyPgError(u.Unwrap(), code)
+	case interface{ Unwrap() []error }:
+		for _, e := range u.Unwrap() {
+			if anyPgError(e, code) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // redactedError hides a password in the text of the error it wraps, and

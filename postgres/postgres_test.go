@@ -848,3 +848,29 @@ func TestReadOnlyServerResetsTheSourceOncePerGeneration(t *testing.T) {
 	}))
 	assert.EqualValues(t, 2, p.Stats().Resets)
 }
+
+// A dial answered by a server that is changing (starting up, shutting
+// down, a standby where a primary is asked for) matches pool.ErrNotReady,
+// on any host of a multi-host DSN; a refused TCP connection, a bad
+// password and a full server do not.
+func TestWhichDialErrorsMeanTheServerIsNotReady(t *testing.T) {
+	refused := errors.New("dial tcp 127.0.0.1:5433: connect: connection refused")
+	shutting := &pgconn.PgError{Severity: "FATAL", Code: "57P03", Message: "the database system is shutting down"}
+	for _, tc := range []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"a standby, for target_session_attrs=read-write", fmt.Errorf("connect: %w", errors.Join(refused, pgconn.ErrReadOnlyConnection)), true},
+		{"shutting down, on the second host", fmt.Errorf("connect: %w", errors.Join(refused, shutting)), true},
+		{"starting up", fmt.Errorf("connect: %w", &pgconn.PgError{Code: "57P03", Message: "the database system is starting up"}), true},
+		{"refused", fmt.Errorf("connect: %w", refused), false},
+		{"a bad password", fmt.Errorf("connect: %w", &pgconn.PgError{Code: "28P01"}), false},
+		{"a full server", postgres.AtCapacity(fmt.Errorf("connect: %w", &pgconn.PgError{Code: "53300"})), false},
+	} {
+		got := postgres.NotReady(tc.err)
+		assert.Equal(t, tc.want, errors.Is(got, pool.ErrNotReady), tc.name)
+		assert.ErrorIs(t, got, tc.err, "%s: the cause is kept", tc.name)
+		assert.Equal(t, tc.err.Error(), got.Error(), tc.name)
+	}
+}

@@ -1,0 +1,357 @@
+package postgres_test
+
+// A failover on a primary and a synchronous standby of the test's own,
+// on two loopback ports: never the user's server.
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/deepanalyze/pool"
+	"github.com/deepanalyze/pool/postgres"
+)
+
+// cluster is a PostgreSQL cluster of a test's own.
+type cluster struct {
+	t    *testing.T
+	bin  string // the server's bin directory
+	dir  string // its data directory
+	port int
+	as   string // the user to run the server as ("" for the current one)
+}
+
+// run runs one of the server's programs, as c.as, and fails the test if
+// it fails.
+func (c *cluster) run(prog string, args ...string) {
+	c.t.Helper()
+	require.NoError(c.t, c.try(prog, args...))
+}
+
+func (c *cluster) try(prog string, args ...string) error {
+	cmd := exec.Command(filepath.Join(c.bin, prog), args...)
+	if c.as != "" {
+		cmd = exec.Command("runuser", append([]string{"-u", c.as, "--", filepath.Join(c.bin, prog)}, args...)...)
+	}
+	cmd.Dir = os.TempDir()
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("%s %s: %w: %s", prog, strings.Join(args, " "), err, out)
+	}
+	return nil
+}
+
+func (c *cluster) ctl(args ...string) {
+	c.t.Helper()
+	c.run("pg_ctl", append([]string{"-D", c.dir, "-l", c.dir + ".log", "-w", "-t", "30"}, args...)...)
+}
+
+func (c *cluster) dsn() string {
+	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", c.port)
+}
+
+func (c *cluster) conn() *pgx.Conn {
+	c.t.Helper()
+	conn, err := pgx.Connect(bg, c.dsn())
+	require.NoError(c.t, err)
+	c.t.Cleanup(func() { _ = conn.Close(context.Background()) })
+	return conn
+}
+
+// failoverPair starts a primary and a streaming standby with synchronous
+// replication (a commit is acknowledged once it is on both), or skips
+// unless POOL_TEST_FAILOVER=yes opts in. Both are stopped and removed
+// when the test ends.
+func failoverPair(t *testing.T) (primary, standby *cluster) {
+	t.Helper()
+	if os.Getenv("POOL_TEST_FAILOVER") != "yes" {
+		t.Skip("this test makes a PostgreSQL primary and standby of its own on two free loopback ports (initdb, pg_basebackup), stops one and promotes the other: it runs only with POOL_TEST_FAILOVER=yes, and needs PostgreSQL's server programs (PG_BINDIR, or pg_config --bindir)")
+	}
+	bin := os.Getenv("PG_BINDIR")
+	if bin == "" {
+		out, err := exec.Command("pg_config", "--bindir").Output()
+		require.NoError(t, err, "pg_config --bindir: set PG_BINDIR to the directory of initdb and pg_ctl")
+		bin = strings.TrimSpace(string(out))
+	}
+	as := ""
+	if os.Geteuid() == 0 { // the server refuses to run as root
+		_, err := user.Lookup("postgres")
+		require.NoError(t, err, "running as root, the clusters run as the postgres user")
+		as = "postgres"
+	}
+	base, err := os.MkdirTemp("", "pool-failover-")
+	require.NoError(t, err)
+	if as != "" {
+		require.NoError(t, exec.Command("chown", as, base).Run())
+	}
+	primary = &cluster{t: t, bin: bin, dir: filepath.Join(base, "primary"), port: freePort(t), as: as}
+	standby = &cluster{t: t, bin: bin, dir: filepath.Join(base, "standby"), port: freePort(t), as: as}
+	t.Cleanup(func() {
+		for _, c := range []*cluster{primary, standby} {
+			_ = c.try("pg_ctl", "-D", c.dir, "-m", "immediate", "-w", "stop")
+		}
+		if t.Failed() {
+			for _, c := range []*cluster{primary, standby} {
+				if b, err := os.ReadFile(c.dir + ".log"); err == nil {
+					t.Logf("%s log:\n%s", filepath.Base(c.dir), b)
+				}
+			}
+		}
+		_ = os.RemoveAll(base)
+	})
+
+	primary.run("initdb", "-D", primary.dir, "-U", "postgres", "-A", "trust", "--no-sync", "--no-instructions")
+	conf := fmt.Sprintf(`
+listen_addresses = '127.0.0.1'
+port = %d
+unix_socket_directories = '%s'
+wal_level = replica
+max_wal_senders = 4
+hot_standby = on
+synchronous_standby_names = '*'
+synchronous_commit = on
+fsync = off
+shared_buffers = 16MB
+max_connections = 100
+`, primary.port, base)
+	appendFile(t, filepath.Join(primary.dir, "postgresql.conf"), conf)
+	primary.ctl("start")
+
+	standby.run("pg_basebackup", "-h", "127.0.0.1", "-p", strconv.Itoa(primary.port), "-U", "postgres",
+		"-D", standby.dir, "-R", "-X", "stream", "--no-sync")
+	// Promoted, it commits alone: no standby of its own to wait for.
+	appendFile(t, filepath.Join(standby.dir, "postgresql.auto.conf"), fmt.Sprintf("port = %d\nsynchronous_standby_names = ''\n", standby.port))
+	standby.ctl("start")
+
+	admin := primary.conn()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var n int
+		require.NoError(t, admin.QueryRow(bg, "select count(*) from pg_stat_replication where sync_state = 'sync'").Scan(&n))
+		if n == 1 {
+			break
+		}
+		require.True(t, time.Now().Before(deadline), "the standby never became synchronous")
+		time.Sleep(20 * time.Millisecond) // polling the server, not a goroutine
+	}
+	return primary, standby
+}
+
+func appendFile(t *testing.T, name, text string) {
+	t.Helper()
+	f, err := os.OpenFile(name, os.O_APPEND|os.O_WRONLY, 0)
+	require.NoError(t, err)
+	_, err = f.WriteString(text)
+	require.NoError(t, err)
+	require.NoError(t, f.Close())
+}
+
+// freePort returns a loopback port that nothing listened on a moment ago.
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// TestFailoverToAPromotedStandby: 64 clients write rows with unique keys
+// through a registry and read each one back, on a multi-host DSN with
+// target_session_attrs=read-write. The primary is stopped at once (-m
+// immediate) and, half a second later, the standby promoted.
+//   - Writes resume within 0.5 s of the promotion.
+//   - Every write acknowledged is on the new primary, exactly once.
+//   - No request that starts once the new primary accepts writes fails;
+//     while no server accepts them, requests fail fast (under 100 ms).
+//   - The old primary comes back under its address read-only, and the
+//     pool's connections are terminated: no request fails, and every
+//     write lands on the new primary.
+func TestFailoverToAPromotedStandby(t *testing.T) {
+	const failoverDetection = 500 * time.Millisecond
+	primary, standby := failoverPair(t)
+	setup := primary.conn()
+	_, err := setup.Exec(bg, "create table kv (k text primary key, port int not null)")
+	require.NoError(t, err)
+
+	reg := pool.NewRegistry[*postgres.Conn]()
+	t.Cleanup(func() { _ = reg.Close() })
+	dsn := fmt.Sprintf("postgres://postgres@127.0.0.1:%d,127.0.0.1:%d/postgres?sslmode=disable&target_session_attrs=read-write&application_name=pool-failover",
+		primary.port, standby.port)
+	cfg := pool.DefaultConfig()
+	cfg.MinSize, cfg.MaxSize = 4, 16
+	cfg.AcquireTimeout = 5 * time.Second
+	require.NoError(t, postgres.Register(bg, reg, "db", dsn, postgres.Options{ConnectTimeout: 2 * time.Second}, cfg))
+
+	type outcome struct {
+		start, end time.Time
+		write      bool
+		err        error
+	}
+	var (
+		mu       sync.Mutex
+		outcomes []outcome
+		acked    []string
+		lost     []string
+		ports    = map[int]int{} // the server port of each acknowledged write, after the drop
+		phase3   bool
+		stop     = make(chan struct{})
+		wg       sync.WaitGroup
+	)
+	for c := range 64 {
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				key := fmt.Sprintf("c%d-%d", c, i)
+				start := time.Now()
+				var port int
+				err := postgres.With(bg, reg, "db", func(conn *pgx.Conn) error {
+					return conn.QueryRow(bg, "insert into kv values ($1, inet_server_port()) returning port", key).Scan(&port)
+				})
+				end := time.Now()
+				mu.Lock()
+				outcomes = append(outcomes, outcome{start, end, true, err})
+				if err == nil {
+					acked = append(acked, key)
+					if phase3 {
+						ports[port]++
+					}
+				}
+				mu.Unlock()
+				if err != nil {
+					time.Sleep(time.Millisecond) // a client's retry pause, not a sync point
+					continue
+				}
+				start = time.Now()
+				var found int
+				err = postgres.With(bg, reg, "db", func(conn *pgx.Conn) error {
+					return conn.QueryRow(bg, "select count(*) from kv where k = $1", key).Scan(&found)
+				})
+				end = time.Now()
+				mu.Lock()
+				outcomes = append(outcomes, outcome{start, end, false, err})
+				if err == nil && found != 1 {
+					lost = append(lost, key)
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	time.Sleep(time.Second) // load before the failover
+
+	// The new primary's own view: a connection to the standby, open across
+	// the promotion, that writes as soon as it can.
+	watch := standby.conn()
+	_, err = setup.Exec(bg, "create table marker (at timestamptz)")
+	require.NoError(t, err)
+	primary.ctl("-m", "immediate", "stop")
+	stopped := time.Now() // the primary is gone
+	accepted := make(chan time.Time, 1)
+	go func() {
+		for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); {
+			ctx, cancel := context.WithTimeout(bg, 2*time.Second)
+			_, err := watch.Exec(ctx, "insert into marker values (now())")
+			cancel()
+			if err == nil {
+				accepted <- time.Now()
+				return
+			}
+			time.Sleep(time.Millisecond) // polling the server, not a goroutine
+		}
+		close(accepted)
+	}()
+	time.Sleep(failoverDetection) // the time an HA agent takes to decide
+	promoting := time.Now()
+	standby.ctl("promote")
+	accepting, ok := <-accepted
+	require.True(t, ok, "the promoted standby never accepted a write")
+	time.Sleep(2 * time.Second) // load on the new primary
+
+	// The old primary comes back under its address, read-only; the pool's
+	// connections are dropped.
+	primary.ctl("-o", "-c default_transaction_read_only=on -c synchronous_standby_names=''", "start")
+	mu.Lock()
+	phase3 = true
+	mu.Unlock()
+	dropped := time.Now()
+	var killed int
+	require.NoError(t, watch.QueryRow(bg, "select count(pg_terminate_backend(pid)) from pg_stat_activity where application_name = 'pool-failover'").Scan(&killed))
+	time.Sleep(time.Second) // load after the drop
+	close(stop)
+	wg.Wait()
+
+	var firstWrite time.Time
+	var failedAfter, failedDropped, failedDuring, slowDuring int
+	var worstDuring time.Duration
+	for _, o := range outcomes {
+		if o.write && o.err == nil && o.start.After(stopped) && (firstWrite.IsZero() || o.end.Before(firstWrite)) {
+			firstWrite = o.end
+		}
+		switch {
+		case o.start.After(dropped):
+			if o.err != nil {
+				failedDropped++
+			}
+		case o.start.After(accepting):
+			if o.err != nil {
+				if failedAfter++; failedAfter <= 3 {
+					t.Logf("failed %v after the new primary accepted writes: %v", o.start.Sub(accepting), o.err)
+				}
+			}
+		case o.start.After(stopped) && o.err != nil:
+			failedDuring++
+			d := o.end.Sub(o.start)
+			worstDuring = max(worstDuring, d)
+			if d > 100*time.Millisecond {
+				slowDuring++
+			}
+		}
+	}
+	newPrimary := standby.conn()
+	var present int
+	require.NoError(t, newPrimary.QueryRow(bg, "select count(*) from kv where k = any($1)", acked).Scan(&present))
+	var dup int
+	require.NoError(t, newPrimary.QueryRow(bg, "select count(*) from (select k from kv group by k having count(*) > 1) d").Scan(&dup))
+	var onOld int
+	old := primary.conn()
+	require.NoError(t, old.QueryRow(bg, "select count(*) from kv").Scan(&onOld))
+
+	t.Logf("the new primary accepted writes %v after the promote began, %v after the stop; the pool's first write %v after the promote began (%v after it accepted)",
+		accepting.Sub(promoting).Round(time.Millisecond), accepting.Sub(stopped).Round(time.Millisecond),
+		firstWrite.Sub(promoting).Round(time.Millisecond), firstWrite.Sub(accepting).Round(time.Millisecond))
+	t.Logf("%d requests, %d writes acknowledged, %d found on the new primary, %d duplicated, %d lost on read-back; %d failed during the outage (worst %v, %d over 100 ms), %d failed after the new primary accepted writes; the old primary back read-only, %d backends dropped: %d requests failed, then writes by server port %v",
+		len(outcomes), len(acked), present, dup, len(lost), failedDuring, worstDuring, slowDuring, failedAfter, killed, failedDropped, ports)
+
+	require.False(t, firstWrite.IsZero(), "no write succeeded after the failover")
+	assert.LessOrEqual(t, firstWrite.Sub(promoting), 500*time.Millisecond, "writes resumed too late after the promotion")
+	assert.Equal(t, len(acked), present, "acknowledged writes missing from the new primary")
+	assert.Zero(t, dup)
+	assert.Empty(t, lost, "acknowledged writes not found on read-back")
+	assert.Zero(t, failedAfter, "requests failed after the new primary accepted writes")
+	assert.Zero(t, slowDuring, "requests took over 100 ms to fail during the outage (worst %v)", worstDuring)
+	assert.Positive(t, killed, "no pool connection to drop")
+	// A dropped connection fails the request it was running, if any.
+	assert.LessOrEqual(t, failedDropped, killed, "more requests failed than connections were dropped")
+	assert.Equal(t, []int{standby.port}, slices.Sorted(maps.Keys(ports)), "writes after the drop landed elsewhere than the new primary")
+	assert.LessOrEqual(t, onOld, len(acked))
+	var ro string
+	require.NoError(t, old.QueryRow(bg, "show default_transaction_read_only").Scan(&ro))
+	assert.Equal(t, "on", ro)
+}
