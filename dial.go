@@ -412,7 +412,7 @@ func (p *Pool[C]) callFactory(ctx context.Context) (conn C, err error) {
 			err = pe
 		}
 	}()
-	conn, err = p.factory(ctx)
+	conn, err = (*p.factory.Load())(ctx)
 	switch {
 	case err != nil && !isNil(conn):
 		_ = conn.Close()

@@ -171,6 +171,25 @@ func (m *Manager[C]) Lookup(id string) (*Pool[C], bool) {
 	return v.(*Pool[C]), true
 }
 
+// settled returns the pool for id once no creation of it is in flight,
+// and false if there is none; it creates nothing.
+func (m *Manager[C]) settled(id string) (*Pool[C], bool) {
+	for {
+		m.mu.Lock()
+		c := m.creating[id]
+		if c == nil {
+			v, ok := m.pools.Load(id)
+			m.mu.Unlock()
+			if !ok {
+				return nil, false
+			}
+			return v.(*Pool[C]), true
+		}
+		m.mu.Unlock()
+		<-c.done // New dials nothing before it returns: this is short
+	}
+}
+
 // ClosePool removes the pool for id and closes it; a creation in flight
 // for id is closed as soon as it finishes. It returns the pool's Close
 // error, or an error matching ErrUnknownSource if there was no pool and no

@@ -22,7 +22,10 @@ import (
 
 // Pool lends connections to one data source. It is safe for concurrent use.
 type Pool[C Connector] struct {
-	factory Factory[C]
+	// factory is what dials: New's, or SetFactory's last. A dial loads
+	// it after it reads genFast, so that a connection of an old factory
+	// is always of an old generation.
+	factory atomic.Pointer[Factory[C]]
 
 	// clock is the pool's clock (see clock.go): real and coarse readings,
 	// in nanoseconds since the pool was made.
@@ -136,13 +139,13 @@ func New[C Connector](factory Factory[C], cfg Config) (*Pool[C], error) {
 		return nil, err
 	}
 	p := &Pool[C]{
-		factory: factory,
 		cfg:     cfg,
 		clock:   newClock(),
 		drained: make(chan struct{}),
 		maxSize: cfg.MaxSize,
 		minSize: cfg.MinSize,
 	}
+	p.factory.Store(&factory)
 	if cfg.Logger != nil {
 		p.log = cfg.Logger
 		if cfg.Name != "" {

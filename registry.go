@@ -3,6 +3,7 @@ package pool
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"sync"
 )
@@ -25,6 +26,9 @@ type PooledRegistry[C Connector] struct {
 	mu      sync.RWMutex
 	sources map[string]*source[C] // each registration its own, compared by identity
 	closed  bool
+	// replacing serialises Replace calls, so that a source's pool ends
+	// with the factory its registration ends with.
+	replacing sync.Mutex
 }
 
 // NewRegistry returns an empty registry.
@@ -174,6 +178,45 @@ func (r *PooledRegistry[C]) Reset(id string) error {
 	}
 	if p, ok := r.manager.Lookup(id); ok {
 		p.Reset()
+	}
+	return nil
+}
+
+// Replace gives source id a new Factory, as after a rotated credential or
+// a moved host (see Pool.SetFactory): loans in flight finish on their
+// connections, which are closed when released, and every loan from now
+// on, of the source's pool if it is made or of the one made later, gets a
+// connection that dial made. The source keeps its Config, its pool and
+// its Stats. dial must not be nil, and a source that shares connections
+// (Config.Share) cannot change it: ErrInvalidConfig for both. An unknown
+// ID returns an error matching ErrUnknownSource, a closed registry one
+// matching ErrPoolClosed.
+func (r *PooledRegistry[C]) Replace(id string, dial Factory[C]) error {
+	if dial == nil {
+		return sourceError(id, newError("invalid config: factory is nil", ErrInvalidConfig))
+	}
+	r.replacing.Lock()
+	defer r.replacing.Unlock()
+	r.mu.Lock()
+	s, ok := r.sources[id]
+	switch {
+	case r.closed:
+		r.mu.Unlock()
+		return sourceError(id, ErrPoolClosed)
+	case !ok:
+		r.mu.Unlock()
+		return sourceError(id, ErrUnknownSource)
+	case s.cfg.Share.Group != "":
+		r.mu.Unlock()
+		return sourceError(id, newError(fmt.Sprintf("invalid config: the source shares connections in group %q (Config.Share): its factory cannot change; Unregister and Register it", s.cfg.Share.Group), ErrInvalidConfig))
+	}
+	s.dial = dial // a pool made from now on dials with it
+	r.mu.Unlock()
+	// A pool made, or being made with the old factory: it takes the new.
+	if p, ok := r.manager.settled(id); ok {
+		if err := p.SetFactory(dial); err != nil && !errors.Is(err, ErrPoolClosed) {
+			return sourceError(id, err)
+		}
 	}
 	return nil
 }

@@ -3,7 +3,9 @@ package pool_test
 import (
 	"context"
 	"errors"
+	"runtime"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -224,4 +226,164 @@ func TestResetDuringACheckLendsANewConnection(t *testing.T) {
 		pc.Release()
 		require.NoError(t, p.CheckAccounting())
 	})
+}
+
+// Replace gives a registered source a new factory live: a loan in flight
+// finishes on its old connection, which closes on release; idle old
+// connections close at once; a caller waiting on a full pool is served by
+// the new factory; a dial of the old one in flight is never lent.
+func TestReplaceSwapsASourcesFactoryLive(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		oldSrc, newSrc := newFakeSource(t), newFakeSource(t)
+		gate := make(chan struct{})
+		var slow atomic.Bool
+		oldSrc.onDial = func(ctx context.Context) error {
+			if slow.Load() {
+				<-gate // a dial of the old factory in flight across the Replace
+			}
+			return nil
+		}
+		reg := pool.NewRegistry[*fakeConn]()
+		t.Cleanup(func() { _ = reg.Close() })
+		cfg := testConfig(3)
+		require.NoError(t, reg.Register(bg, "db", oldSrc.factory(), cfg))
+		p, err := reg.Pool(bg, "db")
+		require.NoError(t, err)
+		fillIdle(t, p, 1)
+		held, err := reg.Get(bg, "db")
+		require.NoError(t, err)
+		second, err := reg.Get(bg, "db") // dials: the idle one is taken
+		require.NoError(t, err)
+		// The pool is at 2 of 3 lent; a third caller's dial hangs.
+		slow.Store(true)
+		dialling := make(chan *pool.PooledConn[*fakeConn], 1)
+		go func() {
+			pc, err := reg.Get(bg, "db")
+			if assert.NoError(t, err) {
+				dialling <- pc
+			}
+		}()
+		synctest.Wait()
+		require.NoError(t, reg.Replace("db", newSrc.factory()))
+		close(gate)
+		pc := <-dialling
+		assert.Same(t, newSrc.all()[0], pc.Conn(), "the dial in flight at Replace was lent, or the waiter was not served by the new factory")
+		synctest.Wait()
+		assert.EqualValues(t, 1, oldSrc.closes.Load(), "the old factory's dial in flight was not closed on arrival")
+
+		// The loans in flight go on, on their old connections, which close
+		// when released.
+		held.Conn().use(t)
+		held.Conn().done()
+		held.Release()
+		second.Release()
+		assert.EqualValues(t, 3, oldSrc.closes.Load(), "an old connection was kept after Replace")
+		pc.Release()
+		for range 3 {
+			c, err := reg.Get(bg, "db")
+			require.NoError(t, err)
+			assert.Same(t, newSrc, c.Conn().src)
+			defer c.Release()
+		}
+		st := reg.Stats()["db"]
+		assert.EqualValues(t, 3, st.ClosedReset)
+		assert.EqualValues(t, 1, st.Resets)
+	})
+}
+
+// Replace before the source's pool is made: the pool dials with the new
+// factory from its first connection. Bad input is refused, and the
+// source keeps its factory.
+func TestReplaceRefusesBadInputAndReachesAPoolNotMadeYet(t *testing.T) {
+	oldSrc, newSrc := newFakeSource(t), newFakeSource(t)
+	reg := pool.NewRegistry[*fakeConn]()
+	require.NoError(t, reg.Register(bg, "db", oldSrc.factory(), testConfig(2)))
+	require.NoError(t, reg.Replace("db", newSrc.factory()))
+	require.NoError(t, reg.With(bg, "db", func(c *fakeConn) error {
+		assert.Same(t, newSrc, c.src)
+		return nil
+	}))
+	assert.Zero(t, oldSrc.dials.Load())
+
+	err := reg.Replace("db", nil)
+	assert.ErrorIs(t, err, pool.ErrInvalidConfig)
+	assert.ErrorContains(t, err, `source "db"`)
+	assert.ErrorIs(t, reg.Replace("nope", newSrc.factory()), pool.ErrUnknownSource)
+
+	b, err := pool.NewBudget(4)
+	require.NoError(t, err)
+	shared := testConfig(2)
+	shared.Budget = b
+	shared.Share = pool.Share{Group: "g", Bind: func(context.Context, pool.Connector) error { return nil }}
+	require.NoError(t, reg.Register(bg, "shared", oldSrc.factory(), shared))
+	err = reg.Replace("shared", newSrc.factory())
+	assert.ErrorIs(t, err, pool.ErrInvalidConfig)
+	assert.ErrorContains(t, err, "Share")
+	p, err := reg.Pool(bg, "shared")
+	require.NoError(t, err)
+	assert.ErrorIs(t, p.SetFactory(newSrc.factory()), pool.ErrInvalidConfig)
+
+	require.NoError(t, reg.Close())
+	assert.ErrorIs(t, reg.Replace("db", newSrc.factory()), pool.ErrPoolClosed)
+	q := newTestPool(t, oldSrc, testConfig(1))
+	require.NoError(t, q.Close())
+	assert.ErrorIs(t, q.SetFactory(newSrc.factory()), pool.ErrPoolClosed)
+}
+
+// Replace under load, many times: no loan that starts after a Replace
+// returns gets a connection of an earlier factory, no caller fails, and
+// every connection is closed exactly once.
+func TestReplaceUnderLoad(t *testing.T) {
+	const factories = 40
+	srcs := make([]*fakeSource, factories)
+	index := map[*fakeSource]int64{}
+	for i := range srcs {
+		srcs[i] = newFakeSource(t)
+		index[srcs[i]] = int64(i)
+	}
+	reg := pool.NewRegistry[*fakeConn]()
+	cfg := testConfig(4)
+	require.NoError(t, reg.Register(bg, "db", srcs[0].factory(), cfg))
+	var current atomic.Int64 // the last factory whose Replace returned
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var loans, stale atomic.Int64
+	for range 16 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				floor := current.Load()
+				err := reg.With(bg, "db", func(c *fakeConn) error {
+					c.use(t)
+					defer c.done()
+					if index[c.src] < floor {
+						stale.Add(1)
+					}
+					return nil
+				})
+				if !assert.NoError(t, err) {
+					return
+				}
+				loans.Add(1)
+			}
+		})
+	}
+	for i := 1; i < factories; i++ {
+		require.NoError(t, reg.Replace("db", srcs[i].factory()))
+		current.Store(int64(i))
+		runtime.Gosched()
+	}
+	close(stop)
+	wg.Wait()
+	require.NoError(t, reg.Close())
+	assert.Zero(t, stale.Load(), "loans got connections of a factory replaced before they began")
+	assert.Positive(t, loans.Load())
+	for _, s := range srcs {
+		s.checkAllClosedOnce(t)
+	}
+	t.Logf("%d loans across %d factories", loans.Load(), factories)
 }

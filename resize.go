@@ -1,5 +1,7 @@
 package pool
 
+import "fmt"
+
 // SetMaxSize changes MaxSize while the pool is in use. Growing it serves
 // waiting callers at once, with new dials. Shrinking it closes idle
 // connections above the new size at once, oldest first, and connections
@@ -63,6 +65,29 @@ func (p *Pool[C]) Reset() {
 	p.unlock()
 	p.doAll(closing)
 	p.settleBudget()
+}
+
+// SetFactory makes f the pool's Factory, as after a rotated credential
+// or a moved host, and drops the connections of the old one as Reset
+// does: loans in progress finish on their connections, which are closed
+// when released; idle connections are closed at once and a dial in
+// flight when it arrives; every loan from now on gets a connection that f
+// dialled. No waiter is failed. f must not be nil, and a pool of a Share
+// group, whose connections move between pools that dial alike, cannot
+// change it (ErrInvalidConfig for both); on a closed pool SetFactory
+// returns ErrPoolClosed.
+func (p *Pool[C]) SetFactory(f Factory[C]) error {
+	switch {
+	case f == nil:
+		return newError("invalid config: factory is nil", ErrInvalidConfig)
+	case p.cfg.Share.Group != "":
+		return newError(fmt.Sprintf("invalid config: the pool shares connections in group %q (Config.Share): its factory cannot change", p.cfg.Share.Group), ErrInvalidConfig)
+	case p.closed.Load():
+		return ErrPoolClosed
+	}
+	p.factory.Store(&f)
+	p.Reset() // after the store: a dial that loaded the old f read the old generation
+	return nil
 }
 
 // SetMinSize changes MinSize while the pool is in use. Raising it dials

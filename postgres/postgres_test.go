@@ -874,3 +874,59 @@ func TestWhichDialErrorsMeanTheServerIsNotReady(t *testing.T) {
 		assert.Equal(t, tc.err.Error(), got.Error(), tc.name)
 	}
 }
+
+// Replace changes a registered source's DSN live, as a credential
+// rotation or a host change does: a loan in flight finishes on its old
+// connection, and every later loan gets a connection dialled with the
+// new DSN; a bad DSN is refused and changes nothing.
+func TestReplaceTheDSNLive(t *testing.T) {
+	base := dsn(t)
+	sep := "?"
+	if strings.Contains(base, "?") {
+		sep = "&"
+	}
+	reg := pool.NewRegistry[*postgres.Conn]()
+	t.Cleanup(func() { _ = reg.Close() })
+	pcfg := pool.DefaultConfig()
+	pcfg.MinSize, pcfg.MaxSize = 2, 4
+	tag := fmt.Sprintf("replace%d", time.Now().UnixNano()%1e9)
+	require.NoError(t, postgres.Register(bg, reg, "db", base+sep+"application_name="+tag+"-old", postgres.Options{}, pcfg))
+	name := func(c *pgx.Conn) string {
+		var s string
+		require.NoError(t, c.QueryRow(bg, "select current_setting('application_name')").Scan(&s))
+		return s
+	}
+	held, err := reg.Get(bg, "db")
+	require.NoError(t, err)
+	assert.Equal(t, tag+"-old", name(held.Conn().Conn()))
+
+	require.NoError(t, postgres.Replace(reg, "db", base+sep+"application_name="+tag+"-new", postgres.Options{}))
+	assert.Equal(t, tag+"-old", name(held.Conn().Conn()), "the loan in flight lost its connection")
+	for range 6 {
+		require.NoError(t, postgres.With(bg, reg, "db", func(c *pgx.Conn) error {
+			assert.Equal(t, tag+"-new", name(c))
+			return nil
+		}))
+	}
+	require.NoError(t, reg.Release("db", held))
+	var old int
+	a := admin(t)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		require.NoError(t, a.QueryRow(bg, "select count(*) from pg_stat_activity where application_name = $1", tag+"-old").Scan(&old))
+		if old == 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond) // polling the server, not a goroutine
+	}
+	assert.Zero(t, old, "connections of the old DSN still open")
+
+	err = postgres.Replace(reg, "db", "postgres://u:s3cret@[::1", postgres.Options{})
+	require.Error(t, err)
+	assert.NotContains(t, err.Error(), "s3cret")
+	assert.ErrorIs(t, postgres.Replace(reg, "nope", base, postgres.Options{}), pool.ErrUnknownSource)
+	require.NoError(t, postgres.With(bg, reg, "db", func(c *pgx.Conn) error {
+		assert.Equal(t, tag+"-new", name(c), "a refused Replace changed the source")
+		return nil
+	}))
+}

@@ -42,6 +42,28 @@ func Register[C pool.Connector](ctx context.Context, reg *pool.PooledRegistry[C]
 	return reg.Register(ctx, id, f, cfg, ropts...)
 }
 
+// Replace gives source id of reg a new DSN or Options, live, as after a
+// rotated credential or a moved host (see pool.PooledRegistry.Replace):
+// loans in flight finish on their connections, which are closed when
+// released, and every later loan gets a connection dialled with the new
+// ones. A source that shares its connections on a budget (see Register)
+// cannot change them: Unregister and Register it. Errors never contain
+// the password.
+func Replace[C pool.Connector](reg *pool.PooledRegistry[C], id, dsn string, opts Options) error {
+	if strings.TrimSpace(dsn) == "" && !opts.EnvDefaults {
+		return fmt.Errorf("postgres: source %q: %w", id, errEmptyDSN)
+	}
+	pcfg, err := ParseDSN(dsn)
+	if err != nil {
+		return fmt.Errorf("postgres: source %q: %w", id, err)
+	}
+	f, err := pool.Adapt[C](Factory(pcfg, opts))
+	if err != nil {
+		return fmt.Errorf("postgres: source %q: this registry cannot hold PostgreSQL connections (%w)", id, err)
+	}
+	return reg.Replace(id, f)
+}
+
 // With runs fn with the pgx connection of source id, borrowed from reg
 // for the length of the call, as PooledRegistry.With does: fn's error is
 // returned unchanged, and one that wraps pool.ErrBadConn closes the
