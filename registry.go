@@ -42,11 +42,16 @@ func NewRegistry[C Connector]() *PooledRegistry[C] {
 func (r *PooledRegistry[C]) poolFor(_ context.Context, id string) (Factory[C], Config, error) {
 	r.mu.RLock()
 	s, ok := r.sources[id]
+	var dial Factory[C]
+	var cfg Config
+	if ok {
+		dial, cfg = s.dial, s.cfg // Replace changes dial under mu
+	}
 	r.mu.RUnlock()
 	if !ok {
 		return nil, Config{}, ErrUnknownSource
 	}
-	return s.dial, s.cfg, nil
+	return dial, cfg, nil
 }
 
 // RegisterOption changes what Register does.
