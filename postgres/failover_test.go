@@ -191,9 +191,35 @@ func TestFailoverToAPromotedStandby(t *testing.T) {
 	cfg.MinSize, cfg.MaxSize = 4, 16
 	cfg.AcquireTimeout = 5 * time.Second
 	require.NoError(t, postgres.Register(bg, reg, "db", failoverDSN(primary, standby), postgres.Options{ConnectTimeout: 2 * time.Second}, cfg))
+	// A source whose one host is the standby: its DSN asks for a writable
+	// server (one host, no target_session_attrs), and the standby says
+	// in_hot_standby=on in its handshake, so no connection is lent.
+	direct := pool.DefaultConfig()
+	direct.MinSize, direct.AcquireTimeout = 0, time.Second
+	require.NoError(t, postgres.Register(bg, reg, "standby", standby.dsn(), postgres.Options{}, direct))
+	err := postgres.With(bg, reg, "standby", func(*pgx.Conn) error {
+		t.Error("a connection to a standby was lent to a source that asks for a writable server")
+		return nil
+	})
+	require.ErrorIs(t, err, pool.ErrDial)
+	assert.ErrorContains(t, err, "IsValid")
+
 	r := runFailover(t, primary, standby, func(ctx context.Context, sql string, args []any, dest ...any) error {
 		return postgres.With(ctx, reg, "db", func(c *pgx.Conn) error { return c.QueryRow(ctx, sql, args...).Scan(dest...) })
 	})
+	// Promoted, the same server serves that source.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		err = postgres.With(bg, reg, "standby", func(c *pgx.Conn) error {
+			_, err := c.Exec(bg, "insert into kv values ('direct', inet_server_port())")
+			return err
+		})
+		if err == nil || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond) // the source's backoff, not a goroutine
+	}
+	require.NoError(t, err, "the promoted standby never served the source whose one host it is")
 
 	require.False(t, r.firstWrite.IsZero(), "no write succeeded after the failover")
 	assert.LessOrEqual(t, r.firstWrite.Sub(r.promoting), 500*time.Millisecond, "writes resumed too late after the promotion")
