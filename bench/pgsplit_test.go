@@ -77,18 +77,11 @@ func BenchmarkPGLoanSplit(b *testing.B) {
 			}
 			return pgxpoolLoaner{p}
 		}},
-		{"pool", func(b *testing.B) loaner {
-			f, err := postgres.FactoryFromDSN(dsn, postgres.Options{})
-			if err != nil {
-				b.Fatal(err)
-			}
-			cfg := pool.DefaultConfig()
-			cfg.MaxSize = pgSize
-			p, err := pool.New(f, cfg)
-			if err != nil {
-				b.Fatal(err)
-			}
-			return poolLoaner{p}
+		{"pool", func(b *testing.B) loaner { return newPoolLoaner(b, dsn, postgres.Options{}) }},
+		// Without the session tracer that ResetSession (the default)
+		// installs: the reset pgxpool does.
+		{"pool-txreset", func(b *testing.B) loaner {
+			return newPoolLoaner(b, dsn, postgres.Options{Reset: postgres.ResetTransaction})
 		}},
 	}
 	only := os.Getenv("PG_CONTENDER")
@@ -106,6 +99,20 @@ func BenchmarkPGLoanSplit(b *testing.B) {
 			}
 		}
 	}
+}
+
+func newPoolLoaner(b *testing.B, dsn string, opts postgres.Options) loaner {
+	f, err := postgres.FactoryFromDSN(dsn, opts)
+	if err != nil {
+		b.Fatal(err)
+	}
+	cfg := pool.DefaultConfig()
+	cfg.MaxSize = pgSize
+	p, err := pool.New(f, cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return poolLoaner{p}
 }
 
 // schedSample reads the scheduler's latency histogram and the GC cycles.
