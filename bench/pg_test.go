@@ -66,7 +66,11 @@ func (q poolPG) close() { _ = q.p.Close() }
 
 type pgxpoolPG struct{ p *pgxpool.Pool }
 
-func newPgxpool(b *testing.B, dsn string) pgQuerier {
+func newPgxpool(b *testing.B, dsn string) pgQuerier { return pgxpoolPG{openPgxpool(b, dsn)} }
+
+// openPgxpool opens pgxpool on dsn with pgSize connections, its other
+// settings its defaults.
+func openPgxpool(b *testing.B, dsn string) *pgxpool.Pool {
 	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
 		b.Fatal(err)
@@ -76,7 +80,7 @@ func newPgxpool(b *testing.B, dsn string) pgQuerier {
 	if err != nil {
 		b.Fatal(err)
 	}
-	return pgxpoolPG{p}
+	return p
 }
 
 func (q pgxpoolPG) query(ctx context.Context, sql string, arg int) (v int, err error) {

@@ -65,18 +65,7 @@ func BenchmarkPGLoanSplit(b *testing.B) {
 		name string
 		new  func(b *testing.B) loaner
 	}{
-		{"pgxpool", func(b *testing.B) loaner {
-			cfg, err := pgxpool.ParseConfig(dsn)
-			if err != nil {
-				b.Fatal(err)
-			}
-			cfg.MaxConns = pgSize
-			p, err := pgxpool.NewWithConfig(context.Background(), cfg)
-			if err != nil {
-				b.Fatal(err)
-			}
-			return pgxpoolLoaner{p}
-		}},
+		{"pgxpool", func(b *testing.B) loaner { return pgxpoolLoaner{openPgxpool(b, dsn)} }},
 		{"pool", func(b *testing.B) loaner { return newPoolLoaner(b, dsn, postgres.Options{}) }},
 		// Without the session tracer that ResetSession (the default)
 		// installs: the reset pgxpool does.

@@ -608,10 +608,8 @@ func killOwnBackend(t *testing.T, a *pgx.Conn, c *pgx.Conn) {
 func TestWithRetriesOnADeadConnectionOnlyWhatIsSafe(t *testing.T) {
 	base := dsn(t)
 	a := admin(t)
-	table := fmt.Sprintf("retry_%d", time.Now().UnixNano()%1e9)
-	_, err := a.Exec(bg, "create table "+table+" (n int)")
-	require.NoError(t, err)
-	t.Cleanup(func() { _, _ = a.Exec(bg, "drop table if exists "+table) })
+	table := scratchTable(t, a, "retry")
+	var err error
 	reg := pool.NewRegistry[*postgres.Conn]()
 	t.Cleanup(func() { _ = reg.Close() })
 	pcfg := pool.DefaultConfig()
@@ -798,10 +796,7 @@ func TestReadOnlyServerResetsTheSourceOncePerGeneration(t *testing.T) {
 		sep = "&"
 	}
 	a := admin(t)
-	table := fmt.Sprintf("ro_%d", time.Now().UnixNano()%1e9)
-	_, err := a.Exec(bg, "create table "+table+" (n int)")
-	require.NoError(t, err)
-	t.Cleanup(func() { _, _ = a.Exec(bg, "drop table if exists "+table) })
+	table := scratchTable(t, a, "ro")
 	reg := pool.NewRegistry[*postgres.Conn]()
 	t.Cleanup(func() { _ = reg.Close() })
 	pcfg := pool.DefaultConfig()
@@ -929,4 +924,15 @@ func TestReplaceTheDSNLive(t *testing.T) {
 		assert.Equal(t, tag+"-new", name(c), "a refused Replace changed the source")
 		return nil
 	}))
+}
+
+// scratchTable creates a table (n int) of the test's own, named after
+// prefix, and drops it when the test ends.
+func scratchTable(t *testing.T, a *pgx.Conn, prefix string) string {
+	t.Helper()
+	table := fmt.Sprintf("%s_%d", prefix, time.Now().UnixNano()%1e9)
+	_, err := a.Exec(bg, "create table "+table+" (n int)")
+	require.NoError(t, err)
+	t.Cleanup(func() { _, _ = a.Exec(bg, "drop table if exists "+table) })
+	return table
 }
