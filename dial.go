@@ -201,6 +201,9 @@ func (p *Pool[C]) failUncoveredLocked(probeFailed bool) {
 		return
 	}
 	if probeFailed && p.dialing.failures >= 2 && p.quickLocked(now) {
+		if p.n[stateDialling] > 0 {
+			return // dials begun before the source went down: each answers when it ends
+		}
 		// Only those who asked before the failed probe began have their
 		// answer (they waited for it: not failed fast); the others wait
 		// for the next one.
