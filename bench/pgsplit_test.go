@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"runtime"
 	"runtime/metrics"
 	"slices"
 	"sync"
@@ -37,6 +38,19 @@ func (l poolLoaner) acquire(ctx context.Context) (*pgx.Conn, func(), error) {
 }
 func (l poolLoaner) close() { _ = l.p.Close() }
 
+// yieldLoaner is this pool with a runtime.Gosched after each release: an
+// experiment on where the query's tail comes from (bench/RESULTS.md),
+// not a way to use the pool.
+type yieldLoaner struct{ poolLoaner }
+
+func (l yieldLoaner) acquire(ctx context.Context) (*pgx.Conn, func(), error) {
+	c, rel, err := l.poolLoaner.acquire(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	return c, func() { rel(); runtime.Gosched() }, nil
+}
+
 type pgxpoolLoaner struct{ p *pgxpool.Pool }
 
 func (l pgxpoolLoaner) acquire(ctx context.Context) (*pgx.Conn, func(), error) {
@@ -69,6 +83,10 @@ func BenchmarkPGLoanSplit(b *testing.B) {
 		{"pool", func(b *testing.B) loaner { return newPoolLoaner(b, dsn, postgres.Options{}) }},
 		// Without the session tracer that ResetSession (the default)
 		// installs: the reset pgxpool does.
+		// An experiment: the releasing goroutine yields its P.
+		{"pool-yield", func(b *testing.B) loaner {
+			return yieldLoaner{newPoolLoaner(b, dsn, postgres.Options{}).(poolLoaner)}
+		}},
 		{"pool-txreset", func(b *testing.B) loaner {
 			return newPoolLoaner(b, dsn, postgres.Options{Reset: postgres.ResetTransaction})
 		}},
