@@ -743,11 +743,21 @@ func TestWithPingsPastEveryDeadIdleConnection(t *testing.T) {
 	t.Cleanup(func() { _ = reg.Close() })
 	const size = 6
 	pcfg := pool.DefaultConfig()
-	pcfg.MinSize, pcfg.MaxSize = size, size
+	// No MinSize: a refill dialled after the first dead connection closes
+	// would be lent before the dead ones, and hide them.
+	pcfg.MinSize, pcfg.MaxSize = 0, size
 	require.NoError(t, postgres.Register(bg, reg, "db", base+sep+"application_name="+tag, postgres.Options{}, pcfg))
 	p, err := reg.Pool(bg, "db")
 	require.NoError(t, err)
-	require.NoError(t, p.WaitReady(bg))
+	var held []*pool.PooledConn[*postgres.Conn]
+	for range size {
+		pc, err := reg.Get(bg, "db")
+		require.NoError(t, err)
+		held = append(held, pc)
+	}
+	for _, pc := range held {
+		require.NoError(t, reg.Release("db", pc))
+	}
 	waitBackends(t, a, tag, size)
 
 	_, err = a.Exec(bg, "select pg_terminate_backend(pid) from pg_stat_activity where application_name = $1", tag)
