@@ -209,6 +209,9 @@ func TestResetIgnoringItsContextIsCutOffAtResetTimeout(t *testing.T) {
 		assert.Equal(t, 0, s.Total)
 		assert.EqualValues(t, 1, s.ClosedBroken)
 		require.NoError(t, p.Close())
+		// The watchdog's Close, which unblocked the Reset, may still be
+		// finishing on its own goroutine.
+		synctest.Wait()
 		src.checkAllClosedOnce(t)
 	})
 }
