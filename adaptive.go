@@ -159,8 +159,8 @@ func (p *Pool[C]) shedLocked(class int, deadline, now int64) error {
 		return nil
 	}
 	p.stats.shed.Add(1)
-	ex := p.exhaustedLocked()
+	h := p.holdersLocked()
 	return newError(fmt.Sprintf("shed: the predicted wait of %v (position %d, a mean hold of %v, %d connections) and a mean hold end after the deadline, in %v (ShedHopeless)%s",
-		wait.Round(time.Microsecond), ahead, time.Duration(mean).Round(time.Microsecond), conns, time.Duration(deadline-now).Round(time.Microsecond), exhaustedText(ex)),
-		context.DeadlineExceeded, ex)
+		wait.Round(time.Microsecond), ahead, time.Duration(mean).Round(time.Microsecond), conns, time.Duration(deadline-now).Round(time.Microsecond), h.suffix()),
+		context.DeadlineExceeded, h.err())
 }

@@ -2,8 +2,8 @@ package pool
 
 import (
 	"cmp"
+	"encoding/binary"
 	"fmt"
-	"hash/maphash"
 	"runtime"
 	"slices"
 	"strconv"
@@ -111,11 +111,11 @@ func (p *Pool[C]) holdersLocked() Holders {
 	}
 	var loans []loan
 	for _, e := range p.conns {
-		at := e.lentAt.Load()
-		if at == 0 {
+		started, ok := e.loanInProgress()
+		if !ok {
 			continue
 		}
-		l := loan{age: time.Duration(max(now-(at-1), 0))}
+		l := loan{age: time.Duration(max(now-started, 0))}
 		if t := e.leak.Load(); t != nil {
 			l.stack = t.stack
 		}
@@ -146,31 +146,29 @@ func (p *Pool[C]) holdersLocked() Holders {
 	return h
 }
 
-// exhaustedLocked returns the ExhaustedError for a caller refused now,
-// or nil when no connection is in use. p.mu must be held.
-func (p *Pool[C]) exhaustedLocked() error {
-	h := p.holdersLocked()
+// err is h as the ExhaustedError that the error of a caller refused on
+// the pool wraps, or nil when nothing is in use.
+func (h Holders) err() error {
 	if h.InUse == 0 {
 		return nil
 	}
 	return &ExhaustedError{Holders: h}
 }
 
-// exhaustedText is ex's summary for the end of an error's message: ": "
-// and the Holders, or nothing when ex is nil.
-func exhaustedText(ex error) string {
-	if ex == nil {
+// suffix is h for the end of such an error's message: ": " and the
+// summary, or nothing when nothing is in use.
+func (h Holders) suffix() string {
+	if h.InUse == 0 {
 		return ""
 	}
-	return ": " + ex.(*ExhaustedError).Holders.String()
+	return ": " + h.String()
 }
 
 // siteCache remembers the acquire site of each distinct stack, so that
 // Holders symbolizes a stack once. Guarded by the pool's mu.
 type siteCache struct {
-	seed  maphash.Seed
-	sites map[uint64][]siteEntry
-	n     int // entries in sites; past maxSites the cache starts again
+	sites map[string]string // by the stack's program counters, as bytes
+	key   []byte
 }
 
 // maxSites bounds a siteCache: a program whose loans come from more
@@ -178,36 +176,21 @@ type siteCache struct {
 // some of them again.
 const maxSites = 1024
 
-type siteEntry struct {
-	stack []uintptr
-	site  string
-}
-
 // of returns the acquire site of stack: its first frame outside this
 // module's packages.
 func (c *siteCache) of(stack []uintptr) string {
-	if c.sites == nil || c.n >= maxSites {
-		c.seed = maphash.MakeSeed()
-		c.sites, c.n = map[uint64][]siteEntry{}, 0
-	}
-	var hh maphash.Hash
-	hh.SetSeed(c.seed)
+	c.key = c.key[:0]
 	for _, pc := range stack {
-		var b [8]byte
-		for i := range b {
-			b[i] = byte(pc >> (8 * i))
-		}
-		hh.Write(b[:])
+		c.key = binary.LittleEndian.AppendUint64(c.key, uint64(pc))
 	}
-	k := hh.Sum64()
-	for _, s := range c.sites[k] {
-		if slices.Equal(s.stack, stack) {
-			return s.site
-		}
+	if site, ok := c.sites[string(c.key)]; ok { // the conversion does not allocate
+		return site
+	}
+	if c.sites == nil || len(c.sites) >= maxSites {
+		c.sites = map[string]string{}
 	}
 	site := acquireSite(stack)
-	c.sites[k] = append(c.sites[k], siteEntry{stack: stack, site: site})
-	c.n++
+	c.sites[string(c.key)] = site
 	return site
 }
 

@@ -69,13 +69,14 @@ func (p *Pool[C]) reclaim(a abandoned[C]) {
 }
 
 // formatStack renders a captured stack as "function file:line" lines,
-// leaving out the frames inside this package.
+// leaving out the frames of this module's library packages
+// (libraryFrame).
 func formatStack(pcs []uintptr) string {
 	var b strings.Builder
 	frames := runtime.CallersFrames(pcs)
 	for {
 		f, more := frames.Next()
-		if !strings.HasPrefix(f.Function, "github.com/deepanalyze/pool.") {
+		if !libraryFrame(f.Function) {
 			b.WriteString(f.Function)
 			b.WriteString("\n\t")
 			b.WriteString(f.File)

@@ -426,8 +426,8 @@ func (p *Pool[C]) enqueueLocked(w *waiter[C], a *acquisition[C], now int64) erro
 // wait, and returns its error. p.mu must be held.
 func (p *Pool[C]) tooManyWaitersLocked() error {
 	p.stats.tooManyWaiters.Add(1)
-	ex := p.exhaustedLocked()
-	return newError(fmt.Sprintf("too many waiters: %d callers already wait (MaxWaiters)%s", p.cfg.MaxWaiters, exhaustedText(ex)), ErrTooManyWaiters, ex)
+	h := p.holdersLocked()
+	return newError(fmt.Sprintf("too many waiters: %d callers already wait (MaxWaiters)%s", p.cfg.MaxWaiters, h.suffix()), ErrTooManyWaiters, h.err())
 }
 
 // waitTurn waits on w, queued by the caller, and checks the connection it

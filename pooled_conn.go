@@ -34,10 +34,12 @@ type entry[C Connector] struct {
 	// from n-1 to n, which a stale handle, whose number is lower, can
 	// never do. Starting a loan writes nothing here.
 	ended atomic.Uint64
-	// lentAt is the pool's coarse clock plus one when the loan in
-	// progress began, 0 between loans: what Holders reads, without the
-	// lock, to age the loans. Written by the loan's owner.
-	lentAt atomic.Int64
+	// lent names the last loan to start: the low 24 bits of its number,
+	// and above them when it began (the pool's coarse clock, in ms). It
+	// is in progress while ended is one below it (loanInProgress): what
+	// Holders reads, without the lock, to age the loans. The end of a
+	// loan writes nothing here. Written by the loan's owner.
+	lent atomic.Uint64
 	// idleSince is when the connection last went back to the pool (or was
 	// dialled), on the pool's clock: a coarse reading, so up to a tick or
 	// two early. Owner.
@@ -87,6 +89,22 @@ type entry[C Connector] struct {
 	// An entry fills whole cache lines (192 bytes with a pointer-sized C),
 	// so that two connections in use on two cores share none.
 	_ [16]byte
+}
+
+// How entry.lent packs a loan: its number's low bits, its start above.
+const (
+	lentLoanBits = 24
+	lentLoanMask = 1<<lentLoanBits - 1
+)
+
+// loanInProgress returns when the loan in progress on e began (the pool's
+// coarse clock, to the millisecond), and false if none is.
+func (e *entry[C]) loanInProgress() (int64, bool) {
+	v := e.lent.Load()
+	if v&lentLoanMask != (e.ended.Load()+1)&lentLoanMask {
+		return 0, false // ended, or none began (v is 0)
+	}
+	return int64(v>>lentLoanBits) * int64(time.Millisecond), true
 }
 
 // endLoan ends loan n if it is in progress, and reports whether it did.
@@ -194,7 +212,7 @@ func (p *Pool[C]) startLoan(e *entry[C]) uint64 {
 	if p.cfg.LeakThreshold > 0 {
 		p.trackLeak(e, loan)
 	}
-	e.lentAt.Store(p.clock.coarse() + 1)
+	e.lent.Store(uint64(p.clock.coarse()/int64(time.Millisecond))<<lentLoanBits | loan&lentLoanMask)
 	return loan
 }
 
@@ -222,7 +240,6 @@ func (p *Pool[C]) loanStarted(e *entry[C]) {
 // small enough to inline, so that when loans are not timed the hot path
 // pays only the check.
 func (p *Pool[C]) loanEnded(e *entry[C]) {
-	e.lentAt.Store(0)
 	if p.timeLoans {
 		p.reportLoan(e)
 	}

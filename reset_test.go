@@ -387,3 +387,60 @@ func TestReplaceUnderLoad(t *testing.T) {
 	}
 	t.Logf("%d loans across %d factories", loans.Load(), factories)
 }
+
+// Replace racing the registry's Close under load: every call returns nil
+// or ErrPoolClosed, no loan fails but with ErrPoolClosed, and every
+// connection of every factory is closed exactly once.
+func TestReplaceRacingCloseUnderLoad(t *testing.T) {
+	srcs := []*fakeSource{newFakeSource(t), newFakeSource(t)}
+	reached := make(chan struct{}) // the second factory has dialled: a Replace reached the pool
+	var once sync.Once
+	srcs[1].onDial = func(context.Context) error {
+		once.Do(func() { close(reached) })
+		return nil
+	}
+	reg := pool.NewRegistry[*fakeConn]()
+	require.NoError(t, reg.Register(bg, "db", srcs[0].factory(), testConfig(4)))
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for {
+				err := reg.With(bg, "db", func(c *fakeConn) error {
+					c.use(t)
+					c.done()
+					return nil
+				})
+				if errors.Is(err, pool.ErrPoolClosed) {
+					return
+				}
+				if !assert.NoError(t, err) {
+					return
+				}
+			}
+		})
+	}
+	replaced := make(chan int)
+	go func() {
+		n := 0
+		for i := 0; ; i++ {
+			err := reg.Replace("db", srcs[i%2].factory())
+			if errors.Is(err, pool.ErrPoolClosed) {
+				replaced <- n
+				return
+			}
+			if !assert.NoError(t, err) {
+				replaced <- n
+				return
+			}
+			n++
+		}
+	}()
+	<-reached
+	require.NoError(t, reg.Close())
+	n := <-replaced
+	wg.Wait()
+	assert.Positive(t, n)
+	for _, s := range srcs {
+		s.checkAllClosedOnce(t)
+	}
+}

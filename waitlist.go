@@ -339,10 +339,8 @@ func (p *Pool[C]) served(ctx context.Context, r result[C], a *acquisition[C]) (r
 		return r, ctx.Err()
 	case errShed: // skipped at a hand-off: too little time left
 		p.stats.shed.Add(1)
-		p.mu.Lock()
-		ex := p.exhaustedLocked()
-		p.unlock()
-		return r, newError("shed: less time left before the deadline than a mean hold (ShedHopeless)"+exhaustedText(ex), context.DeadlineExceeded, ex)
+		h := p.Holders()
+		return r, newError("shed: less time left before the deadline than a mean hold (ShedHopeless)"+h.suffix(), context.DeadlineExceeded, h.err())
 	}
 	return r, r.err
 }
@@ -358,19 +356,16 @@ func (p *Pool[C]) timedOut(a *acquisition[C]) error {
 // timedOutLocked is timedOut with p.mu held.
 func (p *Pool[C]) timedOutLocked(a *acquisition[C]) error {
 	p.stats.timedOut.Add(1)
-	inUse, cause := p.n.inUse(), p.dialing.lastErr
+	cause := p.dialing.lastErr
 	if a.lastErr != nil {
 		cause = a.lastErr
 	}
-	msg := fmt.Sprintf("acquire timed out after %v (%d of %d in use", p.cfg.AcquireTimeout, inUse, p.maxSize)
-	ex := p.exhaustedLocked()
-	if ex != nil {
-		msg = fmt.Sprintf("acquire timed out after %v (%s", p.cfg.AcquireTimeout, ex.(*ExhaustedError).Holders)
-	}
+	h := p.holdersLocked()
+	msg := fmt.Sprintf("acquire timed out after %v (%s", p.cfg.AcquireTimeout, h)
 	if cause != nil {
 		msg += "; last error: " + detail(cause)
 	}
-	return newError(msg+")", ErrAcquireTimeout, cause, ex)
+	return newError(msg+")", ErrAcquireTimeout, cause, h.err())
 }
 
 // acquisition is the state of one Acquire call, kept on its stack.
