@@ -176,15 +176,15 @@ func BenchmarkPG(b *testing.B) {
 	}
 }
 
-func runPG(b *testing.B, qr pgQuerier, sql string, clients int) {
-	ctx := context.Background()
-	// Warm every contender to its full size, with as many clients as the
-	// run, for a while, so that no dial falls inside the measurement.
+// warmUp brings a contender to its full size, with as many clients as
+// the run (at least pgSize), each running query ten times, so that no
+// dial falls inside the measurement.
+func warmUp(b *testing.B, clients int, query func(arg int) error) {
 	var warm sync.WaitGroup
 	for c := range max(clients, pgSize) {
 		warm.Go(func() {
 			for i := range 10 {
-				if _, err := qr.query(ctx, sql, c*10+i+1); err != nil {
+				if err := query(c*10 + i + 1); err != nil {
 					b.Error(err)
 					return
 				}
@@ -192,6 +192,14 @@ func runPG(b *testing.B, qr pgQuerier, sql string, clients int) {
 		})
 	}
 	warm.Wait()
+}
+
+func runPG(b *testing.B, qr pgQuerier, sql string, clients int) {
+	ctx := context.Background()
+	warmUp(b, clients, func(arg int) error {
+		_, err := qr.query(ctx, sql, arg)
+		return err
+	})
 	var (
 		next atomic.Int64
 		mu   sync.Mutex

@@ -153,26 +153,15 @@ func histDeltaP99(before, after *metrics.Float64Histogram) float64 {
 
 func runSplit(b *testing.B, l loaner, sql string, clients int) {
 	ctx := context.Background()
-	var warm sync.WaitGroup
-	for c := range max(clients, pgSize) {
-		warm.Go(func() {
-			for i := range 10 {
-				conn, release, err := l.acquire(ctx)
-				if err != nil {
-					b.Error(err)
-					return
-				}
-				var v int
-				err = conn.QueryRow(ctx, sql, c*10+i+1).Scan(&v)
-				release()
-				if err != nil {
-					b.Error(err)
-					return
-				}
-			}
-		})
-	}
-	warm.Wait()
+	warmUp(b, clients, func(arg int) error {
+		conn, release, err := l.acquire(ctx)
+		if err != nil {
+			return err
+		}
+		defer release()
+		var v int
+		return conn.QueryRow(ctx, sql, arg).Scan(&v)
+	})
 	type parts struct{ acquire, query, release, loan []time.Duration }
 	var (
 		next atomic.Int64

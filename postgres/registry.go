@@ -24,22 +24,41 @@ import (
 // with the same credentials and differ only in run-time parameters (see
 // SharedFactory), unless opts.NoShare is set or cfg.Share is set already.
 func Register[C pool.Connector](ctx context.Context, reg *pool.PooledRegistry[C], id, dsn string, opts Options, cfg pool.Config, ropts ...pool.RegisterOption) error {
-	if strings.TrimSpace(dsn) == "" && !opts.EnvDefaults {
-		return fmt.Errorf("postgres: source %q: %w", id, errEmptyDSN)
-	}
-	pcfg, err := ParseDSN(dsn)
+	pcfg, err := parseSource(id, dsn, opts)
 	if err != nil {
-		return fmt.Errorf("postgres: source %q: %w", id, err)
+		return err
 	}
 	dial := Factory(pcfg, opts)
 	if cfg.Budget != nil && !opts.NoShare && cfg.Share.Group == "" {
 		dial, cfg.Share = SharedFactory(pcfg, opts)
 	}
-	f, err := pool.Adapt[C](dial)
+	f, err := adaptSource[C](id, dial)
 	if err != nil {
-		return fmt.Errorf("postgres: source %q: this registry cannot hold PostgreSQL connections (%w)", id, err)
+		return err
 	}
 	return reg.Register(ctx, id, f, cfg, ropts...)
+}
+
+// parseSource parses source id's DSN, which may be empty only with
+// opts.EnvDefaults; the error names the source, never the password.
+func parseSource(id, dsn string, opts Options) (*pgx.ConnConfig, error) {
+	if strings.TrimSpace(dsn) == "" && !opts.EnvDefaults {
+		return nil, fmt.Errorf("postgres: source %q: %w", id, errEmptyDSN)
+	}
+	pcfg, err := ParseDSN(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: source %q: %w", id, err)
+	}
+	return pcfg, nil
+}
+
+// adaptSource adapts dial to a registry of C, or says why it cannot.
+func adaptSource[C pool.Connector](id string, dial pool.Factory[*Conn]) (pool.Factory[C], error) {
+	f, err := pool.Adapt[C](dial)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: source %q: this registry cannot hold PostgreSQL connections (%w)", id, err)
+	}
+	return f, nil
 }
 
 // Replace gives source id of reg a new DSN or Options, live, as after a
@@ -50,16 +69,13 @@ func Register[C pool.Connector](ctx context.Context, reg *pool.PooledRegistry[C]
 // cannot change them: Unregister and Register it. Errors never contain
 // the password.
 func Replace[C pool.Connector](reg *pool.PooledRegistry[C], id, dsn string, opts Options) error {
-	if strings.TrimSpace(dsn) == "" && !opts.EnvDefaults {
-		return fmt.Errorf("postgres: source %q: %w", id, errEmptyDSN)
-	}
-	pcfg, err := ParseDSN(dsn)
+	pcfg, err := parseSource(id, dsn, opts)
 	if err != nil {
-		return fmt.Errorf("postgres: source %q: %w", id, err)
+		return err
 	}
-	f, err := pool.Adapt[C](Factory(pcfg, opts))
+	f, err := adaptSource[C](id, Factory(pcfg, opts))
 	if err != nil {
-		return fmt.Errorf("postgres: source %q: this registry cannot hold PostgreSQL connections (%w)", id, err)
+		return err
 	}
 	return reg.Replace(id, f)
 }

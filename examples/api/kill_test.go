@@ -8,7 +8,6 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
-	"net/url"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -34,13 +33,8 @@ func TestEveryRequestIsAnsweredWhileBackendsAreKilled(t *testing.T) {
 		seconds = 3
 	}
 	tag := fmt.Sprintf("apikill%d", time.Now().UnixNano())
-	u, err := url.Parse(base)
-	require.NoError(t, err)
-	q := u.Query()
-	q.Set("application_name", tag)
-	u.RawQuery = q.Encode()
 	size := 8
-	svc, err := NewService(context.Background(), Config{Sources: []SourceConfig{{ID: "sales", DSN: u.String(), MaxSize: &size, AcquireTimeout: "5s"}}})
+	svc, err := NewService(context.Background(), Config{Sources: []SourceConfig{{ID: "sales", DSN: withApp(t, base, tag), MaxSize: &size, AcquireTimeout: "5s"}}})
 	require.NoError(t, err)
 	ts := httptest.NewServer(svc.Handler())
 	t.Cleanup(func() {

@@ -44,19 +44,11 @@ func TestServiceUnderLoad(t *testing.T) {
 		seconds = n
 	}
 	tag := fmt.Sprintf("apiload%d", time.Now().UnixNano())
-	withApp := func(app string) string {
-		u, err := url.Parse(base)
-		require.NoError(t, err)
-		q := u.Query()
-		q.Set("application_name", app)
-		u.RawQuery = q.Encode()
-		return u.String()
-	}
 	sizes := map[string]int{"sales": 8, "reports": 4}
 	var cfg Config
 	for _, id := range []string{"sales", "reports"} {
 		size := sizes[id]
-		cfg.Sources = append(cfg.Sources, SourceConfig{ID: id, DSN: withApp(tag + id), MaxSize: &size, AcquireTimeout: "5s"})
+		cfg.Sources = append(cfg.Sources, SourceConfig{ID: id, DSN: withApp(t, base, tag+id), MaxSize: &size, AcquireTimeout: "5s"})
 	}
 	svc, err := NewService(context.Background(), cfg)
 	require.NoError(t, err)
@@ -235,4 +227,16 @@ func TestServiceUnderLoad(t *testing.T) {
 	}
 	assert.Equal(t, accepted.Load(), answered.Load(), "a request the server accepted was not answered")
 	assert.Equal(t, accepted.Load(), total.received, "a request the server accepted never reached its client")
+}
+
+// withApp returns the URL DSN base with its application_name set to app,
+// so that pg_stat_activity shows a test's own backends.
+func withApp(t *testing.T, base, app string) string {
+	t.Helper()
+	u, err := url.Parse(base)
+	require.NoError(t, err)
+	q := u.Query()
+	q.Set("application_name", app)
+	u.RawQuery = q.Encode()
+	return u.String()
 }
